@@ -1,0 +1,214 @@
+#pragma once
+
+// What each thread is doing inside fnbus, published cheaply enough for the
+// dispatch hot path and read by the rare writers that must wait for it.
+//
+// Protocol (an asymmetric Dekker handshake, as in RCU and folly's hazptr):
+// every thread that dispatches or publishes owns one ThreadRecord. Before it
+// reads shared state that a writer may retract, it *announces* what it is
+// about to use with a plain store into its record, then executes a light
+// barrier, then reads. A writer first retracts (unpublishes a handler list,
+// sets a cancelled flag, closes the bus), then executes a heavy barrier, then
+// scans every record. The heavy barrier is membarrier(PRIVATE_EXPEDITED),
+// which runs a full fence on every CPU running one of our threads, so the
+// light barrier only has to stop the compiler: for any reader R and writer W,
+// either W's scan sees R's announcement, or R's read sees W's retraction.
+// Where membarrier is unavailable both sides use a seq_cst fence instead;
+// under ThreadSanitizer (which does not model fences) both sides use seq_cst
+// operations, which give the same guarantee in the C++ memory model.
+//
+// Records are process-wide, one per live thread that ever used a bus, and are
+// recycled when a thread exits. The registry is leaked on purpose so that
+// threads exiting after main() returns can still release their records.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "fnbus/detail/config.hpp"
+
+namespace fnbus::detail {
+
+// Most handlers that may be running nested on one thread (a trigger inside a
+// handler inside a trigger ...). Deeper nesting is a precondition failure:
+// it is almost certainly unbounded recursion, and the stack is near its end.
+inline constexpr std::size_t kMaxNesting = 256;
+
+// Reader-side orders: relaxed plus a light barrier normally; seq_cst under
+// TSan (see the protocol above).
+inline constexpr std::memory_order kAnnounceOrder =
+    kThreadSanitizer ? std::memory_order_seq_cst : std::memory_order_relaxed;
+inline constexpr std::memory_order kObserveOrder =
+    kThreadSanitizer ? std::memory_order_seq_cst : std::memory_order_acquire;
+inline constexpr std::memory_order kRetractOrder =
+    kThreadSanitizer ? std::memory_order_seq_cst : std::memory_order_release;
+
+struct alignas(kCacheLineSize) ThreadRecord {
+  // Odd while this thread is inside a dispatch and may hold a handler list;
+  // bumped at the outermost entry and exit. Written by the owner, read by
+  // writers deciding whether a retired list may be freed.
+  std::atomic<std::uint64_t> dispatch_gen{0};
+  // running[i]: the handler running at nesting level i, or null. Written by
+  // the owner, read by cancel() waiting for that handler to finish.
+  std::atomic<const void*> running[kMaxNesting] = {};
+  // The bus this thread is inside publish() of, or null. Written by the
+  // owner, read by shutdown() waiting for publishes in progress.
+  std::atomic<const void*> publishing_to{nullptr};
+  // Claimed by a live thread. CAS by threads registering, cleared at exit.
+  std::atomic<bool> in_use{false};
+  // Next record in the registry; immutable once the record is published.
+  ThreadRecord* next = nullptr;
+
+  // Owner-only state (never read by other threads).
+  std::uint32_t depth = 0;                // handlers running on this thread
+  std::uint32_t dispatch_nesting = 0;     // dispatches running on this thread
+  const void* dispatching_for = nullptr;  // innermost bus dispatching here
+};
+
+inline constinit thread_local ThreadRecord* tls_thread_record = nullptr;
+
+// Claims a record for the calling thread (once per thread).
+ThreadRecord& register_this_thread();
+
+[[nodiscard]] inline ThreadRecord& this_thread_record() {
+  ThreadRecord* record = tls_thread_record;
+  if (record == nullptr) [[unlikely]]
+    return register_this_thread();
+  return *record;
+}
+
+// True when membarrier is not available and readers must fence.
+extern std::atomic<bool> g_readers_fence;
+
+// Reader half of the asymmetric barrier.
+inline void light_barrier() noexcept {
+  if constexpr (!kThreadSanitizer) {
+    // relaxed: set once before any record exists (see register_this_thread).
+    if (g_readers_fence.load(std::memory_order_relaxed)) [[unlikely]] {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+    } else {
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    }
+  }
+}
+
+// Writer half: after it returns, every announcement made before any
+// reader's light barrier that preceded this call is visible to the caller.
+void heavy_barrier() noexcept;
+
+// Marks the calling thread as inside a dispatch for the scope's lifetime.
+class DispatchScope {
+ public:
+  explicit DispatchScope(ThreadRecord& record, const void* bus) noexcept
+      : record_(record), previous_bus_(record.dispatching_for) {
+    record.dispatching_for = bus;
+    if (record.dispatch_nesting++ == 0) {
+      // relaxed: the owner is the only writer of its own record.
+      const auto gen = record.dispatch_gen.load(std::memory_order_relaxed);
+      // Announce (see protocol): pairs with heavy_barrier() in
+      // take_grace_snapshot().
+      record.dispatch_gen.store(gen + 1, kAnnounceOrder);
+      light_barrier();
+    }
+  }
+  ~DispatchScope() {
+    record_.dispatching_for = previous_bus_;
+    if (--record_.dispatch_nesting == 0) {
+      // relaxed: owner-only writer.
+      const auto gen = record_.dispatch_gen.load(std::memory_order_relaxed);
+      // release: our reads of the handler list happen before a writer that
+      // sees the even value frees it (acquire in grace_elapsed()).
+      record_.dispatch_gen.store(gen + 1, kRetractOrder);
+    }
+  }
+  DispatchScope(const DispatchScope&) = delete;
+  DispatchScope& operator=(const DispatchScope&) = delete;
+
+ private:
+  ThreadRecord& record_;
+  const void* previous_bus_;
+};
+
+// Marks `handler` as running on the calling thread, then tells whether it
+// may run: false if `cancelled` was set before the announcement was seen.
+class RunningScope {
+ public:
+  RunningScope(ThreadRecord& record, const void* handler,
+               const std::atomic<bool>& cancelled) noexcept
+      : record_(record), level_(record.depth++) {
+    FNBUS_ASSERT(level_ < kMaxNesting,
+                 "handlers nested more than 256 deep on one thread (a handler "
+                 "that triggers its own event without end?)");
+    // Announce: pairs with heavy_barrier() in wait_until_not_running().
+    record.running[level_].store(handler, kAnnounceOrder);
+    light_barrier();
+    // Observe: pairs with the store in HandlerRegistry::remove().
+    may_run_ = !cancelled.load(kObserveOrder);
+  }
+  ~RunningScope() {
+    // release: the handler's effects happen before cancel() returns
+    // (acquire load in wait_until_not_running()).
+    record_.running[level_].store(nullptr, kRetractOrder);
+    --record_.depth;
+  }
+  RunningScope(const RunningScope&) = delete;
+  RunningScope& operator=(const RunningScope&) = delete;
+
+  [[nodiscard]] bool may_run() const noexcept { return may_run_; }
+
+ private:
+  ThreadRecord& record_;
+  std::size_t level_;
+  bool may_run_ = false;
+};
+
+// Marks the calling thread as inside publish() on `bus`.
+class PublishScope {
+ public:
+  PublishScope(ThreadRecord& record, const void* bus) noexcept
+      : record_(record),
+        // relaxed: owner-only writer.
+        previous_(record.publishing_to.load(std::memory_order_relaxed)) {
+    // Announce: pairs with heavy_barrier() in wait_for_publishers().
+    record.publishing_to.store(bus, kAnnounceOrder);
+    light_barrier();
+  }
+  ~PublishScope() {
+    // release: our push happens before shutdown's final sweep
+    // (acquire load in wait_for_publishers()).
+    record_.publishing_to.store(previous_, kRetractOrder);
+  }
+  PublishScope(const PublishScope&) = delete;
+  PublishScope& operator=(const PublishScope&) = delete;
+
+ private:
+  ThreadRecord& record_;
+  const void* previous_;
+};
+
+// Writer side. Each runs a heavy barrier first.
+
+// Returns when no thread other than the caller runs `handler`.
+void wait_until_not_running(const void* handler) noexcept;
+// True if the calling thread is running `handler` (at any nesting level).
+[[nodiscard]] bool running_on_this_thread(const void* handler) noexcept;
+// Returns when no thread other than the caller is inside publish() on `bus`.
+void wait_for_publishers(const void* bus) noexcept;
+
+// Which threads were inside a dispatch at a moment, so that memory they may
+// have been reading can be freed once each has left that dispatch.
+class GraceSnapshot {
+ public:
+  static GraceSnapshot take();
+  [[nodiscard]] bool elapsed() const noexcept;
+
+ private:
+  struct Entry {
+    const ThreadRecord* record;
+    std::uint64_t gen;
+  };
+  std::vector<Entry> in_dispatch_;
+};
+
+}  // namespace fnbus::detail

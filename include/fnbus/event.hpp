@@ -1,0 +1,95 @@
+#pragma once
+
+// Event types: their names, dense ids, and type-erased references.
+
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+#include "fnbus/detail/type_slot.hpp"
+
+namespace fnbus {
+
+// An event is any object type that can be moved without throwing when it is
+// published, or passed by reference to trigger().
+template <typename E>
+concept Event = std::is_object_v<E> && !std::is_const_v<E> &&
+                !std::is_volatile_v<E> && std::is_destructible_v<E>;
+
+// The name fnbus uses for E in errors, statistics and sinks: E::kEventName
+// if E declares one (a `static constexpr std::string_view`), otherwise the
+// compiler's spelling of the type, e.g. "shop::OrderCreated".
+namespace detail {
+template <typename E>
+constexpr std::string_view compute_event_type_name() noexcept {
+  if constexpr (requires { std::string_view{E::kEventName}; }) {
+    return std::string_view{E::kEventName};
+  } else {
+    return compiler_type_name<E>();
+  }
+}
+// Forces compile-time evaluation: the hot path must not parse names.
+template <typename E>
+inline constexpr std::string_view kEventTypeName = compute_event_type_name<E>();
+}  // namespace detail
+
+template <Event E>
+[[nodiscard]] constexpr std::string_view event_type_name() noexcept {
+  return detail::kEventTypeName<E>;
+}
+
+// A reference to an event whose type is known only at run time, as given
+// to the dead-letter and unhandled sinks. Valid only during that call.
+class EventRef {
+ public:
+  EventRef(detail::TypeSlot slot, std::string_view type_name,
+           const void* event) noexcept
+      : slot_(slot), type_name_(type_name), event_(event) {}
+
+  [[nodiscard]] std::string_view type_name() const noexcept {
+    return type_name_;
+  }
+
+  // The event if it is an E, otherwise nullptr.
+  template <Event E>
+  [[nodiscard]] const E* get() const noexcept {
+    return slot_ == detail::type_slot<E>() ? static_cast<const E*>(event_)
+                                           : nullptr;
+  }
+
+ private:
+  detail::TypeSlot slot_;
+  std::string_view type_name_;
+  const void* event_;
+};
+
+// What a handler may learn about the call it is in. Passed as the optional
+// second argument of a handler. Valid only during that call.
+class Context {
+ public:
+  Context(std::string_view event_type, std::string_view function_name) noexcept
+      : event_type_(event_type), function_name_(function_name) {}
+
+  [[nodiscard]] std::string_view event_type() const noexcept {
+    return event_type_;
+  }
+  [[nodiscard]] std::string_view function_name() const noexcept {
+    return function_name_;
+  }
+
+ private:
+  friend class detail::ContextAccess;
+  std::string_view event_type_;
+  std::string_view function_name_;
+};
+
+namespace detail {
+class ContextAccess {
+ public:
+  static void set_function(Context& context, std::string_view name) noexcept {
+    context.function_name_ = name;
+  }
+};
+}  // namespace detail
+
+}  // namespace fnbus

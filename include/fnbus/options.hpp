@@ -1,0 +1,114 @@
+#pragma once
+
+// Configuration and option structs of the public API.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+
+#include "fnbus/event.hpp"
+
+namespace fnbus {
+
+// What publish() does when the queue is full.
+enum class OverflowPolicy {
+  kReject,  // return ResourceExhausted at once
+  kBlock,   // wait up to the block timeout, then return DeadlineExceeded
+};
+
+// How shutdown() treats events still in the queue.
+enum class ShutdownMode {
+  kDrain,          // handle everything accepted, then stop
+  kCancelPending,  // hand queued events to the dead-letter sink, then stop
+};
+
+// Why an event reached the dead-letter sink.
+enum class DeadLetterReason {
+  kCancelledAtShutdown,  // queued when shutdown(kCancelPending) ran
+};
+
+[[nodiscard]] std::string_view to_string(OverflowPolicy policy) noexcept;
+[[nodiscard]] std::string_view to_string(ShutdownMode mode) noexcept;
+[[nodiscard]] std::string_view to_string(DeadLetterReason reason) noexcept;
+
+// A handler failed: it threw, or returned a non-OK absl::Status. Passed to
+// BusConfig::error_sink; valid only during that call.
+struct HandlerError {
+  std::string_view function_name;  // FunctionOptions::name of the handler
+  std::string_view event_type;     // event_type_name<E>()
+  // The returned Status's code; kUnknown when the handler threw.
+  absl::StatusCode code = absl::StatusCode::kUnknown;
+  std::string_view message;  // the Status's message, or what() of the throw
+};
+
+// An accepted event that will not reach its handlers.
+struct DeadLetter {
+  EventRef event;  // valid only during the sink call
+  DeadLetterReason reason;
+};
+
+// Bus-wide configuration, validated by EventBus::Create.
+struct BusConfig {
+  // Slots in the publish queue: a power of two, 2 .. 2^30.
+  std::size_t queue_capacity = 4096;
+  // Worker threads of the pool: 1 .. 1024.
+  std::size_t workers = 2;
+  // Default for publishes that do not say otherwise.
+  OverflowPolicy overflow = OverflowPolicy::kReject;
+  // Longest wait of a kBlock publish on a full queue: > 0, <= 1 hour.
+  std::chrono::nanoseconds block_timeout = std::chrono::milliseconds(100);
+  // How long an idle worker keeps polling before it parks: 0 .. 1 s.
+  // Longer spins lower the latency of the next event and cost CPU.
+  std::chrono::nanoseconds idle_spin = std::chrono::microseconds(50);
+
+  // Called, on the dispatching thread, when a handler fails (throws or
+  // returns a non-OK Status).
+  std::function<void(const HandlerError&)> error_sink;
+  // Called for each accepted event that will not be dispatched. May be
+  // called from any thread, including the one calling shutdown().
+  std::function<void(const DeadLetter&)> dead_letter_sink;
+  // Called, on the dispatching thread, for an event that had no subscriber
+  // when it was dispatched (Guava's DeadEvent).
+  std::function<void(const EventRef&)> unhandled_sink;
+};
+
+// Options of one subscription (one "function").
+struct FunctionOptions {
+  // Name used in errors and statistics; need not be unique. Empty names
+  // become "<unnamed>".
+  std::string name;
+};
+
+// Options of one publish() call.
+struct PublishOptions {
+  // Overrides BusConfig::overflow for this call.
+  std::optional<OverflowPolicy> overflow;
+  // Overrides BusConfig::block_timeout for this call (kBlock only); must
+  // be >= 0.
+  std::optional<std::chrono::nanoseconds> block_timeout;
+};
+
+// A consistent-enough snapshot of the bus counters. Each counter is exact;
+// counters read at slightly different moments while the bus is busy. After
+// shutdown() returns they are final, and
+//   published == dispatched + dead_lettered.
+struct BusStats {
+  std::uint64_t published = 0;      // accepted by publish()
+  std::uint64_t rejected = 0;       // refused by publish(): full, timeout,
+                                    // after shutdown
+  std::uint64_t dispatched = 0;     // published events taken off the queue
+                                    // and run past every handler
+  std::uint64_t delivered = 0;      // handler calls that returned normally
+  std::uint64_t failed = 0;         // handler calls that threw or
+                                    // returned a non-OK Status
+  std::uint64_t unhandled = 0;      // dispatches that found no subscriber
+  std::uint64_t dead_lettered = 0;  // accepted events given to the DLQ sink
+  std::uint64_t queue_depth = 0;    // events waiting in the queue now
+};
+
+}  // namespace fnbus

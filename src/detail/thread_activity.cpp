@@ -1,0 +1,196 @@
+#include "fnbus/detail/thread_activity.hpp"
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace fnbus::detail {
+
+std::atomic<bool> g_readers_fence{true};
+
+namespace {
+
+bool register_membarrier() noexcept {
+  const long supported = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  if (supported < 0 || (supported & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) {
+    return false;
+  }
+  return syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0,
+                 0) == 0;
+}
+
+// The process-wide list of records. Leaked: threads may exit after main().
+class RecordRegistry {
+ public:
+  RecordRegistry() : membarrier_(!kThreadSanitizer && register_membarrier()) {
+    // relaxed: this constructor runs (under the static-init guard) before
+    // any thread holds a record, and every reader reaches the flag only
+    // after claiming a record through this object.
+    g_readers_fence.store(!membarrier_, std::memory_order_relaxed);
+  }
+
+  ThreadRecord& claim() {
+    // acquire: pairs with the release in publish(), so a record's fields
+    // are initialised before we use it.
+    for (ThreadRecord* r = head_.load(std::memory_order_acquire); r != nullptr;
+         r = r->next) {
+      bool expected = false;
+      // acquire: pairs with the release in release(); the previous owner's
+      // last writes to the record happen before our first.
+      if (!r->in_use.load(std::memory_order_relaxed) &&
+          r->in_use.compare_exchange_strong(expected, true,
+                                            std::memory_order_acquire,
+                                            std::memory_order_relaxed)) {
+        return *r;
+      }
+    }
+    auto* record = new ThreadRecord;
+    // relaxed: the record is not yet shared; publish() releases it.
+    record->in_use.store(true, std::memory_order_relaxed);
+    publish(record);
+    return *record;
+  }
+
+  static void release(ThreadRecord& record) noexcept {
+    // release: pairs with the acquire CAS in claim().
+    record.in_use.store(false, std::memory_order_release);
+  }
+
+  template <typename Visit>
+  void for_each(Visit visit) const {
+    // acquire: pairs with the release in publish().
+    for (const ThreadRecord* r = head_.load(std::memory_order_acquire);
+         r != nullptr; r = r->next) {
+      visit(*r);
+    }
+  }
+
+  void heavy_barrier() const noexcept {
+    if constexpr (kThreadSanitizer) return;  // seq_cst operations instead
+    if (membarrier_ &&
+        syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) {
+      return;
+    }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+
+ private:
+  void publish(ThreadRecord* record) {
+    // relaxed load: the CAS below validates it.
+    ThreadRecord* head = head_.load(std::memory_order_relaxed);
+    do {
+      record->next = head;
+      // release: publishes the record's initialised fields and `next` to
+      // the acquire loads in claim() and for_each().
+    } while (!head_.compare_exchange_weak(
+        head, record, std::memory_order_release, std::memory_order_relaxed));
+  }
+
+  const bool membarrier_;
+  // Newest record first; records are never unlinked.
+  std::atomic<ThreadRecord*> head_{nullptr};
+};
+
+RecordRegistry& registry() {
+  static RecordRegistry* const instance = new RecordRegistry;
+  return *instance;
+}
+
+// Gives the record back when its thread exits.
+struct RecordReleaser {
+  ThreadRecord* record = nullptr;
+  ~RecordReleaser() {
+    if (record != nullptr) {
+      tls_thread_record = nullptr;
+      RecordRegistry::release(*record);
+    }
+  }
+};
+
+// Waits for `done()` with a back-off: spin briefly, then yield, then sleep.
+// Used only on rare writer paths (cancel, shutdown), never by dispatch.
+template <typename Done>
+void wait_until(Done done) {
+  for (int round = 0; !done(); ++round) {
+    if (round < 64) {
+      cpu_relax();
+    } else if (round < 256) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
+bool is_running(const ThreadRecord& record, const void* handler) noexcept {
+  // acquire: pairs with the release in ~RunningScope (kRetractOrder); see
+  // RunningScope for the announcement side.
+  for (const auto& slot : record.running) {
+    if (slot.load(kObserveOrder) == handler) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+ThreadRecord& register_this_thread() {
+  thread_local RecordReleaser releaser;
+  ThreadRecord& record = registry().claim();
+  releaser.record = &record;
+  tls_thread_record = &record;
+  return record;
+}
+
+void heavy_barrier() noexcept { registry().heavy_barrier(); }
+
+void wait_until_not_running(const void* handler) noexcept {
+  heavy_barrier();
+  const ThreadRecord* self = tls_thread_record;
+  registry().for_each([&](const ThreadRecord& record) {
+    if (&record == self) return;
+    wait_until([&] { return !is_running(record, handler); });
+  });
+}
+
+bool running_on_this_thread(const void* handler) noexcept {
+  const ThreadRecord* self = tls_thread_record;
+  return self != nullptr && is_running(*self, handler);
+}
+
+void wait_for_publishers(const void* bus) noexcept {
+  heavy_barrier();
+  const ThreadRecord* self = tls_thread_record;
+  registry().for_each([&](const ThreadRecord& record) {
+    if (&record == self) return;
+    // acquire: pairs with the release in ~PublishScope.
+    wait_until([&] { return record.publishing_to.load(kObserveOrder) != bus; });
+  });
+}
+
+GraceSnapshot GraceSnapshot::take() {
+  heavy_barrier();
+  GraceSnapshot snapshot;
+  registry().for_each([&](const ThreadRecord& record) {
+    // acquire: pairs with the release in ~DispatchScope.
+    const auto gen = record.dispatch_gen.load(kObserveOrder);
+    if (gen % 2 == 1) snapshot.in_dispatch_.push_back({&record, gen});
+  });
+  return snapshot;
+}
+
+bool GraceSnapshot::elapsed() const noexcept {
+  for (const Entry& entry : in_dispatch_) {
+    // acquire: pairs with the release in ~DispatchScope, so the reader's
+    // last use of retired memory happens before we free it.
+    if (entry.record->dispatch_gen.load(kObserveOrder) == entry.gen) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace fnbus::detail

@@ -1,0 +1,363 @@
+#include "fnbus/event_bus.hpp"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "fmt/chrono.h"
+#include "fmt/format.h"
+
+namespace fnbus {
+namespace {
+
+constexpr std::size_t kMaxWorkers = 1024;
+constexpr std::size_t kMaxQueueCapacity = std::size_t{1} << 30;
+constexpr auto kMaxBlockTimeout = std::chrono::hours(1);
+constexpr auto kMaxIdleSpin = std::chrono::seconds(1);
+// A blocked publisher re-checks at least this often: the consumers' wake-up
+// hint is a relaxed read and may miss it (see wake_blocked_publishers()).
+constexpr auto kBlockedRecheck = std::chrono::milliseconds(1);
+
+std::vector<std::string> config_problems(const BusConfig& config) {
+  std::vector<std::string> problems;
+  if (config.queue_capacity < 2 || config.queue_capacity > kMaxQueueCapacity ||
+      !MpmcQueue<int>::IsValidCapacity(config.queue_capacity)) {
+    // Round up to suggest a capacity; bit_ceil of a huge number overflows.
+    const std::size_t suggestion =
+        config.queue_capacity > kMaxQueueCapacity
+            ? kMaxQueueCapacity
+            : std::bit_ceil(std::max<std::size_t>(config.queue_capacity, 2));
+    problems.push_back(fmt::format(
+        "queue_capacity is {}; use a power of two from 2 to {} (e.g. {})",
+        config.queue_capacity, kMaxQueueCapacity, suggestion));
+  }
+  if (config.workers < 1 || config.workers > kMaxWorkers) {
+    problems.push_back(
+        fmt::format("workers is {}; use 1 to {}", config.workers, kMaxWorkers));
+  }
+  if (config.block_timeout <= std::chrono::nanoseconds::zero() ||
+      config.block_timeout > kMaxBlockTimeout) {
+    problems.push_back(
+        fmt::format("block_timeout is {}; use more than 0 and at most 1 hour",
+                    config.block_timeout));
+  }
+  if (config.idle_spin < std::chrono::nanoseconds::zero() ||
+      config.idle_spin > kMaxIdleSpin) {
+    problems.push_back(fmt::format(
+        "idle_spin is {}; use 0 to 1 second (50us is a good default)",
+        config.idle_spin));
+  }
+  if (config.overflow != OverflowPolicy::kReject &&
+      config.overflow != OverflowPolicy::kBlock) {
+    problems.push_back(
+        fmt::format("overflow is {}; use OverflowPolicy::kReject or kBlock",
+                    static_cast<int>(config.overflow)));
+  }
+  return problems;
+}
+
+template <typename Sink, typename... Args>
+void call_sink(const Sink& sink, const Args&... args) noexcept {
+  if (!sink) return;
+  try {
+    sink(args...);
+  } catch (...) {
+    // A sink that throws must not take a worker down; there is nowhere
+    // left to report it.
+  }
+}
+
+}  // namespace
+
+std::string_view to_string(OverflowPolicy policy) noexcept {
+  switch (policy) {
+    case OverflowPolicy::kReject:
+      return "reject";
+    case OverflowPolicy::kBlock:
+      return "block";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(ShutdownMode mode) noexcept {
+  switch (mode) {
+    case ShutdownMode::kDrain:
+      return "drain";
+    case ShutdownMode::kCancelPending:
+      return "cancel_pending";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(DeadLetterReason reason) noexcept {
+  switch (reason) {
+    case DeadLetterReason::kCancelledAtShutdown:
+      return "cancelled_at_shutdown";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<std::unique_ptr<EventBus>> EventBus::Create(BusConfig config) {
+  if (auto problems = config_problems(config); !problems.empty()) {
+    return absl::InvalidArgumentError("invalid BusConfig: " +
+                                      absl::StrJoin(problems, "; "));
+  }
+  std::unique_ptr<EventBus> bus(new EventBus(std::move(config)));
+  auto pool = ThreadPool::Start(*bus, {.workers = bus->config_.workers,
+                                       .idle_spin = bus->config_.idle_spin,
+                                       .name_prefix = "fnbus-w"});
+  if (!pool.ok()) {
+    // relaxed: no worker and no other thread has seen the bus.
+    bus->state_.store(kStopped, std::memory_order_relaxed);
+    return pool.status();
+  }
+  bus->pool_ = *std::move(pool);
+  return bus;
+}
+
+EventBus::EventBus(BusConfig config)
+    : config_(std::move(config)),
+      registry_(std::make_shared<detail::HandlerRegistry>()),
+      queue_(config_.queue_capacity),
+      cells_(new CounterCell[config_.workers + 1]) {}
+
+EventBus::~EventBus() {
+  FNBUS_ASSERT(detail::this_thread_record().dispatching_for != this &&
+                   !(pool_ && pool_->is_own_worker()),
+               "an EventBus was destroyed from inside one of its handlers");
+  (void)shutdown(ShutdownMode::kDrain);
+  registry_->remove_all();
+}
+
+bool EventBus::accepting(const detail::ThreadRecord& record) const noexcept {
+  // Observe (see thread_activity.hpp): ordered after the PublishScope
+  // announcement; pairs with the store + heavy barrier in shutdown().
+  const int state = state_.load(detail::kObserveOrder);
+  return state == kRunning ||
+         (state == kDraining && record.dispatching_for == this);
+}
+
+void EventBus::on_accepted() noexcept {
+  // relaxed: a statistic; the queue's turn store published the event.
+  published_.fetch_add(1, std::memory_order_relaxed);
+  pool_->notify_work();
+}
+
+absl::Status EventBus::reject(absl::Status status) noexcept {
+  // relaxed: a statistic.
+  rejected_.fetch_add(1, std::memory_order_relaxed);
+  return status;
+}
+
+absl::Status EventBus::reject_closed(std::string_view type_name) noexcept {
+  return reject(absl::FailedPreconditionError(fmt::format(
+      "publish<{}> after shutdown(): the bus no longer accepts events; "
+      "publish before shutting down, or handle this status",
+      type_name)));
+}
+
+absl::Status EventBus::heap_alloc_failed(std::string_view type_name) noexcept {
+  return reject(absl::ResourceExhaustedError(fmt::format(
+      "out of memory storing a {} for the queue (events over 48 bytes are "
+      "allocated); make the event smaller or free memory",
+      type_name)));
+}
+
+absl::Status EventBus::validate(const PublishOptions& options) {
+  if (options.block_timeout &&
+      (*options.block_timeout < std::chrono::nanoseconds::zero() ||
+       *options.block_timeout > kMaxBlockTimeout)) {
+    return absl::InvalidArgumentError(
+        fmt::format("PublishOptions::block_timeout is {}; use 0 to 1 hour",
+                    *options.block_timeout));
+  }
+  if (options.overflow && *options.overflow != OverflowPolicy::kReject &&
+      *options.overflow != OverflowPolicy::kBlock) {
+    return absl::InvalidArgumentError(fmt::format(
+        "PublishOptions::overflow is {}; use OverflowPolicy::kReject or "
+        "kBlock",
+        static_cast<int>(*options.overflow)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EventBus::publish_slow(detail::ThreadRecord& record,
+                                    const PublishOptions& options,
+                                    std::string_view type_name,
+                                    absl::FunctionRef<bool()> try_push) {
+  const OverflowPolicy policy = options.overflow.value_or(config_.overflow);
+  if (policy == OverflowPolicy::kBlock) {
+    return publish_blocking(
+        record, options.block_timeout.value_or(config_.block_timeout),
+        type_name, try_push);
+  }
+  return reject(absl::ResourceExhaustedError(fmt::format(
+      "queue full ({} slots) publishing {}; raise BusConfig::queue_capacity, "
+      "add workers, speed up handlers, or publish with OverflowPolicy::kBlock",
+      queue_.capacity(), type_name)));
+}
+
+absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
+                                        std::chrono::nanoseconds timeout,
+                                        std::string_view type_name,
+                                        absl::FunctionRef<bool()> try_push) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + timeout;
+  // A queue is often full only for a moment: poll briefly before sleeping.
+  for (int i = 0; i < 256; ++i) {
+    if (try_push()) {
+      on_accepted();
+      return absl::OkStatus();
+    }
+    detail::cpu_relax();
+  }
+  // relaxed: a hint for consumers; a missed hint costs one recheck period.
+  blocked_.fetch_add(1, std::memory_order_relaxed);
+  std::unique_lock lock(blocked_mutex_);
+  absl::Status status;
+  for (;;) {
+    if (try_push()) {
+      on_accepted();
+      break;
+    }
+    if (!accepting(record)) {
+      status = reject_closed(type_name);
+      break;
+    }
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      status = reject(absl::DeadlineExceededError(fmt::format(
+          "queue stayed full ({} slots) for {} publishing {}; raise "
+          "BusConfig::queue_capacity or block_timeout, add workers, or "
+          "speed up handlers",
+          queue_.capacity(), timeout, type_name)));
+      break;
+    }
+    blocked_cv_.wait_until(lock, std::min(deadline, now + kBlockedRecheck));
+  }
+  // relaxed: as above.
+  blocked_.fetch_sub(1, std::memory_order_relaxed);
+  return status;
+}
+
+void EventBus::wake_blocked_publishers() noexcept {
+  // relaxed: a hint. A publisher that registers just after we read 0 is
+  // not woken, and re-checks within kBlockedRecheck.
+  if (blocked_.load(std::memory_order_relaxed) > 0) [[unlikely]] {
+    std::lock_guard lock(blocked_mutex_);
+    blocked_cv_.notify_all();
+  }
+}
+
+bool EventBus::has_work() const noexcept { return !queue_.empty(); }
+
+bool EventBus::poll_work() const noexcept { return queue_.front_ready(); }
+
+bool EventBus::run_one(std::size_t worker) noexcept {
+  detail::Envelope envelope;
+  if (!queue_.try_pop(envelope)) return false;
+  wake_blocked_publishers();
+  // relaxed: a late view only dispatches an event that shutdown(kCancel-
+  // Pending) would have dead-lettered; either way it is accounted for.
+  handle(envelope, cells_[worker],
+         state_.load(std::memory_order_relaxed) == kCancelling);
+  return true;
+}
+
+void EventBus::handle(detail::Envelope& envelope, CounterCell& cell,
+                      bool cancel) noexcept {
+  if (cancel) {
+    CounterCell::bump(cell.dead_lettered);
+    report_dead_letter(envelope, DeadLetterReason::kCancelledAtShutdown);
+    return;
+  }
+  if (!dispatch(detail::this_thread_record(), envelope.slot(),
+                envelope.type_name(), envelope.event(), cell)) {
+    CounterCell::bump(cell.unhandled);
+    report_unhandled(envelope.ref());
+  }
+  CounterCell::bump(cell.dispatched);
+}
+
+void EventBus::sweep(bool cancel) noexcept {
+  detail::Envelope envelope;
+  while (queue_.try_pop(envelope)) {
+    wake_blocked_publishers();
+    handle(envelope, cells_[config_.workers], cancel);
+  }
+}
+
+absl::Status EventBus::shutdown(ShutdownMode mode) {
+  if (detail::this_thread_record().dispatching_for == this ||
+      (pool_ && pool_->is_own_worker())) {
+    return absl::FailedPreconditionError(
+        "shutdown() called from inside a handler of this bus, which would "
+        "wait for itself; call it from a thread that is not running one of "
+        "the bus's handlers");
+  }
+  std::lock_guard lock(shutdown_mutex_);
+  // relaxed: shutdown_mutex_ orders our own earlier stores.
+  if (state_.load(std::memory_order_relaxed) == kStopped) {
+    return absl::OkStatus();
+  }
+  const bool cancel = mode == ShutdownMode::kCancelPending;
+  // Retract (the writer's half of the handshake in thread_activity.hpp);
+  // wait_for_publishers() runs the heavy barrier.
+  state_.store(cancel ? kCancelling : kDraining, detail::kAnnounceOrder);
+  detail::wait_for_publishers(this);
+  wake_blocked_publishers();
+  if (pool_) pool_->stop_and_join();
+  sweep(cancel);  // left by the workers, or published by handlers since
+  // From here on even this bus's handlers are refused.
+  state_.store(kStopped, detail::kAnnounceOrder);
+  detail::wait_for_publishers(this);
+  sweep(cancel);
+  return absl::OkStatus();
+}
+
+BusStats EventBus::stats() const noexcept {
+  BusStats stats;
+  // relaxed: statistics; each counter is exact, their moments differ.
+  stats.published = published_.load(std::memory_order_relaxed);
+  stats.rejected = rejected_.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i <= config_.workers; ++i) {
+    const CounterCell& cell = cells_[i];
+    // relaxed: as above.
+    stats.dispatched += cell.dispatched.load(std::memory_order_relaxed);
+    stats.delivered += cell.delivered.load(std::memory_order_relaxed);
+    stats.failed += cell.failed.load(std::memory_order_relaxed);
+    stats.unhandled += cell.unhandled.load(std::memory_order_relaxed);
+    stats.dead_lettered += cell.dead_lettered.load(std::memory_order_relaxed);
+  }
+  stats.queue_depth = queue_.size();
+  return stats;
+}
+
+ThreadPoolStats EventBus::pool_stats() const noexcept {
+  return pool_ ? pool_->stats() : ThreadPoolStats{};
+}
+
+void EventBus::report_failure(const detail::HandlerEntry& entry,
+                              std::string_view type_name, absl::StatusCode code,
+                              std::string_view message) noexcept {
+  call_sink(config_.error_sink,
+            HandlerError{entry.name, type_name, code, message});
+}
+
+void EventBus::report_unhandled(const EventRef& event) noexcept {
+  call_sink(config_.unhandled_sink, event);
+}
+
+void EventBus::report_dead_letter(const detail::Envelope& envelope,
+                                  DeadLetterReason reason) noexcept {
+  call_sink(config_.dead_letter_sink, DeadLetter{envelope.ref(), reason});
+}
+
+void Subscription::cancel() noexcept {
+  if (entry_ == nullptr) return;
+  registry_->remove(std::exchange(entry_, nullptr));
+  registry_.reset();
+}
+
+}  // namespace fnbus

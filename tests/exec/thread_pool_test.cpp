@@ -1,0 +1,360 @@
+// Tests of fnbus::ThreadPool with a hand-written WorkSource: every unit
+// runs once, parked workers wake on notify_work(), stop_and_join() drains.
+
+#include "fnbus/exec/thread_pool.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <latch>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <pthread.h>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Generous bound for waits that should end almost at once: reaching it
+// means a lost wake-up or a stuck worker, not a slow machine.
+constexpr auto kWaitBound = std::chrono::seconds(30);
+
+// Polls `done` until it holds or kWaitBound passes; returns whether it held.
+template <typename Done>
+bool wait_until(Done done) {
+  const auto deadline = Clock::now() + kWaitBound;
+  while (!done()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+// Units of work numbered 0, 1, 2, ...: add(n) makes the next n available;
+// run_one() claims the lowest unclaimed one with a CAS and records which
+// worker ran it and what that worker looked like from inside.
+class TicketSource : public fnbus::WorkSource {
+ public:
+  TicketSource(std::size_t max_units, std::size_t workers)
+      : ran_by_(max_units), per_worker_(workers) {
+    for (auto& slot : ran_by_) slot.store(kNotRun, std::memory_order_relaxed);
+  }
+
+  // The pool whose is_own_worker() run_one() asks; set before add().
+  void watch(const fnbus::ThreadPool* own, const fnbus::ThreadPool* other) {
+    own_pool_.store(own, std::memory_order_relaxed);
+    other_pool_.store(other, std::memory_order_relaxed);
+  }
+  void expect_name_prefix(std::string prefix) {
+    name_prefix_ = std::move(prefix);
+  }
+
+  // Makes `n` more units available. The caller calls notify_work() (or
+  // not) itself.
+  void add(std::uint64_t n) {
+    // release: pairs with the acquire loads in has_work() and run_one().
+    limit_.fetch_add(n, std::memory_order_release);
+  }
+
+  bool has_work() const noexcept override {
+    // acquire: pairs with add().
+    return next_.load(std::memory_order_relaxed) <
+           limit_.load(std::memory_order_acquire);
+  }
+
+  bool run_one(std::size_t worker) noexcept override {
+    std::uint64_t ticket = next_.load(std::memory_order_relaxed);
+    for (;;) {
+      // acquire: pairs with add().
+      if (ticket >= limit_.load(std::memory_order_acquire)) return false;
+      if (next_.compare_exchange_weak(ticket, ticket + 1,
+                                      std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    record(ticket, worker);
+    // release: the records above are visible to whoever sees completed().
+    completed_.fetch_add(1, std::memory_order_release);
+    return true;
+  }
+
+  std::uint64_t completed() const {
+    // acquire: pairs with run_one().
+    return completed_.load(std::memory_order_acquire);
+  }
+
+  // Checked after the pool is joined.
+  static constexpr std::size_t kNotRun = ~std::size_t{0};
+  std::vector<std::atomic<std::size_t>> ran_by_;  // worker per unit
+  std::vector<std::atomic<std::uint64_t>> per_worker_;
+  std::atomic<std::uint64_t> run_twice_{0};
+  std::atomic<std::uint64_t> bad_worker_index_{0};
+  std::atomic<std::uint64_t> not_own_worker_{0};
+  std::atomic<std::uint64_t> own_worker_of_other_{0};
+  std::atomic<std::uint64_t> wrong_thread_name_{0};
+
+ private:
+  void record(std::uint64_t ticket, std::size_t worker) noexcept {
+    if (ticket < ran_by_.size() &&
+        ran_by_[ticket].exchange(worker, std::memory_order_relaxed) !=
+            kNotRun) {
+      run_twice_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (worker < per_worker_.size()) {
+      per_worker_[worker].fetch_add(1, std::memory_order_relaxed);
+    } else {
+      bad_worker_index_.fetch_add(1, std::memory_order_relaxed);
+    }
+    const fnbus::ThreadPool* own = own_pool_.load(std::memory_order_relaxed);
+    if (own == nullptr || !own->is_own_worker()) {
+      not_own_worker_.fetch_add(1, std::memory_order_relaxed);
+    }
+    const fnbus::ThreadPool* other =
+        other_pool_.load(std::memory_order_relaxed);
+    if (other != nullptr && other->is_own_worker()) {
+      own_worker_of_other_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (!name_prefix_.empty()) check_thread_name(worker);
+  }
+
+  void check_thread_name(std::size_t worker) noexcept {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    char expected[64] = {};
+    std::snprintf(expected, sizeof expected, "%s%zu", name_prefix_.c_str(),
+                  worker);
+    expected[15] = '\0';  // Linux keeps 15 characters
+    if (std::strcmp(name, expected) != 0) {
+      wrong_thread_name_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  // Next unit to claim; CAS by workers.
+  alignas(64) std::atomic<std::uint64_t> next_{0};
+  // Units made available so far; RMW by the test thread.
+  alignas(64) std::atomic<std::uint64_t> limit_{0};
+  alignas(64) std::atomic<std::uint64_t> completed_{0};
+  std::atomic<const fnbus::ThreadPool*> own_pool_{nullptr};
+  std::atomic<const fnbus::ThreadPool*> other_pool_{nullptr};
+  std::string name_prefix_;  // written before the pool starts
+};
+
+std::unique_ptr<fnbus::ThreadPool> start_pool(
+    fnbus::WorkSource& source, fnbus::ThreadPoolOptions options) {
+  auto pool = fnbus::ThreadPool::Start(source, std::move(options));
+  REQUIRE(pool.ok());
+  REQUIRE(*pool != nullptr);
+  return *std::move(pool);
+}
+
+// Waits until every worker of `pool` is parked; fails the test if they do
+// not all park within the bound.
+void require_all_parked(const fnbus::ThreadPool& pool) {
+  const bool parked =
+      wait_until([&] { return pool.stats().parked == pool.size(); });
+  INFO("parked " << pool.stats().parked << " of " << pool.size());
+  REQUIRE(parked);
+}
+
+// Checks the per-unit records after the pool is joined.
+void check_each_ran_once(const TicketSource& source, std::uint64_t units) {
+  std::uint64_t not_run = 0;
+  for (std::uint64_t i = 0; i < units; ++i) {
+    if (source.ran_by_[i].load(std::memory_order_relaxed) ==
+        TicketSource::kNotRun) {
+      ++not_run;
+    }
+  }
+  std::uint64_t per_worker_total = 0;
+  for (const auto& count : source.per_worker_) {
+    per_worker_total += count.load(std::memory_order_relaxed);
+  }
+  CHECK(source.completed() == units);
+  CHECK(not_run == 0);
+  CHECK(source.run_twice_.load() == 0);
+  CHECK(source.bad_worker_index_.load() == 0);
+  CHECK(per_worker_total == units);
+}
+
+}  // namespace
+
+TEST_CASE("ThreadPool runs every unit exactly once on several workers",
+          "[thread_pool]") {
+  constexpr std::size_t kWorkers = 4;
+  constexpr std::uint64_t kProducers = 3;
+  constexpr std::uint64_t kBatches = 200;
+  constexpr std::uint64_t kBatchSize = 50;
+  constexpr std::uint64_t kUnits = kProducers * kBatches * kBatchSize;
+
+  TicketSource source(kUnits, kWorkers);
+  source.expect_name_prefix("tp-test-");
+  auto pool = start_pool(source, {.workers = kWorkers,
+                                  .idle_spin = std::chrono::microseconds(20),
+                                  .name_prefix = "tp-test-"});
+  source.watch(pool.get(), nullptr);
+  REQUIRE(pool->size() == kWorkers);
+  REQUIRE(pool->stats().workers == kWorkers);
+
+  // Several threads add work in small batches, each followed by a
+  // notify_work(), so that wake-ups race with parking and spinning.
+  std::latch start(kProducers);
+  std::vector<std::thread> producers;
+  for (std::uint64_t p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&] {
+      start.arrive_and_wait();
+      for (std::uint64_t b = 0; b < kBatches; ++b) {
+        source.add(kBatchSize);
+        pool->notify_work();
+        if (b % 16 == 0) std::this_thread::yield();
+      }
+    });
+  }
+  for (auto& thread : producers) thread.join();
+
+  const bool finished =
+      wait_until([&] { return source.completed() == kUnits; });
+  INFO("completed " << source.completed() << " of " << kUnits);
+  CHECK(finished);
+  pool->stop_and_join();
+
+  check_each_ran_once(source, kUnits);
+  CHECK(source.not_own_worker_.load() == 0);
+  CHECK(source.wrong_thread_name_.load() == 0);
+}
+
+TEST_CASE("ThreadPool: notify_work wakes parked workers", "[thread_pool]") {
+  constexpr std::size_t kWorkers = 3;
+  constexpr std::uint64_t kRounds = 50;
+  TicketSource source(kRounds * kWorkers, kWorkers);
+  auto pool = start_pool(
+      source, {.workers = kWorkers, .idle_spin = std::chrono::nanoseconds(0)});
+  source.watch(pool.get(), nullptr);
+
+  std::uint64_t added = 0;
+  for (std::uint64_t round = 1; round <= kRounds; ++round) {
+    INFO("round " << round);
+    require_all_parked(*pool);
+    REQUIRE(pool->stats().spinning == 0);
+    // One unit in odd rounds; one per worker in even rounds (the woken
+    // worker must fan out or run them all itself).
+    const std::uint64_t units = round % 2 == 1 ? 1 : kWorkers;
+    source.add(units);
+    added += units;
+    pool->notify_work();
+    const bool woke = wait_until([&] { return source.completed() == added; });
+    INFO("completed " << source.completed() << " of " << added);
+    REQUIRE(woke);
+  }
+  pool->stop_and_join();
+  check_each_ran_once(source, added);
+  CHECK(source.not_own_worker_.load() == 0);
+}
+
+TEST_CASE("ThreadPool: a single notify_work after a burst runs it all",
+          "[thread_pool]") {
+  constexpr std::size_t kWorkers = 2;
+  constexpr std::uint64_t kUnits = 10'000;
+  TicketSource source(kUnits, kWorkers);
+  auto pool = start_pool(
+      source, {.workers = kWorkers, .idle_spin = std::chrono::nanoseconds(0)});
+  source.watch(pool.get(), nullptr);
+  require_all_parked(*pool);
+
+  source.add(kUnits);
+  pool->notify_work();
+  const bool finished =
+      wait_until([&] { return source.completed() == kUnits; });
+  INFO("completed " << source.completed() << " of " << kUnits);
+  REQUIRE(finished);
+  pool->stop_and_join();
+  check_each_ran_once(source, kUnits);
+}
+
+TEST_CASE("ThreadPool: stop_and_join runs pending work and is idempotent",
+          "[thread_pool]") {
+  constexpr std::size_t kWorkers = 2;
+  constexpr std::uint64_t kUnits = 1000;
+  TicketSource source(kUnits, kWorkers);
+  auto pool = start_pool(
+      source, {.workers = kWorkers, .idle_spin = std::chrono::nanoseconds(0)});
+  source.watch(pool.get(), nullptr);
+  require_all_parked(*pool);
+
+  // Work nobody is told about: only stop_and_join() wakes the workers.
+  source.add(kUnits);
+  pool->stop_and_join();
+  // Joined: the workers' records happen before this point.
+  check_each_ran_once(source, kUnits);
+
+  pool->stop_and_join();
+  pool->stop_and_join();
+  CHECK(source.completed() == kUnits);
+  CHECK(pool->size() == kWorkers);
+  CHECK(source.not_own_worker_.load() == 0);
+  // The destructor calls stop_and_join() once more.
+}
+
+TEST_CASE("ThreadPool: stop_and_join on a busy pool finishes the backlog",
+          "[thread_pool]") {
+  constexpr std::size_t kWorkers = 3;
+  constexpr std::uint64_t kUnits = 50'000;
+  TicketSource source(kUnits, kWorkers);
+  auto pool = start_pool(source, {.workers = kWorkers});
+  source.watch(pool.get(), nullptr);
+  source.add(kUnits);
+  pool->notify_work();
+  pool->stop_and_join();  // probably while the workers are mid-backlog
+  check_each_ran_once(source, kUnits);
+}
+
+TEST_CASE("ThreadPool::is_own_worker is true only on that pool's workers",
+          "[thread_pool]") {
+  constexpr std::uint64_t kUnits = 200;
+  TicketSource first_source(kUnits, 2);
+  TicketSource second_source(kUnits, 2);
+  auto first = start_pool(first_source, {.workers = 2});
+  auto second = start_pool(second_source, {.workers = 2});
+  first_source.watch(first.get(), second.get());
+  second_source.watch(second.get(), first.get());
+
+  CHECK_FALSE(first->is_own_worker());
+  CHECK_FALSE(second->is_own_worker());
+
+  first_source.add(kUnits);
+  first->notify_work();
+  second_source.add(kUnits);
+  second->notify_work();
+  first->stop_and_join();
+  second->stop_and_join();
+
+  CHECK(first_source.completed() == kUnits);
+  CHECK(second_source.completed() == kUnits);
+  CHECK(first_source.not_own_worker_.load() == 0);
+  CHECK(second_source.not_own_worker_.load() == 0);
+  CHECK(first_source.own_worker_of_other_.load() == 0);
+  CHECK(second_source.own_worker_of_other_.load() == 0);
+  CHECK_FALSE(first->is_own_worker());
+}
+
+TEST_CASE("ThreadPool names its threads <prefix><index>, cut to 15 chars",
+          "[thread_pool]") {
+  constexpr std::uint64_t kUnits = 500;
+  TicketSource source(kUnits, 2);
+  const std::string prefix = "a-very-long-thread-prefix-";
+  source.expect_name_prefix(prefix);
+  auto pool = start_pool(source, {.workers = 2, .name_prefix = prefix});
+  source.watch(pool.get(), nullptr);
+  source.add(kUnits);
+  pool->notify_work();
+  pool->stop_and_join();
+  check_each_ran_once(source, kUnits);
+  CHECK(source.wrong_thread_name_.load() == 0);
+}

@@ -1,0 +1,65 @@
+// Consumer of an installed fnbus (see check.cmake): subscribes, publishes,
+// triggers and shuts down, then checks that every handler call happened.
+// Exits non-zero on any problem.
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+
+#include "fnbus/fnbus.hpp"
+
+namespace {
+
+struct Ping {
+  std::int64_t id = 0;
+};
+
+}  // namespace
+
+int main() {
+  constexpr int kPublished = 100;
+  std::atomic<int> calls{0};
+  std::atomic<int> errors{0};  // failures, dead letters, unhandled events
+  auto bus = fnbus::EventBus::Create({
+      .workers = 2,
+      .error_sink = [&errors](const fnbus::HandlerError&) { ++errors; },
+      .dead_letter_sink = [&errors](const fnbus::DeadLetter&) { ++errors; },
+      .unhandled_sink = [&errors](const fnbus::EventRef&) { ++errors; },
+  });
+  if (!bus.ok()) {
+    std::fprintf(stderr, "Create: %s\n", bus.status().ToString().c_str());
+    return 1;
+  }
+  fnbus::Subscription subscription = (*bus)->subscribe<Ping>(
+      [&calls](const Ping&) { calls.fetch_add(1, std::memory_order_relaxed); },
+      {.name = "count_pings"});
+
+  (*bus)->trigger(Ping{.id = 0});  // runs the handler here, now
+  for (int i = 1; i <= kPublished; ++i) {
+    if (absl::Status status = (*bus)->publish(Ping{.id = i}); !status.ok()) {
+      std::fprintf(stderr, "publish: %s\n", status.ToString().c_str());
+      return 1;
+    }
+  }
+  if (absl::Status status = (*bus)->shutdown(fnbus::ShutdownMode::kDrain);
+      !status.ok()) {
+    std::fprintf(stderr, "shutdown: %s\n", status.ToString().c_str());
+    return 1;
+  }
+
+  const fnbus::BusStats stats = (*bus)->stats();
+  const int expected = kPublished + 1;  // the publishes and the trigger
+  if (calls.load() != expected || errors.load() != 0 ||
+      stats.published != kPublished || stats.delivered != kPublished) {
+    std::fprintf(stderr,
+                 "consumer: %d handler calls (want %d), %d errors, "
+                 "published=%llu delivered=%llu (want %d)\n",
+                 calls.load(), expected, errors.load(),
+                 static_cast<unsigned long long>(stats.published),
+                 static_cast<unsigned long long>(stats.delivered), kPublished);
+    return 1;
+  }
+  std::printf("consumer: %d handler calls through an installed fnbus\n",
+              calls.load());
+  return 0;
+}

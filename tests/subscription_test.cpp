@@ -1,0 +1,727 @@
+// Tests of fnbus::Subscription: RAII, cancel semantics (from other threads
+// and from inside the handler), and subscribing/cancelling while events
+// flow.
+//
+// As in event_bus_test.cpp: no Catch2 assertion off the test thread, no
+// sleeps to order threads, every wait bounded; state handlers use is
+// declared before the bus.
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "fnbus/event_bus.hpp"
+
+namespace fnbus_subscription_test {
+
+using namespace std::chrono_literals;
+using fnbus::BusConfig;
+using fnbus::EventBus;
+using fnbus::OverflowPolicy;
+using fnbus::Subscription;
+
+struct Tick {
+  int n = 0;
+};
+struct Churn {
+  int n = 0;
+};
+struct Idle {};
+struct Deep {
+  int depth = 0;
+};
+
+template <typename Pred>
+bool wait_until(Pred pred, std::chrono::nanoseconds timeout = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return pred();
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+std::unique_ptr<EventBus> make_bus(BusConfig config = {}) {
+  auto bus = EventBus::Create(std::move(config));
+  REQUIRE(bus.ok());
+  return *std::move(bus);
+}
+
+// Captured by value in a handler: counts destructions of the live copy and
+// records whether one happened while a handler using it was running.
+struct Probe {
+  struct Shared {
+    std::atomic<int> destroyed{0};
+    std::atomic<int> destroyed_while_inside{0};
+    std::atomic<int> inside{0};  // handler calls in progress
+  };
+
+  explicit Probe(std::shared_ptr<Shared> s) : shared(std::move(s)) {}
+  Probe(const Probe& other) = default;
+  Probe(Probe&& other) noexcept : shared(std::move(other.shared)) {}
+  Probe& operator=(const Probe&) = delete;
+  Probe& operator=(Probe&&) = delete;
+  ~Probe() {
+    if (!shared) return;  // moved from
+    if (shared->inside.load() != 0) shared->destroyed_while_inside.fetch_add(1);
+    shared->destroyed.fetch_add(1);
+  }
+
+  std::shared_ptr<Shared> shared;
+};
+
+// ---------------------------------------------------------------------------
+// RAII and handle semantics.
+
+static_assert(!std::is_copy_constructible_v<Subscription>);
+static_assert(!std::is_copy_assignable_v<Subscription>);
+static_assert(std::is_nothrow_move_constructible_v<Subscription>);
+static_assert(std::is_nothrow_move_assignable_v<Subscription>);
+static_assert(std::is_nothrow_destructible_v<Subscription>);
+
+TEST_CASE(
+    "subscription: a default Subscription is inactive and cancel does nothing",
+    "[subscription]") {
+  Subscription sub;
+  CHECK_FALSE(sub.active());
+  CHECK_FALSE(static_cast<bool>(sub));
+  sub.cancel();
+  sub.release();
+  CHECK_FALSE(sub.active());
+}
+
+TEST_CASE("subscription: destroying a Subscription unsubscribes its handler",
+          "[subscription]") {
+  std::atomic<int> calls{0};
+  std::atomic<int> kept_calls{0};
+  auto bus = make_bus();
+  auto kept =
+      bus->subscribe<Tick>([&](const Tick&) { kept_calls.fetch_add(1); });
+  {
+    auto sub = bus->subscribe<Tick>([&](const Tick&) { calls.fetch_add(1); });
+    CHECK(sub.active());
+    bus->trigger(Tick{});
+    CHECK(calls.load() == 1);
+  }
+  bus->trigger(Tick{});
+  REQUIRE(bus->publish(Tick{}).ok());
+  REQUIRE(bus->shutdown().ok());
+  CHECK(calls.load() == 1);
+  CHECK(kept_calls.load() == 3);
+}
+
+TEST_CASE("subscription: a Subscription moves its handler with it",
+          "[subscription]") {
+  std::atomic<int> a_calls{0};
+  std::atomic<int> b_calls{0};
+  auto bus = make_bus();
+  auto a = bus->subscribe<Tick>([&](const Tick&) { a_calls.fetch_add(1); });
+
+  SECTION("move construction") {
+    Subscription moved(std::move(a));
+    CHECK_FALSE(a.active());  // NOLINT(bugprone-use-after-move)
+    CHECK(moved.active());
+    a.cancel();  // the moved-from handle no longer owns the handler
+    bus->trigger(Tick{});
+    CHECK(a_calls.load() == 1);
+    moved.cancel();
+    bus->trigger(Tick{});
+    CHECK(a_calls.load() == 1);
+  }
+  SECTION("move assignment cancels the target's old handler") {
+    auto b = bus->subscribe<Tick>([&](const Tick&) { b_calls.fetch_add(1); });
+    bus->trigger(Tick{});
+    CHECK(a_calls.load() == 1);
+    CHECK(b_calls.load() == 1);
+    b = std::move(a);  // b's handler is cancelled, a's now owned by b
+    CHECK(b.active());
+    CHECK_FALSE(a.active());  // NOLINT(bugprone-use-after-move)
+    bus->trigger(Tick{});
+    CHECK(a_calls.load() == 2);
+    CHECK(b_calls.load() == 1);
+    b = Subscription();  // cancels a's handler
+    CHECK_FALSE(b.active());
+    bus->trigger(Tick{});
+    CHECK(a_calls.load() == 2);
+  }
+  SECTION("self move assignment keeps the handler") {
+    Subscription& alias = a;
+    a = std::move(alias);
+    CHECK(a.active());
+    bus->trigger(Tick{});
+    CHECK(a_calls.load() == 1);
+  }
+}
+
+TEST_CASE("subscription: cancel is idempotent and active() follows it",
+          "[subscription]") {
+  std::atomic<int> calls{0};
+  auto bus = make_bus();
+  auto sub = bus->subscribe<Tick>([&](const Tick&) { calls.fetch_add(1); });
+  CHECK(sub.active());
+  CHECK(static_cast<bool>(sub));
+  bus->trigger(Tick{});
+  sub.cancel();
+  CHECK_FALSE(sub.active());
+  sub.cancel();
+  sub.cancel();
+  CHECK_FALSE(sub.active());
+  bus->trigger(Tick{});
+  REQUIRE(bus->publish(Tick{}).ok());
+  REQUIRE(bus->shutdown().ok());
+  CHECK(calls.load() == 1);
+}
+
+TEST_CASE(
+    "subscription: release keeps the handler subscribed until the bus goes "
+    "away",
+    "[subscription]") {
+  std::atomic<int> calls{0};
+  auto state = std::make_shared<int>(0);
+  std::weak_ptr<int> weak = state;
+  auto bus = make_bus();
+  {
+    auto sub = bus->subscribe<Tick>(
+        [&calls, state](const Tick&) { calls.fetch_add(1); });
+    state.reset();
+    sub.release();
+    CHECK_FALSE(sub.active());
+  }  // destroying the released handle does not unsubscribe
+  bus->trigger(Tick{});
+  REQUIRE(bus->publish(Tick{}).ok());
+  REQUIRE(bus->shutdown().ok());
+  CHECK(calls.load() == 2);
+  CHECK_FALSE(weak.expired());  // the handler still holds its state
+  bus.reset();
+  CHECK(weak.expired());  // destroyed with the bus: no leak
+}
+
+TEST_CASE("subscription: a Subscription may outlive its bus",
+          "[subscription]") {
+  std::atomic<int> calls{0};
+  auto state = std::make_shared<int>(0);
+  std::weak_ptr<int> weak = state;
+  auto bus = make_bus();
+  auto sub = bus->subscribe<Tick>(
+      [&calls, state](const Tick&) { calls.fetch_add(1); });
+  auto other = bus->subscribe<Tick>([](const Tick&) {});
+  state.reset();
+  REQUIRE(bus->publish(Tick{}).ok());
+  bus.reset();  // drains, then drops every handler
+  CHECK(calls.load() == 1);
+  CHECK(sub.active());  // the handle itself has not been cancelled
+
+  SECTION("cancel after the bus is gone") {
+    sub.cancel();
+    CHECK_FALSE(sub.active());
+    sub.cancel();
+    other.cancel();
+  }
+  SECTION("destroy after the bus is gone") {
+    sub = Subscription();
+    CHECK_FALSE(sub.active());
+  }
+  SECTION("release after the bus is gone") {
+    sub.release();
+    CHECK_FALSE(sub.active());
+  }
+  CHECK(weak.expired());
+}
+
+// ---------------------------------------------------------------------------
+// Cancelling from inside the handler.
+
+TEST_CASE("subscription: a handler may cancel its own subscription (trigger)",
+          "[subscription]") {
+  auto probe_state = std::make_shared<Probe::Shared>();
+  std::atomic<int> calls{0};
+  std::atomic<int> destroyed_during_call{-1};
+  std::atomic<bool> active_after_cancel{true};
+  Subscription sub;
+  auto bus = make_bus();
+
+  sub = bus->subscribe<Tick>([&, probe = Probe(probe_state)](const Tick&) {
+    probe.shared->inside.fetch_add(1);
+    calls.fetch_add(1);
+    sub.cancel();  // no deadlock: returns at once
+    active_after_cancel.store(sub.active());
+    // The callable (and so `probe`) must still be alive here.
+    destroyed_during_call.store(probe.shared->destroyed.load());
+    probe.shared->inside.fetch_sub(1);
+  });
+  bus->trigger(Tick{});
+  bus->trigger(Tick{});
+  REQUIRE(bus->publish(Tick{}).ok());
+  REQUIRE(bus->shutdown().ok());
+
+  CHECK(calls.load() == 1);
+  CHECK_FALSE(active_after_cancel.load());
+  CHECK(destroyed_during_call.load() == 0);
+  bus.reset();
+  // Destroyed exactly once, and never while the handler ran.
+  CHECK(probe_state->destroyed.load() == 1);
+  CHECK(probe_state->destroyed_while_inside.load() == 0);
+}
+
+TEST_CASE("subscription: a handler may cancel its own subscription (publish)",
+          "[subscription]") {
+  constexpr int kEvents = 200;
+  auto probe_state = std::make_shared<Probe::Shared>();
+  std::atomic<int> calls{0};
+  std::atomic<int> late_calls{0};  // started after cancel() returned
+  std::atomic<bool> cancel_claimed{false};
+  std::atomic<bool> cancel_returned{false};
+  std::atomic<int> destroyed_during_call{-1};
+  std::atomic<int> witness{0};
+  Subscription sub;
+  auto bus = make_bus({.workers = 2});
+
+  auto counter =
+      bus->subscribe<Tick>([&](const Tick&) { witness.fetch_add(1); });
+  sub = bus->subscribe<Tick>([&, probe = Probe(probe_state)](const Tick&) {
+    if (cancel_returned.load()) late_calls.fetch_add(1);
+    probe.shared->inside.fetch_add(1);
+    calls.fetch_add(1);
+    // Only one call touches `sub` (a Subscription is not thread-safe).
+    if (!cancel_claimed.exchange(true)) {
+      sub.cancel();  // waits for calls on the other worker, not for itself
+      cancel_returned.store(true);
+      destroyed_during_call.store(probe.shared->destroyed.load());
+    }
+    probe.shared->inside.fetch_sub(1);
+  });
+
+  for (int i = 0; i < kEvents; ++i) {
+    REQUIRE(bus->publish(Tick{i}, {.overflow = OverflowPolicy::kBlock}).ok());
+  }
+  REQUIRE(bus->shutdown().ok());
+
+  CHECK(witness.load() == kEvents);
+  CHECK(cancel_returned.load());
+  CHECK(calls.load() >= 1);
+  CHECK(late_calls.load() == 0);
+  CHECK(destroyed_during_call.load() == 0);
+  CHECK_FALSE(sub.active());
+  bus.reset();
+  sub = Subscription();
+  CHECK(probe_state->destroyed.load() == 1);
+  CHECK(probe_state->destroyed_while_inside.load() == 0);
+}
+
+TEST_CASE(
+    "subscription: a handler may cancel and subscribe other handlers "
+    "mid-dispatch",
+    "[subscription]") {
+  std::atomic<int> a_calls{0};
+  std::atomic<int> b_calls{0};
+  std::atomic<int> c_calls{0};
+  Subscription b;
+  Subscription c;
+  EventBus* raw = nullptr;
+  auto bus = make_bus({.workers = 1});
+  raw = bus.get();
+
+  // a runs first; on the first event it cancels b (subscribed after a) and
+  // subscribes c.
+  auto a = bus->subscribe<Tick>([&](const Tick&) {
+    if (a_calls.fetch_add(1) == 0) {
+      b.cancel();
+      c = raw->subscribe<Tick>([&](const Tick&) { c_calls.fetch_add(1); });
+    }
+  });
+  b = bus->subscribe<Tick>([&](const Tick&) { b_calls.fetch_add(1); });
+
+  SECTION("trigger") {
+    bus->trigger(Tick{1});
+    // b was cancelled before the dispatch reached it: it must not run.
+    CHECK(b_calls.load() == 0);
+    // c may or may not see the event under way; it sees the next one.
+    const int c_before = c_calls.load();
+    CHECK(c_before <= 1);
+    bus->trigger(Tick{2});
+    CHECK(c_calls.load() == c_before + 1);
+  }
+  SECTION("publish") {
+    REQUIRE(bus->publish(Tick{1}).ok());
+    REQUIRE(wait_until([&] { return a_calls.load() == 1; }));
+    REQUIRE(bus->shutdown().ok());  // the first dispatch has finished
+    const int c_before = c_calls.load();
+    CHECK(c_before <= 1);
+    CHECK(b_calls.load() == 0);
+    bus->trigger(Tick{2});
+    CHECK(c_calls.load() == c_before + 1);
+  }
+  CHECK(a_calls.load() == 2);
+  CHECK(b_calls.load() == 0);
+}
+
+// ---------------------------------------------------------------------------
+// Cancelling from another thread.
+
+TEST_CASE(
+    "subscription: cancel from another thread waits for the running handler",
+    "[subscription]") {
+  constexpr int kIterations = 200;
+  constexpr int kTicksBefore = 4;
+  constexpr int kTicksAfter = 4;
+
+  struct Iteration {
+    std::atomic<int> calls{0};
+    std::atomic<int> late_calls{0};  // started after cancel() returned
+    std::atomic<bool> gated{false};  // the first call was held
+    std::atomic<bool> running{false};
+    std::atomic<bool> cancel_called{false};
+    std::atomic<bool> cancel_returned{false};
+    std::atomic<int> gate_timeouts{0};
+    std::shared_ptr<Probe::Shared> probe = std::make_shared<Probe::Shared>();
+  };
+
+  std::atomic<std::uint64_t> witness{0};
+  std::uint64_t published = 0;
+  int inside_after_cancel = 0;
+  int calls_after_cancel = 0;
+  int late_calls = 0;
+  int gate_timeouts = 0;
+  int destroyed_while_inside = 0;
+  int not_destroyed = 0;
+  std::vector<std::shared_ptr<Iteration>> done;
+  auto bus = make_bus({.workers = 2, .overflow = OverflowPolicy::kBlock});
+  auto counter =
+      bus->subscribe<Tick>([&](const Tick&) { witness.fetch_add(1); });
+
+  for (int it = 0; it < kIterations; ++it) {
+    auto state = std::make_shared<Iteration>();
+    auto sub =
+        bus->subscribe<Tick>([state, probe = Probe(state->probe)](const Tick&) {
+          if (state->cancel_returned.load()) state->late_calls.fetch_add(1);
+          probe.shared->inside.fetch_add(1);
+          state->calls.fetch_add(1);
+          if (!state->gated.exchange(true)) {
+            state->running.store(true);
+            if (!wait_until([&] { return state->cancel_called.load(); })) {
+              state->gate_timeouts.fetch_add(1);
+            }
+            // Stay a little longer so that cancel() is really waiting.
+            for (int i = 0; i < 50; ++i) std::this_thread::yield();
+          }
+          probe.shared->inside.fetch_sub(1);
+        });
+    for (int i = 0; i < kTicksBefore; ++i) {
+      REQUIRE(bus->publish(Tick{i}).ok());
+      ++published;
+    }
+    REQUIRE(wait_until([&] { return state->running.load(); }));
+    state->cancel_called.store(true);
+    sub.cancel();
+    // When cancel() returns the handler is not running anywhere.
+    const int inside = state->probe->inside.load();
+    state->cancel_returned.store(true);
+    const int calls_at_cancel = state->calls.load();
+    for (int i = 0; i < kTicksAfter; ++i) {
+      REQUIRE(bus->publish(Tick{i}).ok());
+      ++published;
+    }
+    REQUIRE(wait_until([&] { return witness.load() == published; }));
+
+    if (inside != 0) ++inside_after_cancel;
+    if (state->calls.load() != calls_at_cancel) ++calls_after_cancel;
+    done.push_back(std::move(state));
+  }
+  REQUIRE(bus->shutdown().ok());
+  bus.reset();
+  for (const auto& state : done) {
+    late_calls += state->late_calls.load();
+    gate_timeouts += state->gate_timeouts.load();
+    destroyed_while_inside += state->probe->destroyed_while_inside.load();
+    if (state->probe->destroyed.load() != 1) ++not_destroyed;
+  }
+
+  CHECK(inside_after_cancel == 0);
+  CHECK(calls_after_cancel == 0);
+  CHECK(late_calls == 0);
+  CHECK(gate_timeouts == 0);
+  CHECK(destroyed_while_inside == 0);
+  CHECK(not_destroyed == 0);
+}
+
+// ---------------------------------------------------------------------------
+// Subscribing and cancelling while events flow.
+
+// Per dynamic subscription: its calls, and calls that started after its
+// cancel() returned.
+struct DynamicState {
+  std::atomic<int> calls{0};
+  std::atomic<int> late_calls{0};
+  std::atomic<bool> cancel_returned{false};
+};
+
+struct DynamicSub {
+  std::shared_ptr<DynamicState> state;
+  Subscription sub;
+};
+
+Subscription subscribe_dynamic(EventBus& bus,
+                               const std::shared_ptr<DynamicState>& state) {
+  return bus.subscribe<Tick>([state](const Tick&) {
+    if (state->cancel_returned.load()) state->late_calls.fetch_add(1);
+    state->calls.fetch_add(1);
+  });
+}
+
+// A pool of dynamic subscriptions shared by threads and handlers. cancel()
+// runs outside the pool's lock: it may wait for a handler, and a handler
+// may be waiting for the lock.
+struct DynamicPool {
+  std::mutex mutex;
+  std::deque<DynamicSub> subs;
+  std::vector<std::shared_ptr<DynamicState>> all;  // for the final checks
+
+  void add(EventBus& bus) {
+    auto state = std::make_shared<DynamicState>();
+    Subscription sub = subscribe_dynamic(bus, state);
+    std::lock_guard lock(mutex);
+    all.push_back(state);
+    subs.push_back({std::move(state), std::move(sub)});
+  }
+  // Cancels the oldest subscription if more than `keep` are live.
+  void trim(std::size_t keep) {
+    DynamicSub victim;
+    {
+      std::lock_guard lock(mutex);
+      if (subs.size() <= keep) return;
+      victim = std::move(subs.front());
+      subs.pop_front();
+    }
+    victim.sub.cancel();
+    victim.state->cancel_returned.store(true);
+  }
+  void cancel_all() {
+    while (true) {
+      DynamicSub victim;
+      {
+        std::lock_guard lock(mutex);
+        if (subs.empty()) return;
+        victim = std::move(subs.front());
+        subs.pop_front();
+      }
+      victim.sub.cancel();
+      victim.state->cancel_returned.store(true);
+    }
+  }
+  int late_calls() {
+    std::lock_guard lock(mutex);
+    int late = 0;
+    for (const auto& s : all) late += s->late_calls.load();
+    return late;
+  }
+  std::size_t created() {
+    std::lock_guard lock(mutex);
+    return all.size();
+  }
+};
+
+TEST_CASE(
+    "subscription: handlers subscribe and cancel while dispatch is under way",
+    "[subscription]") {
+  constexpr int kRounds = 400;
+  DynamicPool pool;
+  std::atomic<int> witness{0};
+  std::atomic<int> churns{0};
+  EventBus* raw = nullptr;
+  auto bus = make_bus({.workers = 2, .overflow = OverflowPolicy::kBlock});
+  raw = bus.get();
+
+  auto counter =
+      bus->subscribe<Tick>([&](const Tick&) { witness.fetch_add(1); });
+  // On each Churn: subscribe a new Tick handler and cancel the oldest.
+  auto churner = bus->subscribe<Churn>([&](const Churn&) {
+    pool.add(*raw);
+    pool.trim(4);
+    churns.fetch_add(1);
+  });
+  // Some Tick handlers churn too, from inside a Tick dispatch.
+  auto tick_churner = bus->subscribe<Tick>([&](const Tick& t) {
+    if (t.n % 8 == 0) {
+      pool.add(*raw);
+      pool.trim(4);
+      churns.fetch_add(1);
+    }
+  });
+
+  int ticks = 0;
+  int churn_events = 0;
+  for (int i = 0; i < kRounds; ++i) {
+    REQUIRE(bus->publish(Tick{i}).ok());
+    ++ticks;
+    if (i % 2 == 0) {
+      REQUIRE(bus->publish(Churn{i}).ok());
+      ++churn_events;
+    }
+    if (i % 5 == 0) {
+      bus->trigger(Tick{i + 1});  // churns when (i + 1) % 8 == 0
+      ++ticks;
+    }
+  }
+  REQUIRE(bus->shutdown().ok());
+  pool.cancel_all();
+
+  int expected_churns = churn_events;
+  for (int i = 0; i < kRounds; ++i) {
+    if (i % 8 == 0) ++expected_churns;                      // published Tick{i}
+    if (i % 5 == 0 && (i + 1) % 8 == 0) ++expected_churns;  // triggered
+  }
+  CHECK(witness.load() == ticks);
+  CHECK(churns.load() == expected_churns);
+  CHECK(pool.created() == static_cast<std::size_t>(expected_churns));
+  CHECK(pool.late_calls() == 0);
+  const auto stats = bus->stats();
+  CHECK(stats.published == stats.dispatched);
+  CHECK(stats.failed == 0);
+}
+
+struct ConcurrentRun {
+  int publishers = 2;
+  int publishes = 4'000;  // per publisher
+  int triggers = 2'000;   // by one trigger thread
+  int churners = 2;
+  int churns = 300;  // subscribe + cancel cycles per churner
+};
+
+void run_concurrent(const ConcurrentRun& run) {
+  DynamicPool pool;
+  std::atomic<std::uint64_t> witness{0};
+  std::atomic<int> publish_errors{0};
+  auto bus = make_bus({.queue_capacity = 256,
+                       .workers = 2,
+                       .overflow = OverflowPolicy::kBlock,
+                       .block_timeout = 30s});
+  auto counter =
+      bus->subscribe<Tick>([&](const Tick&) { witness.fetch_add(1); });
+
+  std::latch start(run.publishers + 1 + run.churners);
+  {
+    std::vector<std::jthread> threads;
+    for (int p = 0; p < run.publishers; ++p) {
+      threads.emplace_back([&] {
+        start.arrive_and_wait();
+        for (int i = 0; i < run.publishes; ++i) {
+          if (!bus->publish(Tick{i}).ok()) publish_errors.fetch_add(1);
+        }
+      });
+    }
+    threads.emplace_back([&] {
+      start.arrive_and_wait();
+      for (int i = 0; i < run.triggers; ++i) bus->trigger(Tick{i});
+    });
+    for (int c = 0; c < run.churners; ++c) {
+      threads.emplace_back([&] {
+        start.arrive_and_wait();
+        for (int i = 0; i < run.churns; ++i) {
+          pool.add(*bus);
+          pool.trim(3);
+        }
+      });
+    }
+  }  // joins
+  REQUIRE(bus->shutdown().ok());
+  pool.cancel_all();
+
+  const std::uint64_t expected =
+      static_cast<std::uint64_t>(run.publishers) * run.publishes + run.triggers;
+  CHECK(publish_errors.load() == 0);
+  CHECK(witness.load() == expected);
+  CHECK(pool.created() == static_cast<std::size_t>(run.churners) * run.churns);
+  CHECK(pool.late_calls() == 0);
+  const auto stats = bus->stats();
+  CHECK(stats.published == stats.dispatched);
+  CHECK(stats.dead_lettered == 0);
+}
+
+TEST_CASE(
+    "subscription: threads subscribe and cancel while others publish and "
+    "trigger",
+    "[subscription]") {
+  run_concurrent({});
+}
+
+TEST_CASE("subscription: threads subscribe and cancel under load (stress)",
+          "[subscription][.stress]") {
+  for (int round = 0; round < 5; ++round) {
+    INFO("round " << round);
+    run_concurrent({.publishers = 3,
+                    .publishes = 50'000,
+                    .triggers = 20'000,
+                    .churners = 3,
+                    .churns = 3'000});
+  }
+}
+
+// ---------------------------------------------------------------------------
+// cancel() of a handler that is not running must not wait for unrelated
+// handlers, however deeply they are nested on another thread (each nesting
+// level up to detail::kMaxNesting is tracked on its own).
+
+void cancel_while_nested(int depth) {
+  std::atomic<bool> deep_reached{false};
+  std::atomic<bool> release{false};
+  std::atomic<int> gate_timeouts{0};
+  std::atomic<int> idle_calls{0};
+  std::atomic<bool> cancel_returned{false};
+  EventBus* raw = nullptr;
+  auto bus = make_bus();
+  raw = bus.get();
+  auto deep = bus->subscribe<Deep>([&](const Deep& d) {
+    if (d.depth < depth) {
+      raw->trigger(Deep{d.depth + 1});
+      return;
+    }
+    deep_reached.store(true);
+    if (!wait_until([&] { return release.load(); })) gate_timeouts.fetch_add(1);
+  });
+  auto idle =
+      bus->subscribe<Idle>([&](const Idle&) { idle_calls.fetch_add(1); });
+
+  std::jthread nester([&] { raw->trigger(Deep{1}); });
+  REQUIRE(wait_until([&] { return deep_reached.load(); }));
+  std::jthread canceller([&] {
+    idle.cancel();  // `idle` is not running anywhere
+    cancel_returned.store(true);
+  });
+  const bool returned_while_nested =
+      wait_until([&] { return cancel_returned.load(); }, 5s);
+  release.store(true);
+  nester.join();
+  canceller.join();
+
+  CHECK(returned_while_nested);
+  CHECK(gate_timeouts.load() == 0);
+  bus->trigger(Idle{});
+  CHECK(idle_calls.load() == 0);
+}
+
+TEST_CASE(
+    "subscription: cancel does not wait for an unrelated handler (shallow "
+    "nesting)",
+    "[subscription]") {
+  cancel_while_nested(4);
+}
+
+TEST_CASE(
+    "subscription: cancel does not wait for an unrelated handler nested 100 "
+    "deep",
+    "[subscription]") {
+  cancel_while_nested(100);
+}
+
+}  // namespace fnbus_subscription_test
