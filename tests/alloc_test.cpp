@@ -237,8 +237,9 @@ void print_first_allocation() {
 
 }  // namespace
 
-TEST_CASE("publish, dispatch and trigger of a small event do not allocate",
-          "[alloc]") {
+TEST_CASE(
+    "alloc: publish, dispatch and trigger of a small event do not allocate",
+    "[alloc]") {
   if constexpr (kSanitized) {
     // The sanitizer runtime owns operator new; see the file comment.
     SUCCEED("skipped: built with a sanitizer");
@@ -248,8 +249,8 @@ TEST_CASE("publish, dispatch and trigger of a small event do not allocate",
   fnbus::BusConfig config;
   config.queue_capacity = 1024;
   config.workers = 1;
-  config.idle_spin = std::chrono::nanoseconds(0);  // park at once: exercise
-                                                   // the wake path too
+  // Park at once when idle, so that the window exercises the wake path too.
+  config.idle_spin = std::chrono::nanoseconds(0);
   auto created = fnbus::EventBus::Create(std::move(config));
   REQUIRE(created.ok());
   fnbus::EventBus& bus = **created;
@@ -314,7 +315,7 @@ TEST_CASE("publish, dispatch and trigger of a small event do not allocate",
   REQUIRE(sum.load() > 0);
 }
 
-TEST_CASE("the allocation counter sees allocations on other threads",
+TEST_CASE("alloc: the allocation counter sees allocations on other threads",
           "[alloc]") {
   if constexpr (kSanitized) {
     SUCCEED("skipped: built with a sanitizer");

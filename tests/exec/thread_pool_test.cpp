@@ -44,8 +44,8 @@ bool wait_until(Done done) {
 class TicketSource : public fnbus::WorkSource {
  public:
   TicketSource(std::size_t max_units, std::size_t workers)
-      : ran_by_(max_units), per_worker_(workers) {
-    for (auto& slot : ran_by_) slot.store(kNotRun, std::memory_order_relaxed);
+      : ran_by(max_units), per_worker(workers) {
+    for (auto& slot : ran_by) slot.store(kNotRun, std::memory_order_relaxed);
   }
 
   // The pool whose is_own_worker() run_one() asks; set before add().
@@ -93,34 +93,33 @@ class TicketSource : public fnbus::WorkSource {
 
   // Checked after the pool is joined.
   static constexpr std::size_t kNotRun = ~std::size_t{0};
-  std::vector<std::atomic<std::size_t>> ran_by_;  // worker per unit
-  std::vector<std::atomic<std::uint64_t>> per_worker_;
-  std::atomic<std::uint64_t> run_twice_{0};
-  std::atomic<std::uint64_t> bad_worker_index_{0};
-  std::atomic<std::uint64_t> not_own_worker_{0};
-  std::atomic<std::uint64_t> own_worker_of_other_{0};
-  std::atomic<std::uint64_t> wrong_thread_name_{0};
+  std::vector<std::atomic<std::size_t>> ran_by;  // worker per unit
+  std::vector<std::atomic<std::uint64_t>> per_worker;
+  std::atomic<std::uint64_t> run_twice{0};
+  std::atomic<std::uint64_t> bad_worker_index{0};
+  std::atomic<std::uint64_t> not_own_worker{0};
+  std::atomic<std::uint64_t> own_worker_of_other{0};
+  std::atomic<std::uint64_t> wrong_thread_name{0};
 
  private:
   void record(std::uint64_t ticket, std::size_t worker) noexcept {
-    if (ticket < ran_by_.size() &&
-        ran_by_[ticket].exchange(worker, std::memory_order_relaxed) !=
-            kNotRun) {
-      run_twice_.fetch_add(1, std::memory_order_relaxed);
+    if (ticket < ran_by.size() &&
+        ran_by[ticket].exchange(worker, std::memory_order_relaxed) != kNotRun) {
+      run_twice.fetch_add(1, std::memory_order_relaxed);
     }
-    if (worker < per_worker_.size()) {
-      per_worker_[worker].fetch_add(1, std::memory_order_relaxed);
+    if (worker < per_worker.size()) {
+      per_worker[worker].fetch_add(1, std::memory_order_relaxed);
     } else {
-      bad_worker_index_.fetch_add(1, std::memory_order_relaxed);
+      bad_worker_index.fetch_add(1, std::memory_order_relaxed);
     }
     const fnbus::ThreadPool* own = own_pool_.load(std::memory_order_relaxed);
     if (own == nullptr || !own->is_own_worker()) {
-      not_own_worker_.fetch_add(1, std::memory_order_relaxed);
+      not_own_worker.fetch_add(1, std::memory_order_relaxed);
     }
     const fnbus::ThreadPool* other =
         other_pool_.load(std::memory_order_relaxed);
     if (other != nullptr && other->is_own_worker()) {
-      own_worker_of_other_.fetch_add(1, std::memory_order_relaxed);
+      own_worker_of_other.fetch_add(1, std::memory_order_relaxed);
     }
     if (!name_prefix_.empty()) check_thread_name(worker);
   }
@@ -133,7 +132,7 @@ class TicketSource : public fnbus::WorkSource {
                   worker);
     expected[15] = '\0';  // Linux keeps 15 characters
     if (std::strcmp(name, expected) != 0) {
-      wrong_thread_name_.fetch_add(1, std::memory_order_relaxed);
+      wrong_thread_name.fetch_add(1, std::memory_order_relaxed);
     }
   }
 
@@ -168,25 +167,25 @@ void require_all_parked(const fnbus::ThreadPool& pool) {
 void check_each_ran_once(const TicketSource& source, std::uint64_t units) {
   std::uint64_t not_run = 0;
   for (std::uint64_t i = 0; i < units; ++i) {
-    if (source.ran_by_[i].load(std::memory_order_relaxed) ==
+    if (source.ran_by[i].load(std::memory_order_relaxed) ==
         TicketSource::kNotRun) {
       ++not_run;
     }
   }
   std::uint64_t per_worker_total = 0;
-  for (const auto& count : source.per_worker_) {
+  for (const auto& count : source.per_worker) {
     per_worker_total += count.load(std::memory_order_relaxed);
   }
   CHECK(source.completed() == units);
   CHECK(not_run == 0);
-  CHECK(source.run_twice_.load() == 0);
-  CHECK(source.bad_worker_index_.load() == 0);
+  CHECK(source.run_twice.load() == 0);
+  CHECK(source.bad_worker_index.load() == 0);
   CHECK(per_worker_total == units);
 }
 
 }  // namespace
 
-TEST_CASE("ThreadPool runs every unit exactly once on several workers",
+TEST_CASE("thread_pool: runs every unit exactly once on several workers",
           "[thread_pool]") {
   constexpr std::size_t kWorkers = 4;
   constexpr std::uint64_t kProducers = 3;
@@ -226,11 +225,11 @@ TEST_CASE("ThreadPool runs every unit exactly once on several workers",
   pool->stop_and_join();
 
   check_each_ran_once(source, kUnits);
-  CHECK(source.not_own_worker_.load() == 0);
-  CHECK(source.wrong_thread_name_.load() == 0);
+  CHECK(source.not_own_worker.load() == 0);
+  CHECK(source.wrong_thread_name.load() == 0);
 }
 
-TEST_CASE("ThreadPool: notify_work wakes parked workers", "[thread_pool]") {
+TEST_CASE("thread_pool: notify_work wakes parked workers", "[thread_pool]") {
   constexpr std::size_t kWorkers = 3;
   constexpr std::uint64_t kRounds = 50;
   TicketSource source(kRounds * kWorkers, kWorkers);
@@ -255,10 +254,10 @@ TEST_CASE("ThreadPool: notify_work wakes parked workers", "[thread_pool]") {
   }
   pool->stop_and_join();
   check_each_ran_once(source, added);
-  CHECK(source.not_own_worker_.load() == 0);
+  CHECK(source.not_own_worker.load() == 0);
 }
 
-TEST_CASE("ThreadPool: a single notify_work after a burst runs it all",
+TEST_CASE("thread_pool: a single notify_work after a burst runs it all",
           "[thread_pool]") {
   constexpr std::size_t kWorkers = 2;
   constexpr std::uint64_t kUnits = 10'000;
@@ -278,7 +277,7 @@ TEST_CASE("ThreadPool: a single notify_work after a burst runs it all",
   check_each_ran_once(source, kUnits);
 }
 
-TEST_CASE("ThreadPool: stop_and_join runs pending work and is idempotent",
+TEST_CASE("thread_pool: stop_and_join runs pending work and is idempotent",
           "[thread_pool]") {
   constexpr std::size_t kWorkers = 2;
   constexpr std::uint64_t kUnits = 1000;
@@ -298,11 +297,11 @@ TEST_CASE("ThreadPool: stop_and_join runs pending work and is idempotent",
   pool->stop_and_join();
   CHECK(source.completed() == kUnits);
   CHECK(pool->size() == kWorkers);
-  CHECK(source.not_own_worker_.load() == 0);
+  CHECK(source.not_own_worker.load() == 0);
   // The destructor calls stop_and_join() once more.
 }
 
-TEST_CASE("ThreadPool: stop_and_join on a busy pool finishes the backlog",
+TEST_CASE("thread_pool: stop_and_join on a busy pool finishes the backlog",
           "[thread_pool]") {
   constexpr std::size_t kWorkers = 3;
   constexpr std::uint64_t kUnits = 50'000;
@@ -315,7 +314,7 @@ TEST_CASE("ThreadPool: stop_and_join on a busy pool finishes the backlog",
   check_each_ran_once(source, kUnits);
 }
 
-TEST_CASE("ThreadPool::is_own_worker is true only on that pool's workers",
+TEST_CASE("thread_pool: is_own_worker is true only on that pool's workers",
           "[thread_pool]") {
   constexpr std::uint64_t kUnits = 200;
   TicketSource first_source(kUnits, 2);
@@ -337,14 +336,14 @@ TEST_CASE("ThreadPool::is_own_worker is true only on that pool's workers",
 
   CHECK(first_source.completed() == kUnits);
   CHECK(second_source.completed() == kUnits);
-  CHECK(first_source.not_own_worker_.load() == 0);
-  CHECK(second_source.not_own_worker_.load() == 0);
-  CHECK(first_source.own_worker_of_other_.load() == 0);
-  CHECK(second_source.own_worker_of_other_.load() == 0);
+  CHECK(first_source.not_own_worker.load() == 0);
+  CHECK(second_source.not_own_worker.load() == 0);
+  CHECK(first_source.own_worker_of_other.load() == 0);
+  CHECK(second_source.own_worker_of_other.load() == 0);
   CHECK_FALSE(first->is_own_worker());
 }
 
-TEST_CASE("ThreadPool names its threads <prefix><index>, cut to 15 chars",
+TEST_CASE("thread_pool: names its threads <prefix><index>, cut to 15 chars",
           "[thread_pool]") {
   constexpr std::uint64_t kUnits = 500;
   TicketSource source(kUnits, 2);
@@ -356,5 +355,5 @@ TEST_CASE("ThreadPool names its threads <prefix><index>, cut to 15 chars",
   pool->notify_work();
   pool->stop_and_join();
   check_each_ran_once(source, kUnits);
-  CHECK(source.wrong_thread_name_.load() == 0);
+  CHECK(source.wrong_thread_name.load() == 0);
 }

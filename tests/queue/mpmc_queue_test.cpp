@@ -72,7 +72,7 @@ class Counted {
 
 }  // namespace
 
-TEST_CASE("IsValidCapacity accepts powers of two from 2 to 2^40",
+TEST_CASE("mpmc_queue: IsValidCapacity accepts powers of two from 2 to 2^40",
           "[mpmc_queue]") {
   using Queue = fnbus::MpmcQueue<int>;
   STATIC_REQUIRE_FALSE(Queue::IsValidCapacity(0));
@@ -87,7 +87,7 @@ TEST_CASE("IsValidCapacity accepts powers of two from 2 to 2^40",
   STATIC_REQUIRE_FALSE(Queue::IsValidCapacity(std::size_t{1} << 41));
 }
 
-TEST_CASE("MpmcQueue fills to capacity, pops in FIFO order, then is empty",
+TEST_CASE("mpmc_queue: fills to capacity, pops in FIFO order, then is empty",
           "[mpmc_queue]") {
   counts = {};
   {
@@ -134,7 +134,7 @@ TEST_CASE("MpmcQueue fills to capacity, pops in FIFO order, then is empty",
   REQUIRE(counts.constructed == counts.destroyed);
 }
 
-TEST_CASE("MpmcQueue destroys the elements still queued, exactly once",
+TEST_CASE("mpmc_queue: destroys the elements still queued, exactly once",
           "[mpmc_queue]") {
   counts = {};
   SECTION("never popped") {
@@ -183,7 +183,8 @@ TEST_CASE("MpmcQueue destroys the elements still queued, exactly once",
   REQUIRE(counts.bad_moves == 0);
 }
 
-TEST_CASE("MpmcQueue keeps FIFO order over many wrap-arounds", "[mpmc_queue]") {
+TEST_CASE("mpmc_queue: keeps FIFO order over many wrap-arounds",
+          "[mpmc_queue]") {
   counts = {};
   {
     fnbus::MpmcQueue<Counted> queue(4);
@@ -220,7 +221,7 @@ TEST_CASE("MpmcQueue keeps FIFO order over many wrap-arounds", "[mpmc_queue]") {
   REQUIRE(counts.constructed == counts.destroyed);
 }
 
-TEST_CASE("MpmcQueue with capacity 2 alternates full and empty",
+TEST_CASE("mpmc_queue: with capacity 2 alternates full and empty",
           "[mpmc_queue]") {
   fnbus::MpmcQueue<std::uint64_t> queue(2);
   std::uint64_t out = 0;
@@ -391,7 +392,7 @@ void check_mpmc(const MpmcRun& run) {
 
 }  // namespace
 
-TEST_CASE("MpmcQueue delivers every element exactly once, 4x4 threads",
+TEST_CASE("mpmc_queue: delivers every element exactly once, 4x4 threads",
           "[mpmc_queue]") {
   check_mpmc({.producers = 4,
               .consumers = 4,
@@ -399,7 +400,7 @@ TEST_CASE("MpmcQueue delivers every element exactly once, 4x4 threads",
               .per_producer = 200'000});
 }
 
-TEST_CASE("MpmcQueue delivers every element exactly once, 1x3 and 3x1",
+TEST_CASE("mpmc_queue: delivers every element exactly once, 1x3 and 3x1",
           "[mpmc_queue]") {
   check_mpmc({.producers = 1,
               .consumers = 3,
@@ -409,7 +410,7 @@ TEST_CASE("MpmcQueue delivers every element exactly once, 1x3 and 3x1",
       {.producers = 3, .consumers = 1, .capacity = 16, .per_producer = 30'000});
 }
 
-TEST_CASE("MpmcQueue stress: exactly once under heavy contention",
+TEST_CASE("mpmc_queue: stress: exactly once under heavy contention",
           "[mpmc_queue][.stress]") {
   // Many elements through a small ring: every slot goes round many times.
   check_mpmc({.producers = 4,

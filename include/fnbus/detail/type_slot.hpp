@@ -31,17 +31,19 @@ template <typename E>
 }
 
 // The type's spelling, cut out of the compiler's function signature:
-//   GCC:   "... compiler_type_name() [with E = shop::Order; std::... = ...]"
+//   GCC:   "... compiler_type_name() [with E = shop::Order; std::string_view
+//           = std::basic_string_view<char>]"
 //   Clang: "... compiler_type_name() [E = shop::Order]"
-// A type name can hold ']' (array bounds) but never "; ", so the name ends
-// at the first "; " or else at the last ']'.
+// A type's spelling may contain ']' (array bounds) and, in GCC's spelling of
+// string template arguments, "; ": so cut at GCC's trailing note, else at the
+// last ']'.
 template <typename E>
 [[nodiscard]] constexpr std::string_view compiler_type_name() noexcept {
   std::string_view name = __PRETTY_FUNCTION__;
   const auto start = name.find("E = ");
   if (start == std::string_view::npos) return name;
   name.remove_prefix(start + 4);
-  auto end = name.find("; ");
+  auto end = name.rfind("; std::string_view = ");
   if (end == std::string_view::npos) end = name.rfind(']');
   return end == std::string_view::npos ? name : name.substr(0, end);
 }

@@ -111,6 +111,8 @@ class MpmcQueue {
     }
   };
 
+  static std::unique_ptr<Slot[]> allocate(std::size_t capacity);
+
   std::uint64_t round_of(std::uint64_t ticket) const noexcept {
     return ticket >> shift_;
   }
@@ -136,9 +138,15 @@ template <typename T>
 MpmcQueue<T>::MpmcQueue(std::size_t capacity)
     : mask_(capacity - 1),
       shift_(static_cast<unsigned>(std::countr_zero(capacity))),
-      slots_(new Slot[capacity]) {
+      slots_(allocate(capacity)) {}
+
+template <typename T>
+auto MpmcQueue<T>::allocate(std::size_t capacity) -> std::unique_ptr<Slot[]> {
+  // Checked before allocating: a bad capacity must fail with this message,
+  // not with bad_alloc.
   FNBUS_ASSERT(IsValidCapacity(capacity),
-               "MpmcQueue capacity must be a power of two >= 2");
+               "MpmcQueue capacity must be a power of two from 2 to 2^40");
+  return std::unique_ptr<Slot[]>(new Slot[capacity]);
 }
 
 template <typename T>
