@@ -33,6 +33,10 @@ case "$target" in
 esac
 
 install_missing_packages
+if [ "$target" = example ]; then
+  cmake --workflow --preset example-build
+  exec ./build/dev/examples/storefront
+fi
 if [ "$target" = bench ]; then
   cmake --workflow --preset bench-build
   shift || true
