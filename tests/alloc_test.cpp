@@ -19,6 +19,7 @@
 #include <thread>
 #include <utility>
 
+#include "support/bus_support.hpp"
 #include <catch2/catch.hpp>
 #include <execinfo.h>
 
@@ -165,21 +166,12 @@ struct Tick {
 namespace {
 
 using alloc_test_ns::Tick;
-using Clock = std::chrono::steady_clock;
+using fnbus::testing_support::make_bus;
+using fnbus::testing_support::wait_until;
 
 // Bounds waits for the worker; reaching it means a stuck bus, not a slow
 // machine.
 constexpr auto kWaitBound = std::chrono::seconds(30);
-
-template <typename Done>
-bool wait_until(Done done) {
-  const auto deadline = Clock::now() + kWaitBound;
-  while (!done()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
 
 struct PublishOutcome {
   std::uint64_t refused = 0;  // publish() returned non-OK
@@ -200,7 +192,8 @@ PublishOutcome publish_and_wait(fnbus::EventBus& bus, std::uint64_t count) {
     }
     done += batch;
     const std::uint64_t target = bus.stats().published;
-    if (!wait_until([&] { return bus.stats().dispatched >= target; })) {
+    if (!wait_until([&] { return bus.stats().dispatched >= target; },
+                    kWaitBound)) {
       outcome.timed_out = true;
       return outcome;
     }
@@ -251,9 +244,8 @@ TEST_CASE(
   config.workers = 1;
   // Park at once when idle, so that the window exercises the wake path too.
   config.idle_spin = std::chrono::nanoseconds(0);
-  auto created = fnbus::EventBus::Create(std::move(config));
-  REQUIRE(created.ok());
-  fnbus::EventBus& bus = **created;
+  const auto owned_bus = make_bus(std::move(config));
+  fnbus::EventBus& bus = *owned_bus;
 
   std::atomic<std::uint64_t> first_calls{0};
   std::atomic<std::uint64_t> sum{0};
@@ -283,7 +275,7 @@ TEST_CASE(
   REQUIRE(warm.refused == 0);
   REQUIRE_FALSE(warm.timed_out);
   for (int i = 0; i < 10; ++i) bus.trigger(Tick{i, 0, 0});
-  REQUIRE(wait_until([&] { return bus.pool_stats().parked == 1; }));
+  REQUIRE(wait_until([&] { return bus.pool_stats().parked == 1; }, kWaitBound));
   warm = publish_and_wait(bus, 1);
   REQUIRE(warm.refused == 0);
   REQUIRE_FALSE(warm.timed_out);

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "support/bus_support.hpp"
 #include <catch2/catch.hpp>
 
 namespace fnbus_event_bus_test {
@@ -44,6 +45,8 @@ using fnbus::OverflowPolicy;
 using fnbus::PublishOptions;
 using fnbus::ShutdownMode;
 using fnbus::Subscription;
+using fnbus::testing_support::make_bus;
+using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
 // Events. This namespace keeps them apart from other test files' events.
@@ -84,17 +87,6 @@ struct Other {};
 // ---------------------------------------------------------------------------
 // Helpers.
 
-// Polls `pred` until it holds or `timeout` passes; returns its last value.
-template <typename Pred>
-bool wait_until(Pred pred, std::chrono::nanoseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= deadline) return pred();
-    std::this_thread::yield();
-  }
-  return true;
-}
-
 // A gate a handler waits at (bounded) until the test opens it.
 struct Gate {
   std::atomic<bool> opened{false};
@@ -124,12 +116,6 @@ struct OnExit {
 };
 template <typename F>
 OnExit(F) -> OnExit<F>;
-
-std::unique_ptr<EventBus> make_bus(BusConfig config) {
-  auto bus = EventBus::Create(std::move(config));
-  REQUIRE(bus.ok());
-  return *std::move(bus);
-}
 
 bool contains(std::string_view haystack, std::string_view needle) {
   return haystack.find(needle) != std::string_view::npos;
@@ -595,17 +581,45 @@ struct FullBus {
   }
 };
 
-TEST_CASE("event_bus: a full queue under kReject returns ResourceExhausted",
-          "[event_bus]") {
-  FullBus full({.overflow = OverflowPolicy::kReject});
+// Publishes Job 99 to a FullBus, and checks that it was refused: counted
+// as rejected, not as published.
+absl::Status publish_refused(FullBus& full) {
   const auto before = full.bus->stats();
   const absl::Status status = full.bus->publish(Job{99});
-  CHECK(status.code() == absl::StatusCode::kResourceExhausted);
-  CHECK(contains(message_of(status), "queue full"));
   const auto after = full.bus->stats();
   CHECK(after.rejected == before.rejected + 1);
   CHECK(after.published == before.published);
-  CHECK(after.queue_depth == FullBus::kCapacity);
+  return status;
+}
+
+// On a full kBlock bus whose own block_timeout is an hour, publishes Job 9
+// with `options` from another thread and checks that it returns on its own
+// (within wait_until's bound, the worker still held) with `expected`. The
+// gate opens afterwards, which also releases a publish that blocked.
+void check_publish_returns(PublishOptions options, absl::StatusCode expected) {
+  FullBus full({.overflow = OverflowPolicy::kBlock, .block_timeout = 1h});
+  std::atomic<bool> done{false};
+  absl::Status status;
+  std::jthread publisher([&] {
+    status = full.bus->publish(Job{9}, options);
+    done.store(true, std::memory_order_release);
+  });
+  const bool returned =
+      wait_until([&] { return done.load(std::memory_order_acquire); });
+  full.gate.open();
+  publisher.join();
+  CHECK(returned);
+  CHECK(status.code() == expected);
+  full.finish();
+}
+
+TEST_CASE("event_bus: a full queue under kReject returns ResourceExhausted",
+          "[event_bus]") {
+  FullBus full({.overflow = OverflowPolicy::kReject});
+  const absl::Status status = publish_refused(full);
+  CHECK(status.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(contains(message_of(status), "queue full"));
+  CHECK(full.bus->stats().queue_depth == FullBus::kCapacity);
   full.finish();
   CHECK(full.handled.load() == 5);  // Job 99 was not kept
 }
@@ -614,12 +628,8 @@ TEST_CASE(
     "event_bus: a full queue under kBlock times out with DeadlineExceeded",
     "[event_bus]") {
   FullBus full({.overflow = OverflowPolicy::kBlock, .block_timeout = 20ms});
-  const auto before = full.bus->stats();
-  const absl::Status status = full.bus->publish(Job{99});
+  const absl::Status status = publish_refused(full);
   CHECK(status.code() == absl::StatusCode::kDeadlineExceeded);
-  const auto after = full.bus->stats();
-  CHECK(after.rejected == before.rejected + 1);
-  CHECK(after.published == before.published);
   full.finish();
   CHECK(full.handled.load() == 5);
 }
@@ -652,22 +662,10 @@ TEST_CASE(
     "event_bus: PublishOptions override the bus's overflow policy and timeout",
     "[event_bus]") {
   SECTION("kReject per call on a kBlock bus") {
-    FullBus full({.overflow = OverflowPolicy::kBlock, .block_timeout = 1h});
-    // If the override were ignored this would block for an hour; run it
-    // aside and release it through the gate if it does not return.
-    std::atomic<bool> done{false};
-    absl::Status status;
-    std::jthread publisher([&] {
-      status = full.bus->publish(Job{9}, {.overflow = OverflowPolicy::kReject});
-      done.store(true, std::memory_order_release);
-    });
-    const bool returned =
-        wait_until([&] { return done.load(std::memory_order_acquire); });
-    full.gate.open();
-    publisher.join();
-    CHECK(returned);
-    CHECK(status.code() == absl::StatusCode::kResourceExhausted);
-    full.finish();
+    // If the override were ignored this would block for an hour; it runs
+    // aside and is released through the gate if it does not return.
+    check_publish_returns({.overflow = OverflowPolicy::kReject},
+                          absl::StatusCode::kResourceExhausted);
   }
   SECTION("kBlock per call on a kReject bus") {
     FullBus full({.overflow = OverflowPolicy::kReject});
@@ -677,36 +675,12 @@ TEST_CASE(
     full.finish();
   }
   SECTION("a zero block_timeout per call gives up at once") {
-    FullBus full({.overflow = OverflowPolicy::kBlock, .block_timeout = 1h});
-    std::atomic<bool> done{false};
-    absl::Status status;
-    std::jthread publisher([&] {
-      status = full.bus->publish(Job{9}, {.block_timeout = 0ns});
-      done.store(true, std::memory_order_release);
-    });
-    const bool returned =
-        wait_until([&] { return done.load(std::memory_order_acquire); });
-    full.gate.open();
-    publisher.join();
-    CHECK(returned);
-    CHECK(status.code() == absl::StatusCode::kDeadlineExceeded);
-    full.finish();
+    check_publish_returns({.block_timeout = 0ns},
+                          absl::StatusCode::kDeadlineExceeded);
   }
   SECTION("a shorter block_timeout per call on a kBlock bus") {
-    FullBus full({.overflow = OverflowPolicy::kBlock, .block_timeout = 1h});
-    std::atomic<bool> done{false};
-    absl::Status status;
-    std::jthread publisher([&] {
-      status = full.bus->publish(Job{9}, {.block_timeout = 20ms});
-      done.store(true, std::memory_order_release);
-    });
-    const bool returned =
-        wait_until([&] { return done.load(std::memory_order_acquire); });
-    full.gate.open();
-    publisher.join();
-    CHECK(returned);
-    CHECK(status.code() == absl::StatusCode::kDeadlineExceeded);
-    full.finish();
+    check_publish_returns({.block_timeout = 20ms},
+                          absl::StatusCode::kDeadlineExceeded);
   }
 }
 

@@ -5,7 +5,6 @@
 #include <array>
 #include <atomic>
 #include <cstddef>
-#include <cstdint>
 #include <latch>
 #include <string>
 #include <string_view>
@@ -13,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/test_support.hpp"
 #include <catch2/catch.hpp>
 
 #include "fnbus/detail/envelope.hpp"
@@ -62,44 +62,8 @@ namespace {
 
 namespace ns = event_test_ns;
 
-// Lifetime counters of Counted; reset by each test that uses them.
-struct Counts {
-  int constructed = 0;  // every constructor, including copies and moves
-  int moved = 0;        // move constructions
-  int destroyed = 0;
-  int bad_destroys = 0;  // destructor ran on an object that was not alive
-};
-Counts counts;
-
-// Records its lifetime in `counts`; `magic` catches double destruction.
-class Counted {
- public:
-  static constexpr std::uint32_t kAlive = 0xA11CE;
-  static constexpr std::uint32_t kDead = 0xDEAD;
-
-  explicit Counted(int value) noexcept : value_(value) { ++counts.constructed; }
-  Counted(const Counted& other) noexcept : value_(other.value_) {
-    ++counts.constructed;
-  }
-  Counted(Counted&& other) noexcept : value_(other.value_) {
-    other.value_ = -1;
-    ++counts.constructed;
-    ++counts.moved;
-  }
-  Counted& operator=(const Counted&) = delete;
-  Counted& operator=(Counted&&) = delete;
-  ~Counted() {
-    if (magic_ != kAlive) ++counts.bad_destroys;
-    magic_ = kDead;
-    ++counts.destroyed;
-  }
-
-  [[nodiscard]] int value() const noexcept { return value_; }
-
- private:
-  int value_;
-  std::uint32_t magic_ = kAlive;
-};
+using fnbus::testing_support::Counted;
+using fnbus::testing_support::counts;
 
 // Exactly the inline limit: 48 bytes, nothrow movable.
 struct SmallEvent {

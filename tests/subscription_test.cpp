@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/bus_support.hpp"
 #include <catch2/catch.hpp>
 
 #include "fnbus/event_bus.hpp"
@@ -26,10 +27,11 @@
 namespace fnbus_subscription_test {
 
 using namespace std::chrono_literals;
-using fnbus::BusConfig;
 using fnbus::EventBus;
 using fnbus::OverflowPolicy;
 using fnbus::Subscription;
+using fnbus::testing_support::make_bus;
+using fnbus::testing_support::wait_until;
 
 struct Tick {
   int n = 0;
@@ -41,22 +43,6 @@ struct Idle {};
 struct Deep {
   int depth = 0;
 };
-
-template <typename Pred>
-bool wait_until(Pred pred, std::chrono::nanoseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= deadline) return pred();
-    std::this_thread::yield();
-  }
-  return true;
-}
-
-std::unique_ptr<EventBus> make_bus(BusConfig config = {}) {
-  auto bus = EventBus::Create(std::move(config));
-  REQUIRE(bus.ok());
-  return *std::move(bus);
-}
 
 // Captured by value in a handler: counts destructions of the live copy and
 // records whether one happened while a handler using it was running.
@@ -79,6 +65,22 @@ struct Probe {
   }
 
   std::shared_ptr<Shared> shared;
+};
+
+// A Tick handler that counts its calls and owns a piece of state, so that
+// a test can see when the bus has dropped the handler. Declare it before
+// the bus: the handler refers to it.
+struct StatefulHandler {
+  std::atomic<int> calls{0};
+  std::weak_ptr<int> state;  // expires when the handler is destroyed
+
+  Subscription subscribe(EventBus& bus) {
+    auto owned = std::make_shared<int>(0);
+    state = owned;
+    // The handler holds the only reference to `owned` from here on.
+    return bus.subscribe<Tick>(
+        [this, owned](const Tick&) { calls.fetch_add(1); });
+  }
 };
 
 // ---------------------------------------------------------------------------
@@ -187,39 +189,31 @@ TEST_CASE(
     "subscription: release keeps the handler subscribed until the bus goes "
     "away",
     "[subscription]") {
-  std::atomic<int> calls{0};
-  auto state = std::make_shared<int>(0);
-  std::weak_ptr<int> weak = state;
+  StatefulHandler handler;
   auto bus = make_bus();
   {
-    auto sub = bus->subscribe<Tick>(
-        [&calls, state](const Tick&) { calls.fetch_add(1); });
-    state.reset();
+    auto sub = handler.subscribe(*bus);
     sub.release();
     CHECK_FALSE(sub.active());
   }  // destroying the released handle does not unsubscribe
   bus->trigger(Tick{});
   REQUIRE(bus->publish(Tick{}).ok());
   REQUIRE(bus->shutdown().ok());
-  CHECK(calls.load() == 2);
-  CHECK_FALSE(weak.expired());  // the handler still holds its state
+  CHECK(handler.calls.load() == 2);
+  CHECK_FALSE(handler.state.expired());  // the handler still holds its state
   bus.reset();
-  CHECK(weak.expired());  // destroyed with the bus: no leak
+  CHECK(handler.state.expired());  // destroyed with the bus: no leak
 }
 
 TEST_CASE("subscription: a Subscription may outlive its bus",
           "[subscription]") {
-  std::atomic<int> calls{0};
-  auto state = std::make_shared<int>(0);
-  std::weak_ptr<int> weak = state;
+  StatefulHandler handler;
   auto bus = make_bus();
-  auto sub = bus->subscribe<Tick>(
-      [&calls, state](const Tick&) { calls.fetch_add(1); });
+  auto sub = handler.subscribe(*bus);
   auto other = bus->subscribe<Tick>([](const Tick&) {});
-  state.reset();
   REQUIRE(bus->publish(Tick{}).ok());
   bus.reset();  // drains, then drops every handler
-  CHECK(calls.load() == 1);
+  CHECK(handler.calls.load() == 1);
   CHECK(sub.active());  // the handle itself has not been cancelled
 
   SECTION("cancel after the bus is gone") {
@@ -236,7 +230,7 @@ TEST_CASE("subscription: a Subscription may outlive its bus",
     sub.release();
     CHECK_FALSE(sub.active());
   }
-  CHECK(weak.expired());
+  CHECK(handler.state.expired());
 }
 
 // ---------------------------------------------------------------------------

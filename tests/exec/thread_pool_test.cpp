@@ -16,27 +16,17 @@
 #include <utility>
 #include <vector>
 
+#include "../support/test_support.hpp"
 #include <catch2/catch.hpp>
 #include <pthread.h>
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 // Generous bound for waits that should end almost at once: reaching it
 // means a lost wake-up or a stuck worker, not a slow machine.
 constexpr auto kWaitBound = std::chrono::seconds(30);
 
-// Polls `done` until it holds or kWaitBound passes; returns whether it held.
-template <typename Done>
-bool wait_until(Done done) {
-  const auto deadline = Clock::now() + kWaitBound;
-  while (!done()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using fnbus::testing_support::wait_until;
 
 // Units of work numbered 0, 1, 2, ...: add(n) makes the next n available;
 // run_one() claims the lowest unclaimed one with a CAS and records which
@@ -154,13 +144,36 @@ std::unique_ptr<fnbus::ThreadPool> start_pool(
   return *std::move(pool);
 }
 
+// start_pool(), then tells `source` that the pool is its own (and that
+// there is no other pool to check against).
+std::unique_ptr<fnbus::ThreadPool> start_watched_pool(
+    TicketSource& source, fnbus::ThreadPoolOptions options) {
+  auto pool = start_pool(source, std::move(options));
+  source.watch(pool.get(), nullptr);
+  return pool;
+}
+
+// Options for `workers` workers that park as soon as they find no work.
+fnbus::ThreadPoolOptions parking(std::size_t workers) {
+  return {.workers = workers, .idle_spin = std::chrono::nanoseconds(0)};
+}
+
 // Waits until every worker of `pool` is parked; fails the test if they do
 // not all park within the bound.
 void require_all_parked(const fnbus::ThreadPool& pool) {
-  const bool parked =
-      wait_until([&] { return pool.stats().parked == pool.size(); });
+  const bool parked = wait_until(
+      [&] { return pool.stats().parked == pool.size(); }, kWaitBound);
   INFO("parked " << pool.stats().parked << " of " << pool.size());
   REQUIRE(parked);
+}
+
+// Waits until `units` units have completed; fails the test if they do not
+// complete within the bound.
+void require_completed(const TicketSource& source, std::uint64_t units) {
+  const bool completed =
+      wait_until([&] { return source.completed() == units; }, kWaitBound);
+  INFO("completed " << source.completed() << " of " << units);
+  REQUIRE(completed);
 }
 
 // Checks the per-unit records after the pool is joined.
@@ -195,10 +208,10 @@ TEST_CASE("thread_pool: runs every unit exactly once on several workers",
 
   TicketSource source(kUnits, kWorkers);
   source.expect_name_prefix("tp-test-");
-  auto pool = start_pool(source, {.workers = kWorkers,
+  auto pool =
+      start_watched_pool(source, {.workers = kWorkers,
                                   .idle_spin = std::chrono::microseconds(20),
                                   .name_prefix = "tp-test-"});
-  source.watch(pool.get(), nullptr);
   REQUIRE(pool->size() == kWorkers);
   REQUIRE(pool->stats().workers == kWorkers);
 
@@ -219,7 +232,7 @@ TEST_CASE("thread_pool: runs every unit exactly once on several workers",
   for (auto& thread : producers) thread.join();
 
   const bool finished =
-      wait_until([&] { return source.completed() == kUnits; });
+      wait_until([&] { return source.completed() == kUnits; }, kWaitBound);
   INFO("completed " << source.completed() << " of " << kUnits);
   CHECK(finished);
   pool->stop_and_join();
@@ -233,9 +246,7 @@ TEST_CASE("thread_pool: notify_work wakes parked workers", "[thread_pool]") {
   constexpr std::size_t kWorkers = 3;
   constexpr std::uint64_t kRounds = 50;
   TicketSource source(kRounds * kWorkers, kWorkers);
-  auto pool = start_pool(
-      source, {.workers = kWorkers, .idle_spin = std::chrono::nanoseconds(0)});
-  source.watch(pool.get(), nullptr);
+  auto pool = start_watched_pool(source, parking(kWorkers));
 
   std::uint64_t added = 0;
   for (std::uint64_t round = 1; round <= kRounds; ++round) {
@@ -248,9 +259,7 @@ TEST_CASE("thread_pool: notify_work wakes parked workers", "[thread_pool]") {
     source.add(units);
     added += units;
     pool->notify_work();
-    const bool woke = wait_until([&] { return source.completed() == added; });
-    INFO("completed " << source.completed() << " of " << added);
-    REQUIRE(woke);
+    require_completed(source, added);
   }
   pool->stop_and_join();
   check_each_ran_once(source, added);
@@ -262,17 +271,12 @@ TEST_CASE("thread_pool: a single notify_work after a burst runs it all",
   constexpr std::size_t kWorkers = 2;
   constexpr std::uint64_t kUnits = 10'000;
   TicketSource source(kUnits, kWorkers);
-  auto pool = start_pool(
-      source, {.workers = kWorkers, .idle_spin = std::chrono::nanoseconds(0)});
-  source.watch(pool.get(), nullptr);
+  auto pool = start_watched_pool(source, parking(kWorkers));
   require_all_parked(*pool);
 
   source.add(kUnits);
   pool->notify_work();
-  const bool finished =
-      wait_until([&] { return source.completed() == kUnits; });
-  INFO("completed " << source.completed() << " of " << kUnits);
-  REQUIRE(finished);
+  require_completed(source, kUnits);
   pool->stop_and_join();
   check_each_ran_once(source, kUnits);
 }
@@ -282,9 +286,7 @@ TEST_CASE("thread_pool: stop_and_join runs pending work and is idempotent",
   constexpr std::size_t kWorkers = 2;
   constexpr std::uint64_t kUnits = 1000;
   TicketSource source(kUnits, kWorkers);
-  auto pool = start_pool(
-      source, {.workers = kWorkers, .idle_spin = std::chrono::nanoseconds(0)});
-  source.watch(pool.get(), nullptr);
+  auto pool = start_watched_pool(source, parking(kWorkers));
   require_all_parked(*pool);
 
   // Work nobody is told about: only stop_and_join() wakes the workers.
@@ -306,8 +308,7 @@ TEST_CASE("thread_pool: stop_and_join on a busy pool finishes the backlog",
   constexpr std::size_t kWorkers = 3;
   constexpr std::uint64_t kUnits = 50'000;
   TicketSource source(kUnits, kWorkers);
-  auto pool = start_pool(source, {.workers = kWorkers});
-  source.watch(pool.get(), nullptr);
+  auto pool = start_watched_pool(source, {.workers = kWorkers});
   source.add(kUnits);
   pool->notify_work();
   pool->stop_and_join();  // probably while the workers are mid-backlog
@@ -349,8 +350,7 @@ TEST_CASE("thread_pool: names its threads <prefix><index>, cut to 15 chars",
   TicketSource source(kUnits, 2);
   const std::string prefix = "a-very-long-thread-prefix-";
   source.expect_name_prefix(prefix);
-  auto pool = start_pool(source, {.workers = 2, .name_prefix = prefix});
-  source.watch(pool.get(), nullptr);
+  auto pool = start_watched_pool(source, {.workers = 2, .name_prefix = prefix});
   source.add(kUnits);
   pool->notify_work();
   pool->stop_and_join();

@@ -13,62 +13,36 @@
 #include <thread>
 #include <vector>
 
+#include "../support/test_support.hpp"
 #include <catch2/catch.hpp>
+
+using fnbus::testing_support::Counted;
+using fnbus::testing_support::Counts;
+using fnbus::testing_support::counts;
 
 namespace {
 
-// Lifetime counters of Counted; reset by each test that uses them.
-struct Counts {
-  int constructed = 0;  // every constructor, including copies and moves
-  int moved = 0;        // move constructions and move assignments
-  int destroyed = 0;
-  int bad_destroys = 0;  // destructor ran on an object that was not alive
-  int bad_moves = 0;     // moved from or into an object that was not alive
-};
-Counts counts;
+// Capacity of the queues that wrap_then_fill() is given.
+constexpr int kCapacity = 4;
 
-// A single-threaded element type that records its lifetime in `counts`.
-// `magic` tells a live object from a destroyed (or never built) one, so a
-// double destruction or a move from a dead slot is noticed.
-class Counted {
- public:
-  static constexpr std::uint32_t kAlive = 0xA11CE;
-  static constexpr std::uint32_t kDead = 0xDEAD;
+// Pushes and pops one element `rounds` times (through `out`), so that the
+// ring has wrapped around, then fills all `kCapacity` slots.
+void wrap_then_fill(fnbus::MpmcQueue<Counted>& queue, Counted& out,
+                    int rounds) {
+  for (int i = 0; i < rounds; ++i) {
+    REQUIRE(queue.try_emplace(i));
+    REQUIRE(queue.try_pop(out));
+  }
+  for (int i = 0; i < kCapacity; ++i) REQUIRE(queue.try_emplace(i));
+}
 
-  Counted() noexcept : Counted(-1) {}
-  explicit Counted(int value) noexcept : value_(value) { ++counts.constructed; }
-  Counted(const Counted& other) noexcept : value_(other.value_) {
-    ++counts.constructed;
-  }
-  Counted(Counted&& other) noexcept : value_(other.value_) {
-    if (other.magic_ != kAlive) ++counts.bad_moves;
-    other.value_ = -2;
-    ++counts.constructed;
-    ++counts.moved;
-  }
-  Counted& operator=(const Counted& other) noexcept {
-    value_ = other.value_;
-    return *this;
-  }
-  Counted& operator=(Counted&& other) noexcept {
-    if (other.magic_ != kAlive || magic_ != kAlive) ++counts.bad_moves;
-    value_ = other.value_;
-    other.value_ = -2;
-    ++counts.moved;
-    return *this;
-  }
-  ~Counted() {
-    if (magic_ != kAlive) ++counts.bad_destroys;
-    magic_ = kDead;
-    ++counts.destroyed;
-  }
-
-  [[nodiscard]] int value() const noexcept { return value_; }
-
- private:
-  int value_;
-  std::uint32_t magic_ = kAlive;
-};
+// After the queue and every Counted are gone: each was destroyed once,
+// none was moved while dead, and nothing leaked.
+void require_clean_lifetimes() {
+  REQUIRE(counts.bad_destroys == 0);
+  REQUIRE(counts.bad_moves == 0);
+  REQUIRE(counts.constructed == counts.destroyed);
+}
 
 }  // namespace
 
@@ -129,9 +103,7 @@ TEST_CASE("mpmc_queue: fills to capacity, pops in FIFO order, then is empty",
     REQUIRE_FALSE(queue.try_pop(out));
     REQUIRE(out.value() == 7);
   }
-  REQUIRE(counts.bad_destroys == 0);
-  REQUIRE(counts.bad_moves == 0);
-  REQUIRE(counts.constructed == counts.destroyed);
+  require_clean_lifetimes();
 }
 
 TEST_CASE("mpmc_queue: destroys the elements still queued, exactly once",
@@ -149,13 +121,9 @@ TEST_CASE("mpmc_queue: destroys the elements still queued, exactly once",
   }
   SECTION("after wrapping around, full") {
     {
-      fnbus::MpmcQueue<Counted> queue(4);
+      fnbus::MpmcQueue<Counted> queue(kCapacity);
       Counted out;
-      for (int i = 0; i < 6; ++i) {
-        REQUIRE(queue.try_emplace(i));
-        REQUIRE(queue.try_pop(out));
-      }
-      for (int i = 0; i < 4; ++i) REQUIRE(queue.try_emplace(i));
+      wrap_then_fill(queue, out, 6);
       REQUIRE_FALSE(queue.try_emplace(4));
       // `out` plus the four queued elements.
       REQUIRE(counts.constructed - counts.destroyed == 5);
@@ -164,13 +132,9 @@ TEST_CASE("mpmc_queue: destroys the elements still queued, exactly once",
   }
   SECTION("after wrapping around, partly drained") {
     {
-      fnbus::MpmcQueue<Counted> queue(4);
+      fnbus::MpmcQueue<Counted> queue(kCapacity);
       Counted out;
-      for (int i = 0; i < 5; ++i) {
-        REQUIRE(queue.try_emplace(i));
-        REQUIRE(queue.try_pop(out));
-      }
-      for (int i = 0; i < 4; ++i) REQUIRE(queue.try_emplace(i));
+      wrap_then_fill(queue, out, 5);
       REQUIRE(queue.size() == 4);
       REQUIRE(queue.try_pop(out));
       REQUIRE(queue.try_pop(out));
@@ -216,9 +180,7 @@ TEST_CASE("mpmc_queue: keeps FIFO order over many wrap-arounds",
     REQUIRE(queue.empty());
     REQUIRE(queue.pushed_count() == static_cast<std::uint64_t>(next_push));
   }
-  REQUIRE(counts.bad_destroys == 0);
-  REQUIRE(counts.bad_moves == 0);
-  REQUIRE(counts.constructed == counts.destroyed);
+  require_clean_lifetimes();
 }
 
 TEST_CASE("mpmc_queue: with capacity 2 alternates full and empty",

@@ -1,0 +1,87 @@
+// Helpers shared by the test files. Header-only; include it by a path
+// relative to the including file ("support/test_support.hpp" from tests/,
+// "../support/test_support.hpp" from a subfolder). No Catch2 here: the
+// helpers are also used off the test thread (inside handlers and workers).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <thread>
+
+namespace fnbus::testing_support {
+
+// The default bound of wait_until(): generous for waits that should end
+// almost at once, so that reaching it means a deadlock or a lost wake-up,
+// not a slow machine.
+inline constexpr std::chrono::nanoseconds kDefaultWaitBound =
+    std::chrono::seconds(10);
+
+// Polls `pred` (yielding between polls) until it holds or `timeout`
+// passes; returns its last value, so a test that REQUIREs the result fails
+// instead of hanging. `pred` is called once more at the deadline.
+template <typename Pred>
+bool wait_until(Pred pred,
+                std::chrono::nanoseconds timeout = kDefaultWaitBound) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return pred();
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+// Lifetime counters of Counted, for single-threaded tests; each test that
+// uses them resets them first (`counts = {};`).
+struct Counts {
+  int constructed = 0;  // every constructor, including copies and moves
+  int moved = 0;        // move constructions and move assignments
+  int destroyed = 0;
+  int bad_destroys = 0;  // destructor ran on an object that was not alive
+  int bad_moves = 0;     // moved from or into an object that was not alive
+};
+inline Counts counts;
+
+// An element (or event member) type that records its lifetime in
+// `counts`. `magic_` tells a live object from a destroyed (or never built)
+// one, so a double destruction or a move from a dead object is noticed.
+class Counted {
+ public:
+  static constexpr std::uint32_t kAlive = 0xA11CE;
+  static constexpr std::uint32_t kDead = 0xDEAD;
+
+  Counted() noexcept : Counted(-1) {}
+  explicit Counted(int value) noexcept : value_(value) { ++counts.constructed; }
+  Counted(const Counted& other) noexcept : value_(other.value_) {
+    ++counts.constructed;
+  }
+  Counted(Counted&& other) noexcept : value_(other.value_) {
+    if (other.magic_ != kAlive) ++counts.bad_moves;
+    other.value_ = -2;
+    ++counts.constructed;
+    ++counts.moved;
+  }
+  Counted& operator=(const Counted& other) noexcept {
+    value_ = other.value_;
+    return *this;
+  }
+  Counted& operator=(Counted&& other) noexcept {
+    if (other.magic_ != kAlive || magic_ != kAlive) ++counts.bad_moves;
+    value_ = other.value_;
+    other.value_ = -2;
+    ++counts.moved;
+    return *this;
+  }
+  ~Counted() {
+    if (magic_ != kAlive) ++counts.bad_destroys;
+    magic_ = kDead;
+    ++counts.destroyed;
+  }
+
+  [[nodiscard]] int value() const noexcept { return value_; }
+
+ private:
+  int value_;
+  std::uint32_t magic_ = kAlive;
+};
+
+}  // namespace fnbus::testing_support
