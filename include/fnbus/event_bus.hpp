@@ -304,8 +304,7 @@ bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
   if (list == nullptr || list->entries.empty()) return false;
   Context context(type_name, {});
   for (detail::HandlerEntry* entry : list->entries) {
-    detail::RunningScope running(record, entry, entry->cancelled);
-    if (!running.may_run()) continue;
+    if (!scope.begin_handler(entry, entry->cancelled)) continue;
     detail::ContextAccess::set_function(context, entry->name);
     run_handler(*entry, event, context, counts);
   }

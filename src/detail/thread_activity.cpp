@@ -127,8 +127,8 @@ void wait_until(Done done) {
 }
 
 bool is_running(const ThreadRecord& record, const void* handler) noexcept {
-  // acquire: pairs with the release in ~RunningScope (kRetractOrder); see
-  // RunningScope for the announcement side.
+  // acquire: pairs with the release stores in DispatchScope (begin_handler
+  // and the destructor), which also make the announcements seen here.
   for (const auto& slot : record.running) {
     if (slot.load(kObserveOrder) == handler) return true;
   }

@@ -35,7 +35,7 @@ struct HandlerEntry {
         fn(std::move(function)) {}
 
   // Set once by HandlerRegistry::remove(); read by every dispatch before it
-  // calls fn (see RunningScope).
+  // calls fn (see DispatchScope::begin_handler).
   std::atomic<bool> cancelled{false};
   const TypeSlot slot;
   const std::string name;

@@ -30,8 +30,8 @@
 
 namespace fnbus::detail {
 
-// Most handlers that may be running nested on one thread (a trigger inside a
-// handler inside a trigger ...). Deeper nesting is a precondition failure:
+// Most dispatches that may be running nested on one thread (a trigger inside
+// a handler inside a trigger ...). Deeper nesting is a precondition failure:
 // it is almost certainly unbounded recursion, and the stack is near its end.
 inline constexpr std::size_t kMaxNesting = 256;
 
@@ -43,14 +43,17 @@ inline constexpr std::memory_order kObserveOrder =
     kThreadSanitizer ? std::memory_order_seq_cst : std::memory_order_acquire;
 inline constexpr std::memory_order kRetractOrder =
     kThreadSanitizer ? std::memory_order_seq_cst : std::memory_order_release;
+// An announcement that also retracts the previous one.
+inline constexpr std::memory_order kHandoverOrder = kRetractOrder;
 
 struct alignas(kCacheLineSize) ThreadRecord {
   // Odd while this thread is inside a dispatch and may hold a handler list;
   // bumped at the outermost entry and exit. Written by the owner, read by
   // writers deciding whether a retired list may be freed.
   std::atomic<std::uint64_t> dispatch_gen{0};
-  // running[i]: the handler running at nesting level i, or null. Written by
-  // the owner, read by cancel() waiting for that handler to finish.
+  // running[i]: the handler running (or about to) at dispatch nesting level
+  // i, or null. Written by the owner, read by cancel() waiting for that
+  // handler to finish.
   std::atomic<const void*> running[kMaxNesting] = {};
   // The bus this thread is inside publish() of, or null. Written by the
   // owner, read by shutdown() waiting for publishes in progress.
@@ -61,8 +64,7 @@ struct alignas(kCacheLineSize) ThreadRecord {
   ThreadRecord* next = nullptr;
 
   // Owner-only state (never read by other threads).
-  std::uint32_t depth = 0;                // handlers running on this thread
-  std::uint32_t dispatch_nesting = 0;     // dispatches running on this thread
+  std::uint32_t depth = 0;  // dispatches running (nested) on this thread
   const void* dispatching_for = nullptr;  // innermost bus dispatching here
 };
 
@@ -97,70 +99,62 @@ inline void light_barrier() noexcept {
 // reader's light barrier that preceded this call is visible to the caller.
 void heavy_barrier() noexcept;
 
-// Marks the calling thread as inside a dispatch for the scope's lifetime.
+// Marks the calling thread as inside a dispatch for the scope's lifetime,
+// and which of the dispatch's handlers it runs. Dispatches nest (a handler
+// may trigger), each on its own level of ThreadRecord::running.
 class DispatchScope {
  public:
-  explicit DispatchScope(ThreadRecord& record, const void* bus) noexcept
-      : record_(record), previous_bus_(record.dispatching_for) {
+  DispatchScope(ThreadRecord& record, const void* bus) noexcept
+      : record_(record),
+        previous_bus_(record.dispatching_for),
+        level_(record.depth++) {
+    FNBUS_ASSERT(level_ < kMaxNesting,
+                 "dispatches nested more than 256 deep on one thread (a "
+                 "handler that triggers its own event without end?)");
     record.dispatching_for = bus;
-    if (record.dispatch_nesting++ == 0) {
+    if (level_ == 0) {
       // relaxed: the owner is the only writer of its own record.
       const auto gen = record.dispatch_gen.load(std::memory_order_relaxed);
       // Announce (see protocol): pairs with heavy_barrier() in
-      // take_grace_snapshot().
+      // GraceSnapshot::take().
       record.dispatch_gen.store(gen + 1, kAnnounceOrder);
       light_barrier();
     }
   }
   ~DispatchScope() {
+    // release: the last handler's effects happen before cancel() returns
+    // (acquire load in wait_until_not_running()).
+    record_.running[level_].store(nullptr, kRetractOrder);
     record_.dispatching_for = previous_bus_;
-    if (--record_.dispatch_nesting == 0) {
+    if (--record_.depth == 0) {
       // relaxed: owner-only writer.
       const auto gen = record_.dispatch_gen.load(std::memory_order_relaxed);
       // release: our reads of the handler list happen before a writer that
-      // sees the even value frees it (acquire in grace_elapsed()).
+      // sees the even value frees it (acquire in GraceSnapshot::elapsed()).
       record_.dispatch_gen.store(gen + 1, kRetractOrder);
     }
   }
   DispatchScope(const DispatchScope&) = delete;
   DispatchScope& operator=(const DispatchScope&) = delete;
 
+  // Marks `handler` as the one running at this level (which also says the
+  // previous one has finished), then tells whether it may run: false if
+  // `cancelled` was set before the announcement could be seen.
+  [[nodiscard]] bool begin_handler(
+      const void* handler, const std::atomic<bool>& cancelled) noexcept {
+    // Announce: pairs with heavy_barrier() in wait_until_not_running().
+    // Release as well: the previous handler's effects happen before a
+    // canceller that sees this store stops waiting for it.
+    record_.running[level_].store(handler, kHandoverOrder);
+    light_barrier();
+    // Observe: pairs with the store in HandlerRegistry::remove().
+    return !cancelled.load(kObserveOrder);
+  }
+
  private:
   ThreadRecord& record_;
   const void* previous_bus_;
-};
-
-// Marks `handler` as running on the calling thread, then tells whether it
-// may run: false if `cancelled` was set before the announcement was seen.
-class RunningScope {
- public:
-  RunningScope(ThreadRecord& record, const void* handler,
-               const std::atomic<bool>& cancelled) noexcept
-      : record_(record), level_(record.depth++) {
-    FNBUS_ASSERT(level_ < kMaxNesting,
-                 "handlers nested more than 256 deep on one thread (a handler "
-                 "that triggers its own event without end?)");
-    // Announce: pairs with heavy_barrier() in wait_until_not_running().
-    record.running[level_].store(handler, kAnnounceOrder);
-    light_barrier();
-    // Observe: pairs with the store in HandlerRegistry::remove().
-    may_run_ = !cancelled.load(kObserveOrder);
-  }
-  ~RunningScope() {
-    // release: the handler's effects happen before cancel() returns
-    // (acquire load in wait_until_not_running()).
-    record_.running[level_].store(nullptr, kRetractOrder);
-    --record_.depth;
-  }
-  RunningScope(const RunningScope&) = delete;
-  RunningScope& operator=(const RunningScope&) = delete;
-
-  [[nodiscard]] bool may_run() const noexcept { return may_run_; }
-
- private:
-  ThreadRecord& record_;
   std::size_t level_;
-  bool may_run_ = false;
 };
 
 // Marks the calling thread as inside publish() on `bus`.
