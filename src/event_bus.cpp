@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_join.h"
@@ -12,7 +13,8 @@ namespace fnbus {
 namespace {
 
 constexpr std::size_t kMaxWorkers = 1024;
-constexpr std::size_t kMaxQueueCapacity = std::size_t{1} << 30;
+// 2^24 slots of 128 bytes: 2 GiB, more than a bounded queue should hold.
+constexpr std::size_t kMaxQueueCapacity = std::size_t{1} << 24;
 constexpr auto kMaxBlockTimeout = std::chrono::hours(1);
 constexpr auto kMaxIdleSpin = std::chrono::seconds(1);
 // A blocked publisher re-checks at least this often: the consumers' wake-up
@@ -103,7 +105,14 @@ absl::StatusOr<std::unique_ptr<EventBus>> EventBus::Create(BusConfig config) {
     return absl::InvalidArgumentError("invalid BusConfig: " +
                                       absl::StrJoin(problems, "; "));
   }
-  std::unique_ptr<EventBus> bus(new EventBus(std::move(config)));
+  std::unique_ptr<EventBus> bus;
+  try {
+    bus.reset(new EventBus(std::move(config)));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "out of memory creating the bus; lower BusConfig::queue_capacity or "
+        "workers");
+  }
   auto pool = ThreadPool::Start(*bus, {.workers = bus->config_.workers,
                                        .idle_spin = bus->config_.idle_spin,
                                        .name_prefix = "fnbus-w"});
@@ -123,7 +132,7 @@ EventBus::EventBus(BusConfig config)
       cells_(new CounterCell[config_.workers + 1]) {}
 
 EventBus::~EventBus() {
-  FNBUS_ASSERT(detail::this_thread_record().dispatching_for != this &&
+  FNBUS_ASSERT(!detail::this_thread_record().dispatching_for(this) &&
                    !(pool_ && pool_->is_own_worker()),
                "an EventBus was destroyed from inside one of its handlers");
   (void)shutdown(ShutdownMode::kDrain);
@@ -135,7 +144,7 @@ bool EventBus::accepting(const detail::ThreadRecord& record) const noexcept {
   // announcement; pairs with the store + heavy barrier in shutdown().
   const int state = state_.load(detail::kObserveOrder);
   return state == kRunning ||
-         (state == kDraining && record.dispatching_for == this);
+         (state == kDraining && record.dispatching_for(this));
 }
 
 void EventBus::on_accepted() noexcept {
@@ -212,6 +221,16 @@ absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
     }
     detail::cpu_relax();
   }
+  if (record.dispatching_for(this)) {
+    // A handler waiting for its own bus's queue may be waiting for itself
+    // (with one worker, or with every worker doing the same).
+    return reject(absl::ResourceExhaustedError(fmt::format(
+        "queue full ({} slots) publishing {} from a handler of the same bus, "
+        "which must not block on its own queue; raise "
+        "BusConfig::queue_capacity, or handle this status (e.g. retry "
+        "later)",
+        queue_.capacity(), type_name)));
+  }
   // relaxed: a hint for consumers; a missed hint costs one recheck period.
   blocked_.fetch_add(1, std::memory_order_relaxed);
   std::unique_lock lock(blocked_mutex_);
@@ -241,6 +260,11 @@ absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
   return status;
 }
 
+void EventBus::notify_blocked_publishers() noexcept {
+  std::lock_guard lock(blocked_mutex_);
+  blocked_cv_.notify_all();
+}
+
 void EventBus::wake_blocked_publishers() noexcept {
   // relaxed: a hint. A publisher that registers just after we read 0 is
   // not woken, and re-checks within kBlockedRecheck.
@@ -254,9 +278,11 @@ bool EventBus::has_work() const noexcept { return !queue_.empty(); }
 
 bool EventBus::poll_work() const noexcept { return queue_.front_ready(); }
 
-bool EventBus::run_one(std::size_t worker) noexcept {
+bool EventBus::run_one(std::size_t worker,
+                       absl::FunctionRef<void()> taken) noexcept {
   detail::Envelope envelope;
   if (!queue_.try_pop(envelope)) return false;
+  taken();
   wake_blocked_publishers();
   // relaxed: a late view only dispatches an event that shutdown(kCancel-
   // Pending) would have dead-lettered; either way it is accounted for.
@@ -281,22 +307,39 @@ void EventBus::handle(detail::Envelope& envelope, CounterCell& cell,
 }
 
 void EventBus::sweep(bool cancel) noexcept {
-  detail::Envelope envelope;
-  while (queue_.try_pop(envelope)) {
+  for (;;) {
+    // A fresh envelope each time: try_pop must not run the previous
+    // event's destructor (user code) halfway through a pop.
+    detail::Envelope envelope;
+    if (!queue_.try_pop(envelope)) return;
     wake_blocked_publishers();
     handle(envelope, cells_[config_.workers], cancel);
   }
 }
 
 absl::Status EventBus::shutdown(ShutdownMode mode) {
-  if (detail::this_thread_record().dispatching_for == this ||
+  if (detail::this_thread_record().dispatching_for(this) ||
       (pool_ && pool_->is_own_worker())) {
     return absl::FailedPreconditionError(
         "shutdown() called from inside a handler of this bus, which would "
         "wait for itself; call it from a thread that is not running one of "
         "the bus's handlers");
   }
+  // relaxed: only this thread can have stored its own id.
+  if (shutdown_thread_.load(std::memory_order_relaxed) ==
+      std::this_thread::get_id()) {
+    return absl::FailedPreconditionError(
+        "shutdown() called from a sink while this thread is shutting the bus "
+        "down; return from the sink and let the first call finish");
+  }
   std::lock_guard lock(shutdown_mutex_);
+  // relaxed: read back only by this thread (above).
+  shutdown_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  struct ClearOnExit {
+    std::atomic<std::thread::id>& id;
+    // relaxed: as above.
+    ~ClearOnExit() { id.store({}, std::memory_order_relaxed); }
+  } clear{shutdown_thread_};
   // relaxed: shutdown_mutex_ orders our own earlier stores.
   if (state_.load(std::memory_order_relaxed) == kStopped) {
     return absl::OkStatus();
@@ -305,8 +348,8 @@ absl::Status EventBus::shutdown(ShutdownMode mode) {
   // Retract (the writer's half of the handshake in thread_activity.hpp);
   // wait_for_publishers() runs the heavy barrier.
   state_.store(cancel ? kCancelling : kDraining, detail::kAnnounceOrder);
+  notify_blocked_publishers();  // so they see the new state at once
   detail::wait_for_publishers(this);
-  wake_blocked_publishers();
   if (pool_) pool_->stop_and_join();
   sweep(cancel);  // left by the workers, or published by handlers since
   // From here on even this bus's handlers are refused.
@@ -355,9 +398,17 @@ void EventBus::report_dead_letter(const detail::Envelope& envelope,
 }
 
 void Subscription::cancel() noexcept {
-  if (entry_ == nullptr) return;
-  registry_->remove(std::exchange(entry_, nullptr));
-  registry_.reset();
+  // acq_rel: exactly one caller takes the entry; later active() calls
+  // (acquire) see it gone.
+  if (detail::HandlerEntry* entry =
+          entry_.exchange(nullptr, std::memory_order_acq_rel)) {
+    registry_->remove(entry);
+  } else if (id_ != nullptr && !detail::running_on_this_thread(id_)) {
+    // Already cancelled, maybe by a cancel() of this object still waiting
+    // on another thread: give this caller the same guarantee. (From inside
+    // the handler, as in HandlerRegistry::remove(), nobody is waited for.)
+    detail::wait_until_not_running(id_);
+  }
 }
 
 }  // namespace fnbus

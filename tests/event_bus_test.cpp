@@ -1251,4 +1251,105 @@ TEST_CASE("event_bus: many producers and several workers lose nothing (stress)",
   }
 }
 
+// ---------------------------------------------------------------------------
+// Re-entrancy found in review.
+
+TEST_CASE(
+    "event_bus: shutdown from a handler of another bus nested in this bus's "
+    "dispatch is FailedPrecondition",
+    "[event_bus]") {
+  std::atomic<int> inner_calls{0};
+  absl::Status from_inner = absl::UnknownError("not called");
+  auto outer = make_bus();
+  auto inner = make_bus();
+  EventBus* outer_raw = outer.get();
+  EventBus* inner_raw = inner.get();
+  auto forward = outer->subscribe<Job>([&](const Job& job) {
+    inner_raw->trigger(Value{std::uint64_t(job.id)});
+  });
+  auto stop_outer = inner->subscribe<Value>([&](const Value&) {
+    inner_calls.fetch_add(1);
+    from_inner = outer_raw->shutdown();  // outer is dispatching on this thread
+  });
+  outer->trigger(Job{1});
+  CHECK(inner_calls.load() == 1);
+  CHECK(from_inner.code() == absl::StatusCode::kFailedPrecondition);
+  // The outer bus still works: the refused shutdown changed nothing.
+  CHECK(outer->publish(Job{2}).ok());
+  CHECK(outer->shutdown().ok());
+  CHECK(inner_calls.load() == 2);
+}
+
+TEST_CASE(
+    "event_bus: a handler's kBlock publish to its own full queue is refused "
+    "at once",
+    "[event_bus]") {
+  std::atomic<int> refused{0};
+  std::atomic<int> accepted{0};
+  std::atomic<int> jobs{0};
+  auto bus = make_bus({.queue_capacity = 2,
+                       .workers = 1,
+                       .overflow = OverflowPolicy::kBlock,
+                       .block_timeout = std::chrono::hours(1)});
+  EventBus* raw = bus.get();
+  auto fan_out = bus->subscribe<OrderCreated>([&](const OrderCreated&) {
+    // Five follow-ups into two slots, with the only worker busy here: a
+    // blocking publish would wait an hour for itself.
+    for (int i = 0; i < 5; ++i) {
+      const absl::Status status = raw->publish(Job{i});
+      if (status.ok()) {
+        accepted.fetch_add(1);
+      } else if (status.code() == absl::StatusCode::kResourceExhausted) {
+        refused.fetch_add(1);
+      }
+    }
+  });
+  auto count = bus->subscribe<Job>([&](const Job&) { jobs.fetch_add(1); });
+  REQUIRE(bus->publish(OrderCreated{1}).ok());
+  REQUIRE(bus->shutdown().ok());
+  CHECK(accepted.load() == 2);
+  CHECK(refused.load() == 3);
+  CHECK(jobs.load() == 2);
+  const BusStats stats = bus->stats();
+  CHECK(stats.rejected == 3);
+  CHECK(stats.published == stats.dispatched + stats.dead_lettered);
+}
+
+TEST_CASE(
+    "event_bus: a sink calling shutdown during shutdown gets "
+    "FailedPrecondition",
+    "[event_bus]") {
+  std::atomic<bool> gate_open{false};
+  std::atomic<int> gate_timeouts{0};
+  std::atomic<int> dead_letters{0};
+  absl::Status from_sink = absl::UnknownError("not called");
+  EventBus* raw = nullptr;
+  BusConfig config{.queue_capacity = 8, .workers = 1};
+  config.dead_letter_sink = [&](const DeadLetter&) {
+    if (dead_letters.fetch_add(1) == 0) from_sink = raw->shutdown();
+  };
+  auto bus = make_bus(std::move(config));
+  raw = bus.get();
+  std::atomic<bool> running{false};
+  auto gate = bus->subscribe<Job>([&](const Job&) {
+    running.store(true);
+    if (!wait_until([&] { return gate_open.load(); })) {
+      gate_timeouts.fetch_add(1);
+    }
+  });
+  REQUIRE(bus->publish(Job{0}).ok());
+  REQUIRE(wait_until([&] { return running.load(); }));
+  REQUIRE(bus->publish(Job{1}).ok());  // queued behind the gate
+  std::thread opener([&] {
+    // Opens the gate once shutdown has begun (publish is then refused).
+    wait_until([&] { return !raw->publish(Value{}).ok(); });
+    gate_open.store(true);
+  });
+  REQUIRE(bus->shutdown(ShutdownMode::kCancelPending).ok());
+  opener.join();
+  CHECK(gate_timeouts.load() == 0);
+  CHECK(dead_letters.load() >= 1);
+  CHECK(from_sink.code() == absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace fnbus_event_bus_test

@@ -718,4 +718,34 @@ TEST_CASE(
   cancel_while_nested(100);
 }
 
+TEST_CASE(
+    "subscription: a one-shot handler running on two workers may cancel "
+    "itself on both",
+    "[subscription]") {
+  std::atomic<int> calls{0};
+  std::atomic<int> both_inside_timeouts{0};
+  std::atomic<int> inside{0};
+  Subscription once;
+  auto bus = make_bus({.workers = 2});
+  once = bus->subscribe<Tick>([&](const Tick&) {
+    calls.fetch_add(1);
+    inside.fetch_add(1);
+    // Wait (bounded) for the other worker to be inside too, so that both
+    // cancel the same Subscription at the same time.
+    if (!wait_until([&] { return inside.load() >= 2; })) {
+      both_inside_timeouts.fetch_add(1);
+    }
+    once.cancel();
+  });
+  REQUIRE(bus->publish(Tick{}).ok());
+  REQUIRE(bus->publish(Tick{}).ok());
+  REQUIRE(wait_until([&] { return bus->stats().dispatched == 2; }));
+  REQUIRE(bus->publish(Tick{}).ok());  // after the cancel: nobody listens
+  REQUIRE(bus->shutdown().ok());
+  CHECK_FALSE(once.active());
+  CHECK(both_inside_timeouts.load() == 0);
+  CHECK(calls.load() == 2);
+  CHECK(bus->stats().unhandled == 1);
+}
+
 }  // namespace fnbus_subscription_test

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <new>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -60,6 +61,8 @@ concept HandlerFor =
 //   dead-letter sink; after shutdown() returns none is pending or running.
 // - publish never blocks longer than the block timeout and never drops an
 //   event silently: a refusal is a non-OK Status and counts as rejected.
+//   A handler publishing to its own bus does not block on a full queue
+//   (it could be waiting for itself): it gets ResourceExhausted at once.
 // - A handler that throws (or returns a non-OK Status) is reported to the
 //   error sink with its function name and event type; the bus goes on.
 // - Handlers of one event run one after another, in subscription order.
@@ -187,12 +190,14 @@ class EventBus : private WorkSource {
   // WorkSource
   [[nodiscard]] bool has_work() const noexcept override;
   [[nodiscard]] bool poll_work() const noexcept override;
-  bool run_one(std::size_t worker) noexcept override;
+  bool run_one(std::size_t worker,
+               absl::FunctionRef<void()> taken) noexcept override;
 
   void handle(detail::Envelope& envelope, CounterCell& cell,
               bool cancel) noexcept;
   void sweep(bool cancel) noexcept;
   void wake_blocked_publishers() noexcept;
+  void notify_blocked_publishers() noexcept;
 
   void report_failure(const detail::HandlerEntry& entry,
                       std::string_view type_name, absl::StatusCode code,
@@ -211,6 +216,8 @@ class EventBus : private WorkSource {
   // publish() after its PublishScope announcement and by workers.
   std::atomic<int> state_{kRunning};
   std::mutex shutdown_mutex_;  // serialises shutdown() calls
+  // The thread inside shutdown(), so that a sink it calls cannot re-enter.
+  std::atomic<std::thread::id> shutdown_thread_{};
 
   // Accepted events. RMW by publishers (relaxed: a statistic).
   alignas(detail::kCacheLineSize) std::atomic<std::uint64_t> published_{0};
@@ -346,19 +353,20 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
     }
     return publish_slow(record, options, event_type_name<E>(), try_push);
   } else {
-    E* owned = new (std::nothrow) E(std::move(event));
+    std::unique_ptr<E> owned(new (std::nothrow) E(std::move(event)));
     if (owned == nullptr) return heap_alloc_failed(event_type_name<E>());
     auto try_push = [&]() noexcept {
-      return queue_.try_emplace(detail::Adopt<E>{owned}, slot);
+      if (!queue_.try_emplace(detail::Adopt<E>{owned.get()}, slot)) {
+        return false;
+      }
+      (void)owned.release();  // the queue owns it now
+      return true;
     };
     if (try_push()) [[likely]] {
       on_accepted();
       return absl::OkStatus();
     }
-    absl::Status status =
-        publish_slow(record, options, event_type_name<E>(), try_push);
-    if (!status.ok()) delete owned;
-    return status;
+    return publish_slow(record, options, event_type_name<E>(), try_push);
   }
 }
 

@@ -54,7 +54,7 @@ struct DeadLetter {
 
 // Bus-wide configuration, validated by EventBus::Create.
 struct BusConfig {
-  // Slots in the publish queue: a power of two, 2 .. 2^30.
+  // Slots in the publish queue: a power of two, 2 .. 2^24 (128 bytes each).
   std::size_t queue_capacity = 4096;
   // Worker threads of the pool: 1 .. 1024.
   std::size_t workers = 2;

@@ -1,6 +1,8 @@
 #include "fnbus/detail/handler_registry.hpp"
 
 #include <algorithm>
+#include <iterator>
+#include <new>
 #include <utility>
 
 namespace fnbus::detail {
@@ -38,17 +40,18 @@ HandlerEntry* HandlerRegistry::add(TypeSlot slot, std::string name,
   auto entry =
       std::make_unique<HandlerEntry>(slot, std::move(name), std::move(fn));
   std::vector<Retired> reclaim;
-  {
-    std::lock_guard lock(mutex_);
-    const HandlerList* old = find_locked(slot);
-    auto list = std::make_unique<HandlerList>();
-    if (old != nullptr) list->entries = old->entries;
-    list->entries.push_back(entry.get());
-    live_.insert(entry.get());
-    publish_list(slot, std::move(list), nullptr);
-    reclaim = take_reclaimable();
-  }
-  return entry.release();
+  std::lock_guard lock(mutex_);
+  // Everything that can throw comes before the entry is shared: an
+  // allocation failure leaves the registry as it was.
+  chunk_for(slot);
+  auto list = std::make_unique<HandlerList>();
+  if (const HandlerList* old = find_locked(slot)) list->entries = old->entries;
+  list->entries.push_back(entry.get());
+  live_.insert(entry.get());
+  HandlerEntry* added = entry.release();
+  publish_list(slot, std::move(list), nullptr);
+  reclaim = take_reclaimable();
+  return added;
 }
 
 void HandlerRegistry::remove(HandlerEntry* entry) noexcept {
@@ -65,16 +68,21 @@ void HandlerRegistry::remove(HandlerEntry* entry) noexcept {
                  nullptr);
     reclaim = take_reclaimable();
   }
-  // Not under mutex_: the handler we wait for may itself subscribe.
-  wait_until_not_running(entry);
   ErasedHandler doomed;
-  // A self-cancel keeps the callable until this thread's dispatch ends (the
-  // entry's grace period); otherwise nobody can be calling it any more, so
-  // its captures are destroyed now, outside the lock.
-  if (!running_on_this_thread(entry)) doomed = std::move(entry->fn);
+  if (running_on_this_thread(entry)) {
+    // A self-cancel waits for nobody: other invocations of this handler on
+    // other threads may be cancelling it too, each waiting for the other.
+    // The callable lives until every dispatch that may run it has ended
+    // (the entry's grace period).
+  } else {
+    // Not under mutex_: the handler we wait for may itself subscribe.
+    wait_until_not_running(entry);
+    // Nobody can be calling it any more: destroy its captures now, outside
+    // the lock.
+    doomed = std::move(entry->fn);
+  }
   std::lock_guard lock(mutex_);
-  retired_.push_back(
-      {GraceSnapshot::take(), nullptr, std::unique_ptr<HandlerEntry>(entry)});
+  retire(nullptr, std::unique_ptr<HandlerEntry>(entry));
 }
 
 void HandlerRegistry::remove_all() noexcept {
@@ -84,6 +92,11 @@ void HandlerRegistry::remove_all() noexcept {
     entries.assign(live_.begin(), live_.end());
   }
   for (HandlerEntry* entry : entries) remove(entry);
+  // Free what no dispatch can still read (Subscriptions that outlive the
+  // bus keep the registry itself alive).
+  std::vector<Retired> reclaim;
+  std::lock_guard lock(mutex_);
+  reclaim = take_reclaimable();
 }
 
 const HandlerList* HandlerRegistry::find_locked(TypeSlot slot) const noexcept {
@@ -106,27 +119,48 @@ std::unique_ptr<HandlerList> HandlerRegistry::without(
   return result;
 }
 
-void HandlerRegistry::publish_list(TypeSlot slot,
-                                   std::unique_ptr<HandlerList> list,
-                                   std::unique_ptr<HandlerEntry> entry) {
+void HandlerRegistry::publish_list(
+    TypeSlot slot, std::unique_ptr<HandlerList> list,
+    std::unique_ptr<HandlerEntry> entry) noexcept {
+  // chunk_for() does not allocate here: every caller made the chunk first.
   auto& list_slot = chunk_for(slot).lists[slot & kChunkMask];
   // release: the list's contents are visible to the dispatch that loads it
   // (kObserveOrder in find()); seq_cst under TSan for the grace handshake.
-  const HandlerList* old = list_slot.exchange(
-      list.release(),
-      kThreadSanitizer ? std::memory_order_seq_cst : std::memory_order_acq_rel);
-  retired_.push_back({GraceSnapshot::take(),
-                      std::unique_ptr<const HandlerList>(old),
-                      std::move(entry)});
+  std::unique_ptr<const HandlerList> old(list_slot.exchange(
+      list.release(), kThreadSanitizer ? std::memory_order_seq_cst
+                                       : std::memory_order_acq_rel));
+  retire(std::move(old), std::move(entry));
 }
 
-std::vector<HandlerRegistry::Retired> HandlerRegistry::take_reclaimable() {
+void HandlerRegistry::retire(std::unique_ptr<const HandlerList> list,
+                             std::unique_ptr<HandlerEntry> entry) noexcept {
+  try {
+    retired_.push_back({GraceSnapshot::take(), std::move(list), nullptr});
+    retired_.back().entry = std::move(entry);
+  } catch (const std::bad_alloc&) {
+    // Out of memory: leak what a dispatch may still read rather than free
+    // it early.
+    (void)list.release();
+    (void)entry.release();
+  }
+}
+
+std::vector<HandlerRegistry::Retired>
+HandlerRegistry::take_reclaimable() noexcept {
+  // Oldest first, stopping at the first still in its grace period: a
+  // long dispatch somewhere holds back everything retired after it, and
+  // checking costs O(1) while it lasts.
+  const auto pending =
+      std::find_if(retired_.begin(), retired_.end(),
+                   [](const Retired& r) { return !r.grace.elapsed(); });
   std::vector<Retired> ready;
-  auto keep =
-      std::partition(retired_.begin(), retired_.end(),
-                     [](const Retired& r) { return !r.grace.elapsed(); });
-  std::move(keep, retired_.end(), std::back_inserter(ready));
-  retired_.erase(keep, retired_.end());
+  try {
+    ready.assign(std::make_move_iterator(retired_.begin()),
+                 std::make_move_iterator(pending));
+  } catch (const std::bad_alloc&) {
+    return {};  // reclaim later
+  }
+  retired_.erase(retired_.begin(), pending);
   return ready;
 }
 

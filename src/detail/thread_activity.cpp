@@ -23,6 +23,14 @@ bool register_membarrier() noexcept {
                  0) == 0;
 }
 
+// Orders for the record list: seq_cst under TSan, so that a thread that
+// registers during a writer's scan is covered by the seq_cst argument of
+// that build (membarrier and fences cover it otherwise).
+constexpr std::memory_order kListLoadOrder =
+    kThreadSanitizer ? std::memory_order_seq_cst : std::memory_order_acquire;
+constexpr std::memory_order kListPublishOrder =
+    kThreadSanitizer ? std::memory_order_seq_cst : std::memory_order_release;
+
 // The process-wide list of records. Leaked: threads may exit after main().
 class RecordRegistry {
  public:
@@ -36,7 +44,7 @@ class RecordRegistry {
   ThreadRecord& claim() {
     // acquire: pairs with the release in publish(), so a record's fields
     // are initialised before we use it.
-    for (ThreadRecord* r = head_.load(std::memory_order_acquire); r != nullptr;
+    for (ThreadRecord* r = head_.load(kListLoadOrder); r != nullptr;
          r = r->next) {
       bool expected = false;
       // acquire: pairs with the release in release(); the previous owner's
@@ -63,16 +71,20 @@ class RecordRegistry {
   template <typename Visit>
   void for_each(Visit visit) const {
     // acquire: pairs with the release in publish().
-    for (const ThreadRecord* r = head_.load(std::memory_order_acquire);
-         r != nullptr; r = r->next) {
+    for (const ThreadRecord* r = head_.load(kListLoadOrder); r != nullptr;
+         r = r->next) {
       visit(*r);
     }
   }
 
   void heavy_barrier() const noexcept {
     if constexpr (kThreadSanitizer) return;  // seq_cst operations instead
-    if (membarrier_ &&
-        syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) {
+    if (membarrier_) {
+      // Readers only stop the compiler: without the barrier the handshake
+      // is unsound, so a failure here cannot be papered over.
+      const long result =
+          syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+      FNBUS_ASSERT(result == 0, "membarrier(PRIVATE_EXPEDITED) failed");
       return;
     }
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -86,8 +98,8 @@ class RecordRegistry {
       record->next = head;
       // release: publishes the record's initialised fields and `next` to
       // the acquire loads in claim() and for_each().
-    } while (!head_.compare_exchange_weak(
-        head, record, std::memory_order_release, std::memory_order_relaxed));
+    } while (!head_.compare_exchange_weak(head, record, kListPublishOrder,
+                                          std::memory_order_relaxed));
   }
 
   const bool membarrier_;
@@ -148,12 +160,29 @@ ThreadRecord& register_this_thread() {
 void heavy_barrier() noexcept { registry().heavy_barrier(); }
 
 void wait_until_not_running(const void* handler) noexcept {
+  ThreadRecord* self = tls_thread_record;
+  // seq_cst: ordered before the heavy barrier's scan like an announcement,
+  // so of two threads waiting for each other at least one sees the other.
+  if (self != nullptr)
+    self->waiting_for.store(handler, std::memory_order_seq_cst);
   heavy_barrier();
-  const ThreadRecord* self = tls_thread_record;
   registry().for_each([&](const ThreadRecord& record) {
     if (&record == self) return;
-    wait_until([&] { return !is_running(record, handler); });
+    wait_until([&] {
+      if (!is_running(record, handler)) return true;
+      // seq_cst: pairs with the seq_cst store above, in the other thread.
+      const void* theirs = record.waiting_for.load(std::memory_order_seq_cst);
+      FNBUS_ASSERT(
+          theirs == nullptr || self == nullptr || !is_running(*self, theirs),
+          "two handlers are cancelling each other's subscriptions "
+          "while both run, so each would wait for the other forever; "
+          "cancel one of them from outside the handlers");
+      return false;
+    });
   });
+  // release: clears the marker; nothing else to publish.
+  if (self != nullptr)
+    self->waiting_for.store(nullptr, std::memory_order_release);
 }
 
 bool running_on_this_thread(const void* handler) noexcept {

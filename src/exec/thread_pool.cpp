@@ -54,14 +54,7 @@ void ThreadPool::worker_loop(std::size_t index) noexcept {
   tls_current_pool = this;
   name_this_thread(options_.name_prefix, index);
   for (;;) {
-    if (source_.run_one(index)) {
-      // relaxed: hints only; notify_work() re-checks behind a fence.
-      if (spinning_.load(std::memory_order_relaxed) == 0 &&
-          parked_.load(std::memory_order_relaxed) > 0 && source_.has_work()) {
-        notify_work();  // more work than awake workers: fan out
-      }
-      continue;
-    }
+    if (source_.run_one(index, [this] { on_work_taken(); })) continue;
     // acquire: pairs with the seq_cst store in stop_and_join(); work
     // offered before the stop is then visible to run_one() above on the
     // next round, and we only exit after it found none.
@@ -70,6 +63,16 @@ void ThreadPool::worker_loop(std::size_t index) noexcept {
       continue;
     }
     if (!spin_for_work()) park();
+  }
+}
+
+void ThreadPool::on_work_taken() noexcept {
+  // More work than awake workers: wake a helper before we run ours, so the
+  // rest does not wait for our handler. relaxed: hints only; notify_work()
+  // re-checks behind a fence.
+  if (spinning_.load(std::memory_order_relaxed) == 0 &&
+      parked_.load(std::memory_order_relaxed) > 0 && source_.has_work()) {
+    notify_work();
   }
 }
 

@@ -60,7 +60,8 @@ class TicketSource : public fnbus::WorkSource {
            limit_.load(std::memory_order_acquire);
   }
 
-  bool run_one(std::size_t worker) noexcept override {
+  bool run_one(std::size_t worker,
+               absl::FunctionRef<void()> taken) noexcept override {
     std::uint64_t ticket = next_.load(std::memory_order_relaxed);
     for (;;) {
       // acquire: pairs with add().
@@ -70,7 +71,9 @@ class TicketSource : public fnbus::WorkSource {
         break;
       }
     }
+    taken();
     record(ticket, worker);
+    if (ticket == hold_ticket_.load(std::memory_order_relaxed)) hold();
     // release: the records above are visible to whoever sees completed().
     completed_.fetch_add(1, std::memory_order_release);
     return true;
@@ -81,7 +84,14 @@ class TicketSource : public fnbus::WorkSource {
     return completed_.load(std::memory_order_acquire);
   }
 
+  // Makes the worker that runs unit `ticket` wait, inside the unit, until
+  // unit `ticket + 1` has started (or the wait bound passes).
+  void hold_unit_until_next_starts(std::uint64_t ticket) {
+    hold_ticket_.store(ticket, std::memory_order_relaxed);
+  }
+
   // Checked after the pool is joined.
+  std::atomic<std::uint64_t> held_unit_timed_out{0};
   static constexpr std::size_t kNotRun = ~std::size_t{0};
   std::vector<std::atomic<std::size_t>> ran_by;  // worker per unit
   std::vector<std::atomic<std::uint64_t>> per_worker;
@@ -126,11 +136,24 @@ class TicketSource : public fnbus::WorkSource {
     }
   }
 
+  void hold() noexcept {
+    const std::uint64_t next = hold_ticket_.load(std::memory_order_relaxed) + 1;
+    if (!wait_until(
+            [&] {
+              return next < ran_by.size() &&
+                     ran_by[next].load(std::memory_order_relaxed) != kNotRun;
+            },
+            kWaitBound)) {
+      held_unit_timed_out.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
   // Next unit to claim; CAS by workers.
   alignas(64) std::atomic<std::uint64_t> next_{0};
   // Units made available so far; RMW by the test thread.
   alignas(64) std::atomic<std::uint64_t> limit_{0};
   alignas(64) std::atomic<std::uint64_t> completed_{0};
+  std::atomic<std::uint64_t> hold_ticket_{~std::uint64_t{0}};
   std::atomic<const fnbus::ThreadPool*> own_pool_{nullptr};
   std::atomic<const fnbus::ThreadPool*> other_pool_{nullptr};
   std::string name_prefix_;  // written before the pool starts
@@ -356,4 +379,24 @@ TEST_CASE("thread_pool: names its threads <prefix><index>, cut to 15 chars",
   pool->stop_and_join();
   check_each_ran_once(source, kUnits);
   CHECK(source.wrong_thread_name.load() == 0);
+}
+
+TEST_CASE(
+    "thread_pool: a worker that takes work while more is queued wakes a "
+    "helper before running it",
+    "[thread_pool]") {
+  // Two parked workers, two units, one notify_work(): the woken worker takes
+  // unit 0, which waits inside until unit 1 has started. Unit 1 can only
+  // start if taking unit 0 woke the other worker.
+  constexpr std::uint64_t kUnits = 2;
+  TicketSource source(kUnits, 2);
+  auto pool = start_watched_pool(source, parking(2));
+  require_all_parked(*pool);
+  source.hold_unit_until_next_starts(0);
+  source.add(kUnits);
+  pool->notify_work();
+  require_completed(source, kUnits);
+  pool->stop_and_join();
+  CHECK(source.held_unit_timed_out.load() == 0);
+  check_each_ran_once(source, kUnits);
 }

@@ -114,10 +114,13 @@ class HandlerRegistry {
   const HandlerList* find_locked(TypeSlot slot) const noexcept;
   static std::unique_ptr<HandlerList> without(const HandlerList* list,
                                               const HandlerEntry* entry);
-  // Installs `list` for `slot` and retires the list it replaces.
+  // Installs `list` for `slot` (whose chunk exists) and retires the list it
+  // replaces, with `retired_entry` if given.
   void publish_list(TypeSlot slot, std::unique_ptr<HandlerList> list,
-                    std::unique_ptr<HandlerEntry> retired_entry);
-  std::vector<Retired> take_reclaimable();
+                    std::unique_ptr<HandlerEntry> retired_entry) noexcept;
+  void retire(std::unique_ptr<const HandlerList> list,
+              std::unique_ptr<HandlerEntry> entry) noexcept;
+  std::vector<Retired> take_reclaimable() noexcept;
 
   std::atomic<Chunk*> chunks_[kChunks] = {};
   std::mutex mutex_;

@@ -46,6 +46,8 @@ inline constexpr std::memory_order kRetractOrder =
 // An announcement that also retracts the previous one.
 inline constexpr std::memory_order kHandoverOrder = kRetractOrder;
 
+class DispatchScope;
+
 struct alignas(kCacheLineSize) ThreadRecord {
   // Odd while this thread is inside a dispatch and may hold a handler list;
   // bumped at the outermost entry and exit. Written by the owner, read by
@@ -58,6 +60,9 @@ struct alignas(kCacheLineSize) ThreadRecord {
   // The bus this thread is inside publish() of, or null. Written by the
   // owner, read by shutdown() waiting for publishes in progress.
   std::atomic<const void*> publishing_to{nullptr};
+  // The handler this thread waits for in cancel(), or null. Written by the
+  // owner, read by other cancellers to detect two waiting for each other.
+  std::atomic<const void*> waiting_for{nullptr};
   // Claimed by a live thread. CAS by threads registering, cleared at exit.
   std::atomic<bool> in_use{false};
   // Next record in the registry; immutable once the record is published.
@@ -65,7 +70,10 @@ struct alignas(kCacheLineSize) ThreadRecord {
 
   // Owner-only state (never read by other threads).
   std::uint32_t depth = 0;  // dispatches running (nested) on this thread
-  const void* dispatching_for = nullptr;  // innermost bus dispatching here
+  const DispatchScope* innermost = nullptr;  // chain of nested dispatches
+
+  // Whether this thread is inside a dispatch of `bus` at any nesting level.
+  [[nodiscard]] bool dispatching_for(const void* bus) const noexcept;
 };
 
 inline constinit thread_local ThreadRecord* tls_thread_record = nullptr;
@@ -106,18 +114,21 @@ class DispatchScope {
  public:
   DispatchScope(ThreadRecord& record, const void* bus) noexcept
       : record_(record),
-        previous_bus_(record.dispatching_for),
+        bus_(bus),
+        outer_(record.innermost),
         level_(record.depth++) {
     FNBUS_ASSERT(level_ < kMaxNesting,
                  "dispatches nested more than 256 deep on one thread (a "
                  "handler that triggers its own event without end?)");
-    record.dispatching_for = bus;
+    record.innermost = this;
     if (level_ == 0) {
       // relaxed: the owner is the only writer of its own record.
       const auto gen = record.dispatch_gen.load(std::memory_order_relaxed);
       // Announce (see protocol): pairs with heavy_barrier() in
-      // GraceSnapshot::take().
-      record.dispatch_gen.store(gen + 1, kAnnounceOrder);
+      // GraceSnapshot::take(). Release as well, so that a writer reading
+      // this value instead of the exit store before it still synchronises
+      // with that exit (plain stores do not extend a release sequence).
+      record.dispatch_gen.store(gen + 1, kHandoverOrder);
       light_barrier();
     }
   }
@@ -125,7 +136,7 @@ class DispatchScope {
     // release: the last handler's effects happen before cancel() returns
     // (acquire load in wait_until_not_running()).
     record_.running[level_].store(nullptr, kRetractOrder);
-    record_.dispatching_for = previous_bus_;
+    record_.innermost = outer_;
     if (--record_.depth == 0) {
       // relaxed: owner-only writer.
       const auto gen = record_.dispatch_gen.load(std::memory_order_relaxed);
@@ -151,11 +162,23 @@ class DispatchScope {
     return !cancelled.load(kObserveOrder);
   }
 
+  [[nodiscard]] const void* bus() const noexcept { return bus_; }
+  [[nodiscard]] const DispatchScope* outer() const noexcept { return outer_; }
+
  private:
   ThreadRecord& record_;
-  const void* previous_bus_;
+  const void* bus_;
+  const DispatchScope* outer_;
   std::size_t level_;
 };
+
+inline bool ThreadRecord::dispatching_for(const void* bus) const noexcept {
+  for (const DispatchScope* scope = innermost; scope != nullptr;
+       scope = scope->outer()) {
+    if (scope->bus() == bus) return true;
+  }
+  return false;
+}
 
 // Marks the calling thread as inside publish() on `bus`.
 class PublishScope {
@@ -183,7 +206,10 @@ class PublishScope {
 
 // Writer side. Each runs a heavy barrier first.
 
-// Returns when no thread other than the caller runs `handler`.
+// Returns when no thread other than the caller runs `handler`. Fails a
+// precondition check (instead of deadlocking) when that thread is itself
+// waiting for a handler the caller is running: two handlers cancelling
+// each other's subscriptions.
 void wait_until_not_running(const void* handler) noexcept;
 // True if the calling thread is running `handler` (at any nesting level).
 [[nodiscard]] bool running_on_this_thread(const void* handler) noexcept;

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 
 #include "fnbus/detail/config.hpp"
@@ -28,9 +29,12 @@ class WorkSource {
   // A cheaper check that spinning workers poll; may miss work that
   // has_work() sees (spinners call has_work() now and then as well).
   [[nodiscard]] virtual bool poll_work() const noexcept { return has_work(); }
-  // Takes and runs one unit of work on worker `worker` (0 .. size-1).
-  // Returns false if there was none.
-  virtual bool run_one(std::size_t worker) noexcept = 0;
+  // Takes and runs one unit of work on worker `worker` (0 .. size-1),
+  // calling `taken()` after taking it and before running it (so the pool
+  // can wake a helper for the rest while this unit runs). Returns false,
+  // without calling `taken`, if there was none.
+  virtual bool run_one(std::size_t worker,
+                       absl::FunctionRef<void()> taken) noexcept = 0;
 };
 
 struct ThreadPoolOptions {
@@ -54,8 +58,9 @@ struct ThreadPoolStats {
 // Wake protocol: a worker that finds no work spins for `idle_spin`, then
 // announces itself parked and checks once more before sleeping.
 // notify_work() wakes a parked worker only when no worker is spinning:
-// a spinner will find the work. A spinner that takes work while more
-// remains wakes a helper, so a burst fans out over the parked workers.
+// a spinner will find the work. A worker that takes work while more
+// remains and nobody spins wakes a helper before it runs what it took, so
+// a burst fans out over the parked workers.
 // No wake-up is lost: both sides use a seq_cst fence between their
 // announcement and their check (a Dekker handshake).
 //
@@ -93,6 +98,7 @@ class ThreadPool {
   bool spin_for_work() noexcept;
   void park() noexcept;
   void wake_one() noexcept;
+  void on_work_taken() noexcept;
   void acquire_wake_permit() noexcept;
 
   WorkSource& source_;
