@@ -269,8 +269,9 @@ void EventBus::wake_blocked_publishers() noexcept {
   // relaxed: a hint. A publisher that registers just after we read 0 is
   // not woken, and re-checks within kBlockedRecheck.
   if (blocked_.load(std::memory_order_relaxed) > 0) [[unlikely]] {
+    // One freed slot admits one publisher.
     std::lock_guard lock(blocked_mutex_);
-    blocked_cv_.notify_all();
+    blocked_cv_.notify_one();
   }
 }
 

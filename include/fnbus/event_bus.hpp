@@ -169,7 +169,8 @@ class EventBus : private WorkSource {
                 Counts& counts) noexcept;
   template <typename Counts>
   void run_handler(detail::HandlerEntry& entry, const void* event,
-                   Context& context, Counts& counts) noexcept;
+                   Context& context, absl::Status& failure,
+                   Counts& counts) noexcept;
 
   [[nodiscard]] bool accepting(
       const detail::ThreadRecord& record) const noexcept;
@@ -280,9 +281,9 @@ Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
 
 template <typename Counts>
 void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
-                           Context& context, Counts& counts) noexcept {
+                           Context& context, absl::Status& failure,
+                           Counts& counts) noexcept {
   try {
-    absl::Status failure;
     if (entry.fn(event, context, failure)) [[likely]] {
       counts.on_delivered();
     } else {
@@ -290,6 +291,7 @@ void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
       report_failure(
           entry, context.event_type(), failure.code(),
           std::string_view(failure.message().data(), failure.message().size()));
+      failure = absl::OkStatus();
     }
   } catch (const std::exception& error) {
     counts.on_failed();
@@ -310,10 +312,11 @@ bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
   const detail::HandlerList* list = registry_->find(slot);
   if (list == nullptr || list->entries.empty()) return false;
   Context context(type_name, {});
+  absl::Status failure;  // one per dispatch: set only when a handler fails
   for (detail::HandlerEntry* entry : list->entries) {
     if (!scope.begin_handler(entry, entry->cancelled)) continue;
     detail::ContextAccess::set_function(context, entry->name);
-    run_handler(*entry, event, context, counts);
+    run_handler(*entry, event, context, failure, counts);
   }
   return true;
 }

@@ -1,0 +1,131 @@
+#pragma once
+
+// Small helpers shared by the benchmark files: clock, percentiles, a
+// per-worker completion counter, and the registration entry points that
+// main.cpp calls in a fixed order.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "fnbus/detail/config.hpp"
+
+namespace fnbus_bench {
+
+inline constexpr std::size_t kCacheLineSize = fnbus::detail::kCacheLineSize;
+
+// The spin-wait hint fnbus's own workers use, so baselines spin alike.
+using fnbus::detail::cpu_relax;
+
+// steady_clock in nanoseconds (about 20 ns per read on these machines).
+inline std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Waits until `done()`: spins briefly, then yields the CPU between checks
+// so that worker threads sharing the core can run.
+template <typename Done>
+void wait_until(Done done) noexcept {
+  for (std::uint32_t i = 0; !done(); ++i) {
+    if (i < 64) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+struct Percentiles {
+  double p50 = 0;
+  double p99 = 0;
+  double p999 = 0;
+
+  static Percentiles of(std::vector<std::int64_t> samples) {
+    if (samples.empty()) return {};
+    std::sort(samples.begin(), samples.end());
+    const auto at = [&](double q) {
+      const auto index = static_cast<std::size_t>(
+          q * static_cast<double>(samples.size() - 1) + 0.5);
+      return static_cast<double>(samples[index]);
+    };
+    return {at(0.50), at(0.99), at(0.999)};
+  }
+};
+
+// Counts handled events per producer. Each worker thread writes its own
+// cache lines, so counting adds no sharing between workers; a producer sums
+// the workers' cells to learn when its events have all been handled.
+// Thread safety: add() from handlers (up to kMaxWorkers distinct threads
+// per counter); handled() and wait_for() from any thread.
+class HandledCounter {
+ public:
+  static constexpr std::size_t kMaxWorkers = 8;
+  static constexpr std::size_t kMaxProducers = 4;
+
+  void add(std::size_t producer) noexcept {
+    std::atomic<std::uint64_t>& count = cells_[worker_slot()][producer].count;
+    // relaxed: one writer per cell; readers only compare counts.
+    count.store(count.load(std::memory_order_relaxed) + 1,
+                std::memory_order_relaxed);
+  }
+
+  [[nodiscard]] std::uint64_t handled(std::size_t producer) const noexcept {
+    std::uint64_t sum = 0;
+    for (const auto& row : cells_) {
+      // relaxed: a count; no data is read on the strength of it.
+      sum += row[producer].count.load(std::memory_order_relaxed);
+    }
+    return sum;
+  }
+
+  void wait_for(std::size_t producer, std::uint64_t target) const noexcept {
+    wait_until([&] { return handled(producer) >= target; });
+  }
+
+ private:
+  struct alignas(kCacheLineSize) Cell {
+    std::atomic<std::uint64_t> count{0};
+  };
+
+  std::size_t worker_slot() noexcept {
+    thread_local std::uint64_t owner = 0;
+    thread_local std::size_t slot = 0;
+    if (owner != id_) [[unlikely]] {
+      // relaxed: only hands out distinct indices.
+      slot = next_slot_.fetch_add(1, std::memory_order_relaxed);
+      owner = id_;
+      if (slot >= kMaxWorkers) {
+        std::fputs("HandledCounter: more than kMaxWorkers threads\n", stderr);
+        std::abort();
+      }
+    }
+    return slot;
+  }
+
+  static std::uint64_t next_id() noexcept {
+    static std::atomic<std::uint64_t> next{1};
+    // relaxed: only hands out distinct ids.
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  const std::uint64_t id_ = next_id();
+  std::atomic<std::size_t> next_slot_{0};
+  Cell cells_[kMaxWorkers][kMaxProducers];
+};
+
+// Registration, called by main() in the order the benchmarks should run.
+void register_trigger_benchmarks();
+void register_idle_benchmarks();
+void register_pingpong_benchmark(const char* name);
+void register_latency_benchmarks();
+void register_throughput_benchmarks();
+
+}  // namespace fnbus_bench
