@@ -77,8 +77,12 @@ class Envelope {
  public:
   Envelope() noexcept = default;
 
+  // `event` is an rvalue reference, not a forwarding one: E comes from
+  // InPlace<E> alone.
   template <typename E>
-  requires kStoredInline<E> Envelope(InPlace<E>, E&& event, TypeSlot slot)
+  requires kStoredInline<E> Envelope(InPlace<E>,
+                                     std::type_identity_t<E>&& event,
+                                     TypeSlot slot)
   noexcept : ops_(&InlineOps<E>::kOps), slot_(slot) {
     ::new (static_cast<void*>(storage_)) E(std::move(event));
   }
