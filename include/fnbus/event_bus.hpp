@@ -102,7 +102,9 @@ class EventBus : private WorkSource {
   // handler goes to the error sink. Counts nothing in stats(), so that it
   // writes no memory shared with other threads.
   // Thread safety: any thread, also inside handlers. Never allocates,
-  // never takes a lock.
+  // never takes a lock -- except the first time a thread uses fnbus (it
+  // claims a per-thread record) and the first time a type is used (its id
+  // is assigned).
   template <Event E>
   void trigger(const E& event) noexcept;
 
