@@ -87,6 +87,8 @@ class RecordRegistry {
       FNBUS_ASSERT(result == 0, "membarrier(PRIVATE_EXPEDITED) failed");
       return;
     }
+    // No membarrier: readers fence too (g_readers_fence), so a seq_cst
+    // fence on each side gives the Dekker guarantee.
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
 
