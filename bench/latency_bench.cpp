@@ -113,13 +113,15 @@ std::vector<std::int64_t> measure(benchmark::State& state, Ack& ack,
 
 // The handoff probe runs before and after the contender exists (its
 // spinning worker would otherwise share the CPUs with the probe).
-void run_fnbus(benchmark::State& state, nanoseconds idle_spin,
-               nanoseconds gap) {
+void run_fnbus(benchmark::State& state, nanoseconds idle_spin, nanoseconds gap,
+               bool record_latency = true) {
   const double handoff_ns = handoff_p50_ns();
   std::vector<std::int64_t> latencies;
   {
     Ack ack;  // outlives the bus
-    auto bus = fnbus::EventBus::Create({.workers = 1, .idle_spin = idle_spin});
+    auto bus = fnbus::EventBus::Create({.workers = 1,
+                                        .idle_spin = idle_spin,
+                                        .record_latency = record_latency});
     if (!bus.ok()) {
       state.SkipWithError(bus.status().ToString().c_str());
       return;
@@ -151,6 +153,12 @@ constexpr nanoseconds kParkingGap = std::chrono::microseconds(200);
 // One worker polling for up to 1 s between events: it never parks here.
 void BM_Latency_FnbusSpinning(benchmark::State& state) {
   run_fnbus(state, std::chrono::seconds(1), nanoseconds(0));
+}
+
+// The same without latency histograms (BusConfig::record_latency = false):
+// the overhead of metrics on the critical path (target: on <= off + 10%).
+void BM_Latency_FnbusSpinningNoLatency(benchmark::State& state) {
+  run_fnbus(state, std::chrono::seconds(1), nanoseconds(0), false);
 }
 
 // Default idle_spin (50 us) and 200 us between events: the worker has
@@ -198,6 +206,10 @@ void register_pingpong_benchmark(const char* name) {
 void register_latency_benchmarks() {
   benchmark::RegisterBenchmark("BM_Latency_FnbusSpinning",
                                BM_Latency_FnbusSpinning)
+      ->Iterations(100'000)
+      ->UseManualTime();
+  benchmark::RegisterBenchmark("BM_Latency_FnbusSpinningNoLatency",
+                               BM_Latency_FnbusSpinningNoLatency)
       ->Iterations(100'000)
       ->UseManualTime();
   benchmark::RegisterBenchmark("BM_Latency_MutexCondvar",

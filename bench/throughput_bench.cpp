@@ -10,6 +10,8 @@
 // ping-pong medians measured just before and after (the host's near/far
 // state).
 // Target: 1 producer, fnbus >= 3x the mutex + condition variable queue.
+// BM_Throughput_Fnbus records latency histograms (the default);
+// BM_Throughput_FnbusNoLatency does not (target: within -10%).
 
 #include <atomic>
 #include <cstddef>
@@ -79,6 +81,8 @@ void produce(benchmark::State& state, const std::unique_ptr<Rig>& rig,
   state.counters["refused"] = static_cast<double>(refused);
 }
 
+// RecordLatency: BusConfig::record_latency (metrics on / off).
+template <bool RecordLatency>
 void BM_Throughput_Fnbus(benchmark::State& state) {
   static std::unique_ptr<FnbusRig> rig;
   if (state.thread_index() == 0) {
@@ -86,7 +90,8 @@ void BM_Throughput_Fnbus(benchmark::State& state) {
     rig->handoff_ns = handoff_p50_ns();
     auto bus = fnbus::EventBus::Create(
         {.workers = static_cast<std::size_t>(state.range(0)),
-         .overflow = fnbus::OverflowPolicy::kBlock});
+         .overflow = fnbus::OverflowPolicy::kBlock,
+         .record_latency = RecordLatency});
     if (bus.ok()) {
       rig->bus = *std::move(bus);
       rig->subscription = rig->bus->subscribe<Item>(CountHandled{&rig->handled},
@@ -142,7 +147,7 @@ void BM_Throughput_MutexCondvar(benchmark::State& state) {
 void register_throughput_benchmarks() {
   for (auto* benchmark :
        {benchmark::RegisterBenchmark("BM_Throughput_Fnbus",
-                                     BM_Throughput_Fnbus),
+                                     BM_Throughput_Fnbus<true>),
         benchmark::RegisterBenchmark("BM_Throughput_MutexCondvar",
                                      BM_Throughput_MutexCondvar)}) {
     benchmark->ArgName("workers")
@@ -152,6 +157,14 @@ void register_throughput_benchmarks() {
         ->Threads(2)
         ->UseRealTime();
   }
+  // Metrics off, for the overhead of latency recording (same shape as the
+  // 1-producer, 2-worker case above).
+  benchmark::RegisterBenchmark("BM_Throughput_FnbusNoLatency",
+                               BM_Throughput_Fnbus<false>)
+      ->ArgName("workers")
+      ->Arg(2)
+      ->Threads(1)
+      ->UseRealTime();
 }
 
 }  // namespace fnbus_bench

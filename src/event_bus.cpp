@@ -1,6 +1,7 @@
 #include "fnbus/event_bus.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,6 +50,13 @@ std::vector<std::string> config_problems(const BusConfig& config) {
     problems.push_back(fmt::format(
         "idle_spin is {}; use 0 to 1 second (50us is a good default)",
         config.idle_spin));
+  }
+  if (config.execution != Execution::kThreadPool &&
+      config.execution != Execution::kInline &&
+      config.execution != Execution::kManual) {
+    problems.push_back(fmt::format(
+        "execution is {}; use Execution::kThreadPool, kInline or kManual",
+        static_cast<int>(config.execution)));
   }
   if (config.overflow != OverflowPolicy::kReject &&
       config.overflow != OverflowPolicy::kBlock) {
@@ -113,6 +121,7 @@ absl::StatusOr<std::unique_ptr<EventBus>> EventBus::Create(BusConfig config) {
         "out of memory creating the bus; lower BusConfig::queue_capacity or "
         "workers");
   }
+  if (bus->config_.execution != Execution::kThreadPool) return bus;
   auto pool = ThreadPool::Start(*bus, {.workers = bus->config_.workers,
                                        .idle_spin = bus->config_.idle_spin,
                                        .name_prefix = "fnbus-w"});
@@ -125,11 +134,28 @@ absl::StatusOr<std::unique_ptr<EventBus>> EventBus::Create(BusConfig config) {
   return bus;
 }
 
+EventBus::TickSource EventBus::choose_tick_source(
+    const Clock& clock, bool record_latency) noexcept {
+  if (&clock != &SteadyClock::instance()) return TickSource::kCustom;
+  // Calibrating the TSC takes 10 ms once; skip it if nothing is timed.
+  if (record_latency && detail::tsc_nanos_per_tick() > 0) {
+    return TickSource::kTsc;
+  }
+  return TickSource::kSteady;
+}
+
 EventBus::EventBus(BusConfig config)
     : config_(std::move(config)),
+      clock_(config_.clock ? config_.clock.get() : &SteadyClock::instance()),
+      tick_source_(choose_tick_source(*clock_, config_.record_latency)),
+      nanos_per_tick_(tick_source_ == TickSource::kTsc
+                          ? detail::tsc_nanos_per_tick()
+                          : 1.0),
+      handler_hooks_(config_.trace.on_handler_start ||
+                     config_.trace.on_handler_end),
       registry_(std::make_shared<detail::HandlerRegistry>()),
-      queue_(config_.queue_capacity),
-      cells_(new CounterCell[config_.workers + 1]) {}
+      metrics_(config_.workers + 1, config_.record_latency),
+      queue_(config_.queue_capacity) {}
 
 EventBus::~EventBus() {
   FNBUS_ASSERT(!detail::this_thread_record().dispatching_for(this) &&
@@ -147,30 +173,53 @@ bool EventBus::accepting(const detail::ThreadRecord& record) const noexcept {
          (state == kDraining && record.dispatching_for(this));
 }
 
-void EventBus::on_accepted() noexcept {
-  // relaxed: a statistic; the queue's turn store published the event.
-  published_.fetch_add(1, std::memory_order_relaxed);
-  pool_->notify_work();
+TraceContext EventBus::ambient_trace() const noexcept {
+  if (!config_.trace.ambient) return {};
+  try {
+    return config_.trace.ambient().value_or(TraceContext{});
+  } catch (...) {
+    return {};  // a broken hook must not lose the event
+  }
 }
 
-absl::Status EventBus::reject(absl::Status status) noexcept {
+void EventBus::call_handler_hook(
+    const std::function<void(const Context&)>& hook,
+    const Context& context) noexcept {
+  call_sink(hook, context);
+}
+
+void EventBus::on_accepted(detail::ThreadRecord& record,
+                           detail::TypeInfo& type) noexcept {
+  // relaxed: a statistic; the queue's turn store published the event.
+  type.published.fetch_add(1, std::memory_order_relaxed);
+  if (pool_) [[likely]] {
+    pool_->notify_work();
+  } else if (config_.execution == Execution::kInline) {
+    run_inline(record);
+  }
+}
+
+absl::Status EventBus::reject(detail::TypeInfo& type,
+                              absl::Status status) noexcept {
   // relaxed: a statistic.
-  rejected_.fetch_add(1, std::memory_order_relaxed);
+  type.rejected.fetch_add(1, std::memory_order_relaxed);
   return status;
 }
 
-absl::Status EventBus::reject_closed(std::string_view type_name) noexcept {
-  return reject(absl::FailedPreconditionError(fmt::format(
-      "publish<{}> after shutdown(): the bus no longer accepts events; "
-      "publish before shutting down, or handle this status",
-      type_name)));
+absl::Status EventBus::reject_closed(detail::TypeInfo& type) noexcept {
+  return reject(type, absl::FailedPreconditionError(fmt::format(
+                          "publish<{}> after shutdown(): the bus no longer "
+                          "accepts events; publish before shutting down, or "
+                          "handle this status",
+                          type.name)));
 }
 
-absl::Status EventBus::heap_alloc_failed(std::string_view type_name) noexcept {
-  return reject(absl::ResourceExhaustedError(fmt::format(
-      "out of memory storing a {} for the queue (events over 48 bytes are "
-      "allocated); make the event smaller or free memory",
-      type_name)));
+absl::Status EventBus::heap_alloc_failed(detail::TypeInfo& type) noexcept {
+  return reject(type, absl::ResourceExhaustedError(fmt::format(
+                          "out of memory storing a {} for the queue (events "
+                          "over 48 bytes are allocated); make the event "
+                          "smaller or free memory",
+                          type.name)));
 }
 
 absl::Status EventBus::validate(const PublishOptions& options) {
@@ -193,30 +242,45 @@ absl::Status EventBus::validate(const PublishOptions& options) {
 
 absl::Status EventBus::publish_slow(detail::ThreadRecord& record,
                                     const PublishOptions& options,
-                                    std::string_view type_name,
+                                    detail::TypeInfo& type,
                                     absl::FunctionRef<bool()> try_push) {
+  if (!pool_) {
+    // Nothing but the caller empties the queue: waiting cannot help.
+    return reject(
+        type,
+        absl::ResourceExhaustedError(fmt::format(
+            "queue full ({} slots) publishing {} with "
+            "Execution::{}; run the queued events "
+            "(run_until_idle()) or raise "
+            "BusConfig::queue_capacity",
+            queue_.capacity(), type.name,
+            config_.execution == Execution::kInline ? "kInline" : "kManual")));
+  }
   const OverflowPolicy policy = options.overflow.value_or(config_.overflow);
   if (policy == OverflowPolicy::kBlock) {
     return publish_blocking(
-        record, options.block_timeout.value_or(config_.block_timeout),
-        type_name, try_push);
+        record, options.block_timeout.value_or(config_.block_timeout), type,
+        try_push);
   }
-  return reject(absl::ResourceExhaustedError(fmt::format(
-      "queue full ({} slots) publishing {}; raise BusConfig::queue_capacity, "
-      "add workers, speed up handlers, or publish with OverflowPolicy::kBlock",
-      queue_.capacity(), type_name)));
+  return reject(type, absl::ResourceExhaustedError(fmt::format(
+                          "queue full ({} slots) publishing {}; raise "
+                          "BusConfig::queue_capacity, add workers, speed up "
+                          "handlers, or publish with OverflowPolicy::kBlock",
+                          queue_.capacity(), type.name)));
 }
 
 absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
                                         std::chrono::nanoseconds timeout,
-                                        std::string_view type_name,
+                                        detail::TypeInfo& type,
                                         absl::FunctionRef<bool()> try_push) {
-  using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + timeout;
+  // The deadline is on the bus clock (a manual clock in tests); the waits
+  // below are on real time, re-reading the bus clock at least every
+  // kBlockedRecheck.
+  const TimePoint deadline = clock_->now() + timeout;
   // A queue is often full only for a moment: poll briefly before sleeping.
   for (int i = 0; i < 256; ++i) {
     if (try_push()) {
-      on_accepted();
+      on_accepted(record, type);
       return absl::OkStatus();
     }
     detail::cpu_relax();
@@ -224,12 +288,14 @@ absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
   if (record.dispatching_for(this)) {
     // A handler waiting for its own bus's queue may be waiting for itself
     // (with one worker, or with every worker doing the same).
-    return reject(absl::ResourceExhaustedError(fmt::format(
-        "queue full ({} slots) publishing {} from a handler of the same bus, "
-        "which must not block on its own queue; raise "
-        "BusConfig::queue_capacity, or handle this status (e.g. retry "
-        "later)",
-        queue_.capacity(), type_name)));
+    return reject(
+        type,
+        absl::ResourceExhaustedError(fmt::format(
+            "queue full ({} slots) publishing {} from a handler of the same "
+            "bus, which must not block on its own queue; raise "
+            "BusConfig::queue_capacity, or handle this status (e.g. retry "
+            "later)",
+            queue_.capacity(), type.name)));
   }
   // relaxed: a hint for consumers; a missed hint costs one recheck period.
   blocked_.fetch_add(1, std::memory_order_relaxed);
@@ -237,23 +303,25 @@ absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
   absl::Status status;
   for (;;) {
     if (try_push()) {
-      on_accepted();
+      on_accepted(record, type);
       break;
     }
     if (!accepting(record)) {
-      status = reject_closed(type_name);
+      status = reject_closed(type);
       break;
     }
-    const auto now = Clock::now();
+    const TimePoint now = clock_->now();
     if (now >= deadline) {
-      status = reject(absl::DeadlineExceededError(fmt::format(
-          "queue stayed full ({} slots) for {} publishing {}; raise "
-          "BusConfig::queue_capacity or block_timeout, add workers, or "
-          "speed up handlers",
-          queue_.capacity(), timeout, type_name)));
+      status = reject(
+          type, absl::DeadlineExceededError(fmt::format(
+                    "queue stayed full ({} slots) for {} publishing {}; "
+                    "raise BusConfig::queue_capacity or block_timeout, add "
+                    "workers, or speed up handlers",
+                    queue_.capacity(), timeout, type.name)));
       break;
     }
-    blocked_cv_.wait_until(lock, std::min(deadline, now + kBlockedRecheck));
+    blocked_cv_.wait_for(lock,
+                         std::min<Duration>(deadline - now, kBlockedRecheck));
   }
   // relaxed: as above.
   blocked_.fetch_sub(1, std::memory_order_relaxed);
@@ -287,35 +355,91 @@ bool EventBus::run_one(std::size_t worker,
   wake_blocked_publishers();
   // relaxed: a late view only dispatches an event that shutdown(kCancel-
   // Pending) would have dead-lettered; either way it is accounted for.
-  handle(envelope, cells_[worker],
+  handle(envelope, metrics_.shard(worker),
          state_.load(std::memory_order_relaxed) == kCancelling);
   return true;
 }
 
-void EventBus::handle(detail::Envelope& envelope, CounterCell& cell,
+void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
                       bool cancel) noexcept {
+  detail::TypeSeries& series = metrics_.type_series(shard, envelope.slot());
   if (cancel) {
-    CounterCell::bump(cell.dead_lettered);
+    detail::bump(series.dead_lettered);
     report_dead_letter(envelope, DeadLetterReason::kCancelledAtShutdown);
     return;
   }
+  // relaxed: a gauge for metrics(); nothing is published through it.
+  shard.busy.store(true, std::memory_order_relaxed);
+  // Only the clock read stands between the dequeue and the first handler;
+  // the samples are recorded after the handlers.
+  const std::int64_t taken = series.queue_wait ? now_ticks() : 0;
+  WorkerCounts counts{*this, shard, taken};
   if (!dispatch(detail::this_thread_record(), envelope.slot(),
-                envelope.type_name(), envelope.event(), cell)) {
-    CounterCell::bump(cell.unhandled);
+                envelope.type_name(), envelope.event(), envelope.meta().trace,
+                counts)) {
+    detail::bump(series.unhandled);
     report_unhandled(envelope.ref());
   }
-  CounterCell::bump(cell.dispatched);
+  if (series.queue_wait) {
+    const std::int64_t accepted = envelope.meta().accepted_ticks;
+    series.queue_wait->record(elapsed_ns(accepted, taken));
+    series.end_to_end->record(elapsed_ns(accepted, counts.last_ticks));
+  }
+  detail::bump(series.dispatched);
+  // relaxed: as above.
+  shard.busy.store(false, std::memory_order_relaxed);
 }
 
 void EventBus::sweep(bool cancel) noexcept {
+  std::lock_guard lock(caller_mutex_);
   for (;;) {
     // A fresh envelope each time: try_pop must not run the previous
     // event's destructor (user code) halfway through a pop.
     detail::Envelope envelope;
     if (!queue_.try_pop(envelope)) return;
     wake_blocked_publishers();
-    handle(envelope, cells_[config_.workers], cancel);
+    handle(envelope, caller_shard(), cancel);
   }
+}
+
+void EventBus::run_inline(detail::ThreadRecord& record) noexcept {
+  // A handler's publishes wait for the loop that runs that handler.
+  if (record.dispatching_for(this)) return;
+  (void)run_queued(std::numeric_limits<std::size_t>::max());
+}
+
+std::size_t EventBus::run_queued(std::size_t max_events) noexcept {
+  if (detail::this_thread_record().dispatching_for(this)) return 0;
+  std::lock_guard lock(caller_mutex_);
+  std::size_t ran = 0;
+  while (ran < max_events) {
+    detail::Envelope envelope;  // fresh each time, as in sweep()
+    if (!queue_.try_pop(envelope)) break;
+    // relaxed: as in run_one(worker).
+    handle(envelope, caller_shard(),
+           state_.load(std::memory_order_relaxed) == kCancelling);
+    ++ran;
+  }
+  return ran;
+}
+
+bool EventBus::run_one() {
+  FNBUS_ASSERT(config_.execution != Execution::kThreadPool,
+               "run_one() needs BusConfig::execution = Execution::kManual");
+  return run_queued(1) == 1;
+}
+
+std::size_t EventBus::run_all() {
+  FNBUS_ASSERT(config_.execution != Execution::kThreadPool,
+               "run_all() needs BusConfig::execution = Execution::kManual");
+  return run_queued(queue_.size());
+}
+
+std::size_t EventBus::run_until_idle(std::size_t max_events) {
+  FNBUS_ASSERT(
+      config_.execution != Execution::kThreadPool,
+      "run_until_idle() needs BusConfig::execution = Execution::kManual");
+  return run_queued(max_events);
 }
 
 absl::Status EventBus::shutdown(ShutdownMode mode) {
@@ -361,21 +485,38 @@ absl::Status EventBus::shutdown(ShutdownMode mode) {
 }
 
 BusStats EventBus::stats() const noexcept {
+  const detail::BusMetrics::Totals totals = metrics_.totals();
   BusStats stats;
-  // relaxed: statistics; each counter is exact, their moments differ.
-  stats.published = published_.load(std::memory_order_relaxed);
-  stats.rejected = rejected_.load(std::memory_order_relaxed);
-  for (std::size_t i = 0; i <= config_.workers; ++i) {
-    const CounterCell& cell = cells_[i];
-    // relaxed: as above.
-    stats.dispatched += cell.dispatched.load(std::memory_order_relaxed);
-    stats.delivered += cell.delivered.load(std::memory_order_relaxed);
-    stats.failed += cell.failed.load(std::memory_order_relaxed);
-    stats.unhandled += cell.unhandled.load(std::memory_order_relaxed);
-    stats.dead_lettered += cell.dead_lettered.load(std::memory_order_relaxed);
-  }
+  stats.published = totals.published;
+  stats.rejected = totals.rejected;
+  stats.dispatched = totals.dispatched;
+  stats.delivered = totals.delivered;
+  stats.failed = totals.failed;
+  stats.unhandled = totals.unhandled;
+  stats.dead_lettered = totals.dead_lettered;
   stats.queue_depth = queue_.size();
   return stats;
+}
+
+metrics::MetricsSnapshot EventBus::metrics() const {
+  metrics::MetricsSnapshot snapshot;
+  snapshot.taken_at = clock_->now();
+  metrics_.fill(snapshot);
+  metrics::Gauges& gauges = snapshot.gauges;
+  gauges.queue_depth = queue_.size();
+  gauges.queue_capacity = queue_.capacity();
+  gauges.in_flight = metrics_.busy_count(0, metrics_.shard_count());
+  if (pool_) {
+    const ThreadPoolStats pool = pool_->stats();
+    gauges.workers = pool.workers;
+    gauges.workers_busy = metrics_.busy_count(0, pool.workers);
+    gauges.workers_parked = std::min<std::uint64_t>(pool.parked, pool.workers);
+    gauges.workers_idle =
+        pool.workers -
+        std::min<std::uint64_t>(pool.workers,
+                                gauges.workers_busy + gauges.workers_parked);
+  }
+  return snapshot;
 }
 
 ThreadPoolStats EventBus::pool_stats() const noexcept {
@@ -383,10 +524,11 @@ ThreadPoolStats EventBus::pool_stats() const noexcept {
 }
 
 void EventBus::report_failure(const detail::HandlerEntry& entry,
-                              std::string_view type_name, absl::StatusCode code,
+                              const Context& context, absl::StatusCode code,
                               std::string_view message) noexcept {
   call_sink(config_.error_sink,
-            HandlerError{entry.name, type_name, code, message});
+            HandlerError{entry.name, context.event_type(), code, message,
+                         context.event_trace()});
 }
 
 void EventBus::report_unhandled(const EventRef& event) noexcept {
@@ -395,7 +537,8 @@ void EventBus::report_unhandled(const EventRef& event) noexcept {
 
 void EventBus::report_dead_letter(const detail::Envelope& envelope,
                                   DeadLetterReason reason) noexcept {
-  call_sink(config_.dead_letter_sink, DeadLetter{envelope.ref(), reason});
+  call_sink(config_.dead_letter_sink,
+            DeadLetter{envelope.ref(), reason, envelope.meta().trace});
 }
 
 void Subscription::cancel() noexcept {

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -135,7 +136,11 @@ void write_audit_log(const AuditEntry& entry) {
 
 }  // namespace shop
 
-int main() {
+// `storefront` prints everything; `storefront --metrics-out FILE` writes
+// the Prometheus text to FILE instead (CI checks it with promtool).
+int main(int argc, char** argv) {
+  const std::string metrics_out =
+      argc == 3 && std::string_view(argv[1]) == "--metrics-out" ? argv[2] : "";
   using namespace shop;
   const std::vector<UserRegistered> users = {
       {.user_id = 1, .email = "ada@example.com"},
@@ -158,8 +163,12 @@ int main() {
       .error_sink =
           [&](const fnbus::HandlerError& error) {
             errors_seen.fetch_add(1, std::memory_order_relaxed);
-            fmt::print("[error_sink] {} failed on {}: {}\n",
-                       error.function_name, error.event_type, error.message);
+            // The correlation id ties the failure to the request (here:
+            // the order) whose events led to it.
+            fmt::print(
+                "[error_sink] {} failed on {} (correlation {:016x}): {}\n",
+                error.function_name, error.event_type,
+                error.trace.context.correlation_id, error.message);
           },
       .dead_letter_sink =
           [](const fnbus::DeadLetter& letter) {
@@ -254,7 +263,7 @@ int main() {
       + 2 * n_paid                // ship_order, send_receipt_email
       + n_paid;                   // notify_customer
   bool ok = all_accepted;
-  auto check = [&ok](bool condition, std::string_view what) {
+  auto check = [&ok](bool condition, const std::string& what) {
     if (!condition) fmt::print(stderr, "CHECK FAILED: {}\n", what);
     ok &= condition;
   };
@@ -268,6 +277,31 @@ int main() {
   check(stats.queue_depth == 0, "queue empty after drain");
   // trigger() counts nothing in stats(); the handler counted for itself.
   check(audit_entries == static_cast<int>(n_orders), "audit entries");
+  // Per-type and per-function counters and latency histograms, as a
+  // Prometheus scrape would see them (serve this text from your backend's
+  // /metrics endpoint; see examples/metrics_endpoint).
+  const fnbus::metrics::MetricsSnapshot metrics = bus.metrics();
+  const fnbus::metrics::EventTypeMetrics* created =
+      metrics.find_event(fnbus::event_type_name<OrderCreated>());
+  check(created != nullptr && created->published == n_orders &&
+            created->end_to_end.count() == n_orders,
+        "OrderCreated metrics");
+  const fnbus::metrics::FunctionMetrics* payment = metrics.find_function(
+      fnbus::event_type_name<OrderCreated>(), "request_payment");
+  check(payment != nullptr && payment->failed == kDeclined &&
+            payment->run_time.count() == n_orders,
+        "request_payment metrics");
+  const std::string prometheus_text =
+      fnbus::metrics::to_prometheus_text(metrics);
+  if (metrics_out.empty()) {
+    fmt::print("\n# metrics (Prometheus text format 0.0.4)\n{}",
+               prometheus_text);
+  } else if (std::FILE* file = std::fopen(metrics_out.c_str(), "w")) {
+    fmt::print(file, "{}", prometheus_text);
+    std::fclose(file);
+  } else {
+    check(false, "write " + metrics_out);
+  }
   fmt::print("{}\n", ok ? "storefront: all checks passed"
                         : "storefront: CHECKS FAILED");
   return ok ? 0 : 1;

@@ -63,12 +63,34 @@ class EventRef {
   const void* event_;
 };
 
+// Where an event comes from, for tracing. Every event has a nonzero id of
+// its own (Context::event_id()); events published or triggered from inside
+// a handler inherit the handler's correlation id and take its event's id
+// as their parent, so one storefront request can be followed through every
+// function it set off. Ids are random-looking 64-bit numbers, 0 meaning
+// "none".
+struct TraceContext {
+  std::uint64_t correlation_id = 0;  // shared by a whole chain of events
+  std::uint64_t parent_id = 0;       // event_id of the causing event, or 0
+
+  friend bool operator==(const TraceContext&, const TraceContext&) = default;
+};
+
+// The trace identity of one event.
+struct EventTrace {
+  TraceContext context;
+  std::uint64_t event_id = 0;
+
+  friend bool operator==(const EventTrace&, const EventTrace&) = default;
+};
+
 // What a handler may learn about the call it is in. Passed as the optional
 // second argument of a handler. Valid only during that call.
 class Context {
  public:
-  Context(std::string_view event_type, std::string_view function_name) noexcept
-      : event_type_(event_type), function_name_(function_name) {}
+  Context(std::string_view event_type, std::string_view function_name,
+          EventTrace trace = {}) noexcept
+      : event_type_(event_type), function_name_(function_name), trace_(trace) {}
 
   [[nodiscard]] std::string_view event_type() const noexcept {
     return event_type_;
@@ -76,11 +98,29 @@ class Context {
   [[nodiscard]] std::string_view function_name() const noexcept {
     return function_name_;
   }
+  // The event's correlation and parent ids.
+  [[nodiscard]] const TraceContext& trace() const noexcept {
+    return trace_.context;
+  }
+  [[nodiscard]] std::uint64_t correlation_id() const noexcept {
+    return trace_.context.correlation_id;
+  }
+  [[nodiscard]] std::uint64_t parent_id() const noexcept {
+    return trace_.context.parent_id;
+  }
+  // This event's own id: the parent_id of events its handlers publish.
+  [[nodiscard]] std::uint64_t event_id() const noexcept {
+    return trace_.event_id;
+  }
+  [[nodiscard]] const EventTrace& event_trace() const noexcept {
+    return trace_;
+  }
 
  private:
   friend class detail::ContextAccess;
   std::string_view event_type_;
   std::string_view function_name_;
+  EventTrace trace_;
 };
 
 namespace detail {

@@ -19,13 +19,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+#include "fnbus/detail/bus_metrics.hpp"
 #include "fnbus/detail/config.hpp"
 #include "fnbus/detail/envelope.hpp"
 #include "fnbus/detail/handler_registry.hpp"
 #include "fnbus/detail/thread_activity.hpp"
+#include "fnbus/detail/tick_clock.hpp"
 #include "fnbus/detail/type_slot.hpp"
 #include "fnbus/event.hpp"
 #include "fnbus/exec/thread_pool.hpp"
+#include "fnbus/metrics/snapshot.hpp"
 #include "fnbus/options.hpp"
 #include "fnbus/queue/mpmc_queue.hpp"
 #include "fnbus/subscription.hpp"
@@ -128,35 +131,62 @@ class EventBus : private WorkSource {
   // Thread safety: any thread that is not running this bus's handlers.
   absl::Status shutdown(ShutdownMode mode = ShutdownMode::kDrain);
 
+  // Execution::kManual only (a precondition): run queued events in the
+  // calling thread. run_one() runs the oldest queued event, if any, and
+  // says whether it did. run_all() runs the events queued when it was
+  // called, not those their handlers publish. run_until_idle() runs until
+  // the queue is empty, follow-ups included, but at most `max_events`
+  // (a guard against handlers that publish forever). They return the count
+  // run. Called from inside a handler they run nothing and return 0.
+  // Thread safety: any thread; concurrent calls run one after another.
+  bool run_one();
+  std::size_t run_all();
+  std::size_t run_until_idle(std::size_t max_events = 1'000'000);
+
   // Counters of published events (see BusStats). Thread safety: any thread.
   [[nodiscard]] BusStats stats() const noexcept;
+  // Counters per event type and function, latency histograms and gauges
+  // (see metrics/snapshot.hpp). Allocates; meant for scrapes and scaling
+  // ticks, not per event. Thread safety: any thread.
+  [[nodiscard]] metrics::MetricsSnapshot metrics() const;
+  // The clock the bus reads (BusConfig::clock or SteadyClock::instance()).
+  [[nodiscard]] Clock& clock() const noexcept { return *clock_; }
   [[nodiscard]] ThreadPoolStats pool_stats() const noexcept;
   [[nodiscard]] const BusConfig& config() const noexcept { return config_; }
 
  private:
   enum State : int { kRunning, kDraining, kCancelling, kStopped };
 
-  // Per-worker counters: each has one writer, which increments with a
-  // plain load and store; stats() sums them.
-  struct alignas(detail::kCacheLineSize) CounterCell {
-    std::atomic<std::uint64_t> dispatched{0};
-    std::atomic<std::uint64_t> delivered{0};
-    std::atomic<std::uint64_t> failed{0};
-    std::atomic<std::uint64_t> unhandled{0};
-    std::atomic<std::uint64_t> dead_lettered{0};
+  // How a worker accounts for the handler calls of one event: counts per
+  // function and, when latency is recorded, the run time of each call.
+  struct WorkerCounts {
+    EventBus& bus;
+    detail::WorkerShard& shard;
+    std::int64_t last_ticks;  // when the previous call (or dequeue) ended
 
-    static void bump(std::atomic<std::uint64_t>& counter) noexcept {
-      // relaxed: single writer; readers want a recent value, no ordering.
-      counter.store(counter.load(std::memory_order_relaxed) + 1,
-                    std::memory_order_relaxed);
+    void on_delivered(const detail::HandlerEntry& entry) noexcept {
+      finish(entry, &detail::FunctionSeries::delivered);
     }
-    void on_delivered() noexcept { bump(delivered); }
-    void on_failed() noexcept { bump(failed); }
+    void on_failed(const detail::HandlerEntry& entry) noexcept {
+      finish(entry, &detail::FunctionSeries::failed);
+    }
+    void finish(
+        const detail::HandlerEntry& entry,
+        std::atomic<std::uint64_t> detail::FunctionSeries::*counter) noexcept {
+      detail::FunctionSeries& series =
+          bus.metrics_.function_series(shard, entry.function_id);
+      detail::bump(series.*counter);
+      if (series.run_time) {
+        const std::int64_t now = bus.now_ticks();
+        series.run_time->record(bus.elapsed_ns(last_ticks, now));
+        last_ticks = now;
+      }
+    }
   };
   // trigger() counts nothing.
   struct NoCounts {
-    void on_delivered() noexcept {}
-    void on_failed() noexcept {}
+    void on_delivered(const detail::HandlerEntry&) noexcept {}
+    void on_failed(const detail::HandlerEntry&) noexcept {}
   };
 
   explicit EventBus(BusConfig config);
@@ -168,27 +198,71 @@ class EventBus : private WorkSource {
   template <typename Counts>
   bool dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
                 std::string_view type_name, const void* event,
-                Counts& counts) noexcept;
+                const EventTrace& trace, Counts& counts) noexcept;
+  static void call_handler_hook(const std::function<void(const Context&)>& hook,
+                                const Context& context) noexcept;
   template <typename Counts>
   void run_handler(detail::HandlerEntry& entry, const void* event,
                    Context& context, absl::Status& failure,
                    Counts& counts) noexcept;
 
+  // Where latency timestamps come from (see detail/tick_clock.hpp).
+  enum class TickSource { kTsc, kSteady, kCustom };
+  // A latency timestamp: TSC ticks, or nanoseconds of the bus clock.
+  [[nodiscard]] static TickSource choose_tick_source(
+      const Clock& clock, bool record_latency) noexcept;
+  [[nodiscard]] std::int64_t now_ticks() const noexcept {
+    if (tick_source_ == TickSource::kTsc) [[likely]]
+      return detail::read_tsc();
+    if (tick_source_ == TickSource::kSteady) {
+      return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                 std::chrono::steady_clock::now().time_since_epoch())
+          .count();
+    }
+    return clock_->now().time_since_epoch().count();
+  }
+  [[nodiscard]] std::uint64_t elapsed_ns(std::int64_t from,
+                                         std::int64_t to) const noexcept {
+    if (to <= from) return 0;
+    if (tick_source_ != TickSource::kTsc) {
+      return static_cast<std::uint64_t>(to - from);
+    }
+    return static_cast<std::uint64_t>(static_cast<double>(to - from) *
+                                      nanos_per_tick_);
+  }
+  [[nodiscard]] EventTrace make_trace(detail::ThreadRecord& record,
+                                      const TraceContext* context) const {
+    return detail::make_event_trace(record, context,
+                                    [this] { return ambient_trace(); });
+  }
+  [[nodiscard]] TraceContext ambient_trace() const noexcept;
+  [[nodiscard]] detail::EnvelopeMeta make_meta(
+      detail::ThreadRecord& record, const PublishOptions& options) const {
+    return {make_trace(record, options.trace ? &*options.trace : nullptr),
+            metrics_.timed() ? now_ticks() : 0};
+  }
+
   [[nodiscard]] bool accepting(
       const detail::ThreadRecord& record) const noexcept;
-  void on_accepted() noexcept;
+  void on_accepted(detail::ThreadRecord& record,
+                   detail::TypeInfo& type) noexcept;
   absl::Status publish_slow(detail::ThreadRecord& record,
                             const PublishOptions& options,
-                            std::string_view type_name,
+                            detail::TypeInfo& type,
                             absl::FunctionRef<bool()> try_push);
   absl::Status publish_blocking(detail::ThreadRecord& record,
                                 std::chrono::nanoseconds timeout,
-                                std::string_view type_name,
+                                detail::TypeInfo& type,
                                 absl::FunctionRef<bool()> try_push);
-  absl::Status reject(absl::Status status) noexcept;
-  absl::Status reject_closed(std::string_view type_name) noexcept;
+  static absl::Status reject(detail::TypeInfo& type,
+                             absl::Status status) noexcept;
+  static absl::Status reject_closed(detail::TypeInfo& type) noexcept;
   static absl::Status validate(const PublishOptions& options);
-  absl::Status heap_alloc_failed(std::string_view type_name) noexcept;
+  static absl::Status heap_alloc_failed(detail::TypeInfo& type) noexcept;
+
+  // Execution::kInline and kManual.
+  void run_inline(detail::ThreadRecord& record) noexcept;
+  std::size_t run_queued(std::size_t max_events) noexcept;
 
   // WorkSource
   [[nodiscard]] bool has_work() const noexcept override;
@@ -196,24 +270,34 @@ class EventBus : private WorkSource {
   bool run_one(std::size_t worker,
                absl::FunctionRef<void()> taken) noexcept override;
 
-  void handle(detail::Envelope& envelope, CounterCell& cell,
+  void handle(detail::Envelope& envelope, detail::WorkerShard& shard,
               bool cancel) noexcept;
+  // The shard of the thread running run_one() & co. or shutdown's sweeps.
+  [[nodiscard]] detail::WorkerShard& caller_shard() noexcept {
+    return metrics_.shard(config_.workers);
+  }
   void sweep(bool cancel) noexcept;
   void wake_blocked_publishers() noexcept;
   void notify_blocked_publishers() noexcept;
 
-  void report_failure(const detail::HandlerEntry& entry,
-                      std::string_view type_name, absl::StatusCode code,
-                      std::string_view message) noexcept;
+  void report_failure(const detail::HandlerEntry& entry, const Context& context,
+                      absl::StatusCode code, std::string_view message) noexcept;
   void report_unhandled(const EventRef& event) noexcept;
   void report_dead_letter(const detail::Envelope& envelope,
                           DeadLetterReason reason) noexcept;
 
   const BusConfig config_;
+  Clock* const clock_;  // BusConfig::clock or SteadyClock::instance()
+  const TickSource tick_source_;
+  const double nanos_per_tick_;  // for TickSource::kTsc
+  const bool handler_hooks_;     // TraceHooks::on_handler_start or _end set
   const std::shared_ptr<detail::HandlerRegistry> registry_;
+  // One shard per worker, and one for run_one() & co. and shutdown's sweeps.
+  detail::BusMetrics metrics_;
   MpmcQueue<detail::Envelope> queue_;
-  std::unique_ptr<CounterCell[]> cells_;  // one per worker + one for sweeps
-  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<ThreadPool> pool_;  // null unless Execution::kThreadPool
+  // Serialises the users of caller_shard(): run_one() & co. and sweeps.
+  std::mutex caller_mutex_;
 
   // Lifecycle. Written by shutdown() (announce + heavy barrier), read by
   // publish() after its PublishScope announcement and by workers.
@@ -222,10 +306,6 @@ class EventBus : private WorkSource {
   // The thread inside shutdown(), so that a sink it calls cannot re-enter.
   std::atomic<std::thread::id> shutdown_thread_{};
 
-  // Accepted events. RMW by publishers (relaxed: a statistic).
-  alignas(detail::kCacheLineSize) std::atomic<std::uint64_t> published_{0};
-  // Refused publishes. RMW by publishers (relaxed: a statistic).
-  std::atomic<std::uint64_t> rejected_{0};
   // Publishers waiting under kBlock. RMW by them; read (relaxed) by
   // consumers after each pop as a hint to notify blocked_cv_.
   alignas(detail::kCacheLineSize) std::atomic<std::int32_t> blocked_{0};
@@ -275,8 +355,11 @@ template <Event E, HandlerFor<E> F>
 Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
   std::string name =
       options.name.empty() ? std::string("<unnamed>") : std::move(options.name);
+  const detail::TypeSlot slot = detail::type_slot<E>();
+  const std::uint32_t function_id =
+      metrics_.function_id(slot, event_type_name<E>(), name);
   detail::HandlerEntry* entry =
-      registry_->add(detail::type_slot<E>(), std::move(name),
+      registry_->add(slot, std::move(name), function_id,
                      erase_handler<E>(std::forward<F>(handler)));
   return Subscription(registry_, entry);
 }
@@ -285,35 +368,38 @@ template <typename Counts>
 void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
                            Context& context, absl::Status& failure,
                            Counts& counts) noexcept {
+  if (handler_hooks_) [[unlikely]]
+    call_handler_hook(config_.trace.on_handler_start, context);
   try {
     if (entry.fn(event, context, failure)) [[likely]] {
-      counts.on_delivered();
+      counts.on_delivered(entry);
     } else {
-      counts.on_failed();
+      counts.on_failed(entry);
       report_failure(
-          entry, context.event_type(), failure.code(),
+          entry, context, failure.code(),
           std::string_view(failure.message().data(), failure.message().size()));
       failure = absl::OkStatus();
     }
   } catch (const std::exception& error) {
-    counts.on_failed();
-    report_failure(entry, context.event_type(), absl::StatusCode::kUnknown,
-                   error.what());
+    counts.on_failed(entry);
+    report_failure(entry, context, absl::StatusCode::kUnknown, error.what());
   } catch (...) {
-    counts.on_failed();
-    report_failure(entry, context.event_type(), absl::StatusCode::kUnknown,
+    counts.on_failed(entry);
+    report_failure(entry, context, absl::StatusCode::kUnknown,
                    "unknown exception (not derived from std::exception)");
   }
+  if (handler_hooks_) [[unlikely]]
+    call_handler_hook(config_.trace.on_handler_end, context);
 }
 
 template <typename Counts>
 bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
                         std::string_view type_name, const void* event,
-                        Counts& counts) noexcept {
-  detail::DispatchScope scope(record, this);
+                        const EventTrace& trace, Counts& counts) noexcept {
+  detail::DispatchScope scope(record, this, trace);
   const detail::HandlerList* list = registry_->find(slot);
   if (list == nullptr || list->entries.empty()) return false;
-  Context context(type_name, {});
+  Context context(type_name, {}, trace);
   absl::Status failure;  // one per dispatch: set only when a handler fails
   for (detail::HandlerEntry* entry : list->entries) {
     if (!scope.begin_handler(entry, entry->cancelled)) continue;
@@ -326,9 +412,11 @@ bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
 template <Event E>
 void EventBus::trigger(const E& event) noexcept {
   NoCounts none;
+  detail::ThreadRecord& record = detail::this_thread_record();
   const detail::TypeSlot slot = detail::type_slot<E>();
-  if (!dispatch(detail::this_thread_record(), slot, event_type_name<E>(),
-                &event, none)) [[unlikely]] {
+  const EventTrace trace = make_trace(record, nullptr);
+  if (!dispatch(record, slot, event_type_name<E>(), &event, trace, none))
+      [[unlikely]] {
     report_unhandled(EventRef(slot, event_type_name<E>(), &event));
   }
 }
@@ -337,41 +425,44 @@ template <Event E>
 absl::Status EventBus::publish(E event, PublishOptions options) {
   static_assert(std::is_move_constructible_v<E>,
                 "published events are moved into the queue");
+  const detail::TypeSlot slot = detail::type_slot<E>();
+  detail::TypeInfo& type = metrics_.type_info(slot, event_type_name<E>());
   if (options.overflow || options.block_timeout) [[unlikely]] {
     if (absl::Status status = validate(options); !status.ok()) {
-      return reject(std::move(status));
+      return reject(type, std::move(status));
     }
   }
   detail::ThreadRecord& record = detail::this_thread_record();
   detail::PublishScope publishing(record, this);
   if (!accepting(record)) [[unlikely]] {
-    return reject_closed(event_type_name<E>());
+    return reject_closed(type);
   }
-  const detail::TypeSlot slot = detail::type_slot<E>();
+  const detail::EnvelopeMeta meta = make_meta(record, options);
   if constexpr (detail::kStoredInline<E>) {
     auto try_push = [&]() noexcept {
-      return queue_.try_emplace(detail::InPlace<E>{}, std::move(event), slot);
+      return queue_.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
+                                meta);
     };
     if (try_push()) [[likely]] {
-      on_accepted();
+      on_accepted(record, type);
       return absl::OkStatus();
     }
-    return publish_slow(record, options, event_type_name<E>(), try_push);
+    return publish_slow(record, options, type, try_push);
   } else {
     std::unique_ptr<E> owned(new (std::nothrow) E(std::move(event)));
-    if (owned == nullptr) return heap_alloc_failed(event_type_name<E>());
+    if (owned == nullptr) return heap_alloc_failed(type);
     auto try_push = [&]() noexcept {
-      if (!queue_.try_emplace(detail::Adopt<E>{owned.get()}, slot)) {
+      if (!queue_.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
         return false;
       }
       (void)owned.release();  // the queue owns it now
       return true;
     };
     if (try_push()) [[likely]] {
-      on_accepted();
+      on_accepted(record, type);
       return absl::OkStatus();
     }
-    return publish_slow(record, options, event_type_name<E>(), try_push);
+    return publish_slow(record, options, type, try_push);
   }
 }
 

@@ -9,6 +9,8 @@ class Subscription;
 class Context;
 class EventRef;
 class ThreadPool;
+class Clock;
+class SteadyClock;
 class WorkSource;
 template <typename T>
 class MpmcQueue;
@@ -21,9 +23,26 @@ struct HandlerError;
 struct DeadLetter;
 struct ThreadPoolOptions;
 struct ThreadPoolStats;
+struct TraceContext;
+struct EventTrace;
+struct TraceHooks;
 
 enum class OverflowPolicy;
 enum class ShutdownMode;
 enum class DeadLetterReason;
+enum class Execution;
+
+namespace metrics {
+class HistogramSnapshot;
+class LatencyRecorder;
+struct MetricsSnapshot;
+struct EventTypeMetrics;
+struct FunctionMetrics;
+struct Gauges;
+}  // namespace metrics
+
+namespace testing {
+class ManualClock;
+}  // namespace testing
 
 }  // namespace fnbus

@@ -6,11 +6,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 
+#include "fnbus/clock.hpp"
 #include "fnbus/event.hpp"
 
 namespace fnbus {
@@ -19,6 +21,20 @@ namespace fnbus {
 enum class OverflowPolicy {
   kReject,  // return ResourceExhausted at once
   kBlock,   // wait up to the block timeout, then return DeadlineExceeded
+};
+
+// Where published events run.
+enum class Execution {
+  // On the bus's worker threads (production).
+  kThreadPool,
+  // In the publishing thread, before publish() returns: deterministic, for
+  // tests. Events published by a handler run after the current event's
+  // handlers return (breadth-first, no recursion), still before the
+  // outermost publish() returns. No threads are started.
+  kInline,
+  // Queued until the test calls run_one(), run_all() or run_until_idle()
+  // on the bus. No threads are started.
+  kManual,
 };
 
 // How shutdown() treats events still in the queue.
@@ -44,12 +60,28 @@ struct HandlerError {
   // The returned Status's code; kUnknown when the handler threw.
   absl::StatusCode code = absl::StatusCode::kUnknown;
   std::string_view message;  // the Status's message, or what() of the throw
+  EventTrace trace;          // the event's trace ids
 };
 
 // An accepted event that will not reach its handlers.
 struct DeadLetter {
   EventRef event;  // valid only during the sink call
   DeadLetterReason reason;
+  EventTrace trace;  // the event's trace ids
+};
+
+// Bridges fnbus's trace ids to a tracing system (OpenTelemetry, Jaeger, a
+// logging MDC). Every hook is optional; unset hooks cost one test of a
+// flag.
+struct TraceHooks {
+  // Called by publish() and trigger() outside any handler of the bus (and
+  // without PublishOptions::trace): the caller's ambient trace, e.g. the
+  // current request's, or nullopt to start a new correlation.
+  std::function<std::optional<TraceContext>()> ambient;
+  // Called on the dispatching thread just before and just after each
+  // handler call (also when it throws), e.g. to make a span current.
+  std::function<void(const Context&)> on_handler_start;
+  std::function<void(const Context&)> on_handler_end;
 };
 
 // Bus-wide configuration, validated by EventBus::Create.
@@ -65,6 +97,17 @@ struct BusConfig {
   // How long an idle worker keeps polling before it parks: 0 .. 1 s.
   // Longer spins lower the latency of the next event and cost CPU.
   std::chrono::nanoseconds idle_spin = std::chrono::microseconds(50);
+  // Where published events run; kInline and kManual are for tests.
+  Execution execution = Execution::kThreadPool;
+  // The time source of everything the bus times; null means
+  // SteadyClock::instance(). Tests pass a testing::ManualClock.
+  std::shared_ptr<Clock> clock;
+  // Record queue-wait, run-time and end-to-end latency histograms (two
+  // clock reads per event plus one per handler call). Counters are always
+  // kept.
+  bool record_latency = true;
+  // Bridges to a tracing system.
+  TraceHooks trace;
 
   // Called, on the dispatching thread, when a handler fails (throws or
   // returns a non-OK Status).
@@ -91,6 +134,9 @@ struct PublishOptions {
   // Overrides BusConfig::block_timeout for this call (kBlock only); must
   // be >= 0.
   std::optional<std::chrono::nanoseconds> block_timeout;
+  // The trace this event belongs to; default: inherited from the handler
+  // publishing it, else from TraceHooks::ambient, else a new correlation.
+  std::optional<TraceContext> trace;
 };
 
 // A consistent-enough snapshot of the bus counters. Each counter is exact;

@@ -35,10 +35,11 @@ HandlerRegistry::Chunk& HandlerRegistry::chunk_for(TypeSlot slot) {
 }
 
 HandlerEntry* HandlerRegistry::add(TypeSlot slot, std::string name,
+                                   std::uint32_t function_id,
                                    ErasedHandler fn) {
   FNBUS_ASSERT(slot < kMaxTypes, "more than 65536 event types subscribed");
-  auto entry =
-      std::make_unique<HandlerEntry>(slot, std::move(name), std::move(fn));
+  auto entry = std::make_unique<HandlerEntry>(slot, std::move(name),
+                                              function_id, std::move(fn));
   std::vector<Retired> reclaim;
   std::lock_guard lock(mutex_);
   // Everything that can throw comes before the entry is shared: an

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include <linux/membarrier.h>
@@ -151,9 +152,25 @@ bool is_running(const ThreadRecord& record, const void* handler) noexcept {
 
 }  // namespace
 
+namespace {
+// A random start for a thread's event ids (see next_event_id()).
+std::uint64_t random_id_seed(const ThreadRecord& record) noexcept {
+  try {
+    std::random_device entropy;
+    return (std::uint64_t{entropy()} << 32) ^ entropy();
+  } catch (...) {
+    // No entropy source: distinct per record and per start, at least.
+    const auto now = std::chrono::steady_clock::now().time_since_epoch();
+    return reinterpret_cast<std::uintptr_t>(&record) ^
+           (static_cast<std::uint64_t>(now.count()) << 16);
+  }
+}
+}  // namespace
+
 ThreadRecord& register_this_thread() {
   thread_local RecordReleaser releaser;
   ThreadRecord& record = registry().claim();
+  record.id_state = random_id_seed(record);
   releaser.record = &record;
   tls_thread_record = &record;
   return record;

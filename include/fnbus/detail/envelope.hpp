@@ -4,6 +4,7 @@
 // stored inline when small enough so that publishing does not allocate.
 
 #include <cstddef>
+#include <cstdint>
 #include <new>
 #include <string_view>
 #include <type_traits>
@@ -72,6 +73,13 @@ struct Adopt {
   E* event;
 };
 
+// What travels with a queued event besides the event itself.
+struct EnvelopeMeta {
+  EventTrace trace;
+  // EventBus::now_ticks() when accepted; 0 if latency is not recorded.
+  std::int64_t accepted_ticks = 0;
+};
+
 // Owns one event of any type. Empty when default-constructed or moved from.
 class Envelope {
  public:
@@ -82,14 +90,14 @@ class Envelope {
   template <typename E>
   requires kStoredInline<E> Envelope(InPlace<E>,
                                      std::type_identity_t<E>&& event,
-                                     TypeSlot slot)
-  noexcept : ops_(&InlineOps<E>::kOps), slot_(slot) {
+                                     TypeSlot slot, const EnvelopeMeta& meta)
+  noexcept : ops_(&InlineOps<E>::kOps), slot_(slot), meta_(meta) {
     ::new (static_cast<void*>(storage_)) E(std::move(event));
   }
 
   template <typename E>
-  Envelope(Adopt<E> adopted, TypeSlot slot) noexcept
-      : ops_(&HeapOps<E>::kOps), slot_(slot) {
+  Envelope(Adopt<E> adopted, TypeSlot slot, const EnvelopeMeta& meta) noexcept
+      : ops_(&HeapOps<E>::kOps), slot_(slot), meta_(meta) {
     ::new (static_cast<void*>(storage_)) E*(adopted.event);
   }
 
@@ -111,6 +119,7 @@ class Envelope {
   [[nodiscard]] const void* event() const noexcept {
     return ops_->get(storage_);
   }
+  [[nodiscard]] const EnvelopeMeta& meta() const noexcept { return meta_; }
   [[nodiscard]] EventRef ref() const noexcept {
     return EventRef(slot_, type_name(), event());
   }
@@ -126,13 +135,16 @@ class Envelope {
     other.ops_->relocate(storage_, other.storage_);
     ops_ = std::exchange(other.ops_, nullptr);
     slot_ = other.slot_;
+    meta_ = other.meta_;
   }
 
   const EventOps* ops_ = nullptr;
   TypeSlot slot_ = 0;
+  EnvelopeMeta meta_;
   alignas(kInlineEventAlign) std::byte storage_[kInlineEventSize];
 };
 
-static_assert(sizeof(Envelope) == 64, "an envelope fills one cache line");
+// With the queue's turn counter, a slot stays within two cache lines.
+static_assert(sizeof(Envelope) <= 112, "a queue slot must stay 128 bytes");
 
 }  // namespace fnbus::detail

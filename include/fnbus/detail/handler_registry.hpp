@@ -29,9 +29,10 @@ using ErasedHandler =
 // handler's identity in ThreadRecord::running.
 struct HandlerEntry {
   HandlerEntry(TypeSlot type_slot, std::string function_name,
-               ErasedHandler function)
+               std::uint32_t metrics_id, ErasedHandler function)
       : slot(type_slot),
         name(std::move(function_name)),
+        function_id(metrics_id),
         fn(std::move(function)) {}
 
   // Set once by HandlerRegistry::remove(); read by every dispatch before it
@@ -39,6 +40,7 @@ struct HandlerEntry {
   std::atomic<bool> cancelled{false};
   const TypeSlot slot;
   const std::string name;
+  const std::uint32_t function_id;  // index of its metrics series
   ErasedHandler fn;
 };
 
@@ -80,7 +82,8 @@ class HandlerRegistry {
   }
 
   // Adds a handler. Precondition: slot < kMaxTypes.
-  HandlerEntry* add(TypeSlot slot, std::string name, ErasedHandler fn);
+  HandlerEntry* add(TypeSlot slot, std::string name, std::uint32_t function_id,
+                    ErasedHandler fn);
 
   // Removes `entry`: when this returns, no other thread runs it and none
   // will start it; if the calling thread is running it, its callable is

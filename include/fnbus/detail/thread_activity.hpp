@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "fnbus/detail/config.hpp"
+#include "fnbus/event.hpp"
 
 namespace fnbus::detail {
 
@@ -71,6 +72,7 @@ struct alignas(kCacheLineSize) ThreadRecord {
   // Owner-only state (never read by other threads).
   std::uint32_t depth = 0;  // dispatches running (nested) on this thread
   const DispatchScope* innermost = nullptr;  // chain of nested dispatches
+  std::uint64_t id_state = 0;  // event-id generator (next_event_id)
 
   // Whether this thread is inside a dispatch of `bus` at any nesting level.
   [[nodiscard]] bool dispatching_for(const void* bus) const noexcept;
@@ -112,9 +114,11 @@ void heavy_barrier() noexcept;
 // may trigger), each on its own level of ThreadRecord::running.
 class DispatchScope {
  public:
-  DispatchScope(ThreadRecord& record, const void* bus) noexcept
+  DispatchScope(ThreadRecord& record, const void* bus,
+                const EventTrace& trace) noexcept
       : record_(record),
         bus_(bus),
+        trace_(trace),
         outer_(record.innermost),
         level_(record.depth++) {
     FNBUS_ASSERT(level_ < kMaxNesting,
@@ -163,11 +167,15 @@ class DispatchScope {
   }
 
   [[nodiscard]] const void* bus() const noexcept { return bus_; }
+  // The event being dispatched: events published from its handlers
+  // inherit its trace.
+  [[nodiscard]] const EventTrace& trace() const noexcept { return trace_; }
   [[nodiscard]] const DispatchScope* outer() const noexcept { return outer_; }
 
  private:
   ThreadRecord& record_;
   const void* bus_;
+  const EventTrace& trace_;
   const DispatchScope* outer_;
   std::size_t level_;
 };
@@ -178,6 +186,42 @@ inline bool ThreadRecord::dispatching_for(const void* bus) const noexcept {
     if (scope->bus() == bus) return true;
   }
   return false;
+}
+
+// A new event id for the calling thread: a splitmix64 of a per-thread Weyl
+// sequence with a random start, so ids never repeat within a thread and
+// collide across threads (or processes) with negligible probability.
+[[nodiscard]] inline std::uint64_t next_event_id(
+    ThreadRecord& record) noexcept {
+  std::uint64_t z = (record.id_state += 0x9e3779b97f4a7c15);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
+  z ^= z >> 31;
+  return z == 0 ? 1 : z;  // 0 means "none"
+}
+
+// The trace of an event that starts now on this thread: an explicit
+// context, else inherited from the innermost dispatch, else from `ambient`
+// (called only when there is no dispatch), else a new correlation whose id
+// is the event's own.
+template <typename Ambient>
+[[nodiscard]] EventTrace make_event_trace(ThreadRecord& record,
+                                          const TraceContext* explicit_context,
+                                          Ambient&& ambient) {
+  EventTrace trace;
+  trace.event_id = next_event_id(record);
+  if (explicit_context != nullptr) {
+    trace.context = *explicit_context;
+  } else if (record.innermost != nullptr) {
+    const EventTrace& cause = record.innermost->trace();
+    trace.context = {cause.context.correlation_id, cause.event_id};
+  } else {
+    trace.context = ambient();
+  }
+  if (trace.context.correlation_id == 0) {
+    trace.context.correlation_id = trace.event_id;
+  }
+  return trace;
 }
 
 // Marks the calling thread as inside publish() on `bus`.

@@ -1,0 +1,75 @@
+#pragma once
+
+// What EventBus::metrics() returns: counters per event type and per
+// function, latency histograms, and gauges, read at one moment.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fnbus/clock.hpp"
+#include "fnbus/metrics/histogram.hpp"
+
+namespace fnbus::metrics {
+
+// One event type. Counters are totals since the bus was created.
+struct EventTypeMetrics {
+  std::string event;                // event_type_name<E>()
+  std::uint64_t published = 0;      // accepted by publish()
+  std::uint64_t rejected = 0;       // refused by publish()
+  std::uint64_t dispatched = 0;     // taken off the queue and run
+  std::uint64_t unhandled = 0;      // dispatched with no subscriber
+  std::uint64_t dead_lettered = 0;  // accepted, then given to the DLQ sink
+  // From publish() accepting the event to a worker taking it.
+  HistogramSnapshot queue_wait;
+  // From publish() accepting the event to its last handler returning.
+  HistogramSnapshot end_to_end;
+};
+
+// One function: the subscriptions to one event type with one name.
+struct FunctionMetrics {
+  std::string event;
+  std::string function;         // FunctionOptions::name
+  std::uint64_t delivered = 0;  // calls that returned normally
+  std::uint64_t failed = 0;     // calls that threw or returned non-OK
+  std::uint64_t retried = 0;    // re-deliveries (resilience options)
+  std::uint64_t timed_out = 0;  // calls past their deadline
+  HistogramSnapshot run_time;   // one handler call
+};
+
+// Instantaneous values.
+struct Gauges {
+  std::uint64_t queue_depth = 0;     // events waiting in the queue
+  std::uint64_t queue_capacity = 0;  // slots in the queue
+  std::uint64_t in_flight = 0;       // events being handled now
+  std::uint64_t workers = 0;         // pool threads
+  std::uint64_t workers_busy = 0;    // handling an event
+  std::uint64_t workers_idle = 0;    // polling for work
+  std::uint64_t workers_parked = 0;  // asleep until work arrives
+};
+
+// Everything at once. Counters are exact; they are read at slightly
+// different moments while the bus is busy, and are final after shutdown().
+// Event types appear once published, triggered-to or subscribed to;
+// functions once subscribed. Both are sorted by name.
+struct MetricsSnapshot {
+  TimePoint taken_at{};           // the bus clock when read
+  bool latency_recorded = false;  // BusConfig::record_latency
+  std::vector<EventTypeMetrics> events;
+  std::vector<FunctionMetrics> functions;
+  Gauges gauges;
+
+  // Sums over all event types / functions: every counter added, every
+  // histogram merged; the names are left empty.
+  [[nodiscard]] EventTypeMetrics total_events() const;
+  [[nodiscard]] FunctionMetrics total_functions() const;
+  // The first entry for `event` (and `function`), or nullptr. A linear
+  // search, so it also works on snapshots built by hand, unsorted.
+  [[nodiscard]] const EventTypeMetrics* find_event(
+      std::string_view event) const noexcept;
+  [[nodiscard]] const FunctionMetrics* find_function(
+      std::string_view event, std::string_view function) const noexcept;
+};
+
+}  // namespace fnbus::metrics

@@ -1,0 +1,61 @@
+#pragma once
+
+// A clock that moves only when the test says so.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+#include <stop_token>
+
+#include "fnbus/clock.hpp"
+
+namespace fnbus::testing {
+
+// Give it to BusConfig::clock and time-based behaviour (queue-wait and run
+// time histograms, blocking publishes, and later timeouts, backoff and
+// scaling ticks) runs instantly and deterministically:
+//
+//   auto clock = std::make_shared<fnbus::testing::ManualClock>();
+//   auto bus = fnbus::EventBus::Create({.clock = clock, ...});
+//   clock->advance(50ms);  // every sleeper whose deadline passed wakes
+//
+// Starts at TimePoint{} + 1h (so that "an hour ago" is representable).
+// Thread safety: every method, from any thread.
+class ManualClock final : public Clock {
+ public:
+  ManualClock() = default;
+  explicit ManualClock(TimePoint start) : now_(start) {}
+
+  [[nodiscard]] TimePoint now() const noexcept override;
+
+  // Blocks until a test advances the clock to `deadline` or `stop` is
+  // requested. Never waits for real time.
+  bool sleep_until(TimePoint deadline, std::stop_token stop) override;
+
+  // Moves time forward by `step` (>= 0; negative steps are ignored, since
+  // the clock is monotonic) and wakes the sleepers it passed.
+  void advance(Duration step);
+  // Moves time forward to `when` if it is later than now().
+  void advance_to(TimePoint when);
+
+  // Threads blocked in sleep_until() now.
+  [[nodiscard]] std::size_t sleepers() const;
+  // Blocks until at least `count` threads are in sleep_until() (so a test
+  // can advance the clock knowing the controller is asleep), or until
+  // `timeout` of real time passes, a guard against a hung test. Returns
+  // whether the count was reached.
+  bool wait_for_sleepers(std::size_t count, std::chrono::milliseconds timeout =
+                                                std::chrono::seconds(10)) const;
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable_any changed_;
+  // Written under mutex_ (so sleepers cannot miss a change); read without
+  // it by now(), which the bus calls on hot paths.
+  std::atomic<TimePoint> now_{TimePoint{} + std::chrono::hours(1)};
+  std::size_t sleepers_ = 0;
+};
+
+}  // namespace fnbus::testing

@@ -1,0 +1,123 @@
+#include "fnbus/detail/bus_metrics.hpp"
+
+#include <algorithm>
+#include <tuple>
+
+namespace fnbus::detail {
+namespace {
+
+std::unique_ptr<metrics::LatencyRecorder> recorder_if(bool timed) {
+  return timed ? std::make_unique<metrics::LatencyRecorder>() : nullptr;
+}
+
+// relaxed everywhere below: statistics read for a report; each counter is
+// exact, their moments differ.
+std::uint64_t read(const std::atomic<std::uint64_t>& counter) noexcept {
+  return counter.load(std::memory_order_relaxed);
+}
+
+void add_histogram(const std::unique_ptr<metrics::LatencyRecorder>& recorder,
+                   metrics::HistogramSnapshot& out) {
+  if (recorder) recorder->add_to(out);
+}
+
+}  // namespace
+
+TypeSeries::TypeSeries(bool timed)
+    : queue_wait(recorder_if(timed)), end_to_end(recorder_if(timed)) {}
+
+FunctionSeries::FunctionSeries(bool timed) : run_time(recorder_if(timed)) {}
+
+BusMetrics::BusMetrics(std::size_t shards, bool timed)
+    : timed_(timed), shard_count_(shards), shards_(new WorkerShard[shards]) {}
+
+TypeInfo& BusMetrics::create_type_info(TypeSlot slot, std::string_view name) {
+  std::lock_guard lock(mutex_);
+  return types_.get_or_create(slot, [&] { return new TypeInfo(name); });
+}
+
+std::uint32_t BusMetrics::function_id(TypeSlot slot, std::string_view event,
+                                      const std::string& name) {
+  std::lock_guard lock(mutex_);
+  (void)types_.get_or_create(slot, [&] { return new TypeInfo(event); });
+  auto [it, inserted] = function_ids_.try_emplace(
+      std::pair(slot, name), static_cast<std::uint32_t>(functions_.size()));
+  if (inserted) functions_.push_back({slot, event, name});
+  return it->second;
+}
+
+BusMetrics::Totals BusMetrics::totals() const {
+  Totals totals;
+  types_.for_each([&](std::uint32_t, const TypeInfo& info) {
+    totals.published += read(info.published);
+    totals.rejected += read(info.rejected);
+  });
+  for (std::size_t i = 0; i < shard_count_; ++i) {
+    shards_[i].types.for_each([&](std::uint32_t, const TypeSeries& series) {
+      totals.dispatched += read(series.dispatched);
+      totals.unhandled += read(series.unhandled);
+      totals.dead_lettered += read(series.dead_lettered);
+    });
+    shards_[i].functions.for_each(
+        [&](std::uint32_t, const FunctionSeries& series) {
+          totals.delivered += read(series.delivered);
+          totals.failed += read(series.failed);
+        });
+  }
+  return totals;
+}
+
+void BusMetrics::fill(metrics::MetricsSnapshot& snapshot) const {
+  snapshot.latency_recorded = timed_;
+  types_.for_each([&](std::uint32_t slot, const TypeInfo& info) {
+    metrics::EventTypeMetrics& out = snapshot.events.emplace_back();
+    out.event = std::string(info.name);
+    out.published = read(info.published);
+    out.rejected = read(info.rejected);
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+      const TypeSeries* series = shards_[i].types.find(slot);
+      if (series == nullptr) continue;
+      out.dispatched += read(series->dispatched);
+      out.unhandled += read(series->unhandled);
+      out.dead_lettered += read(series->dead_lettered);
+      add_histogram(series->queue_wait, out.queue_wait);
+      add_histogram(series->end_to_end, out.end_to_end);
+    }
+  });
+  {
+    std::lock_guard lock(mutex_);
+    for (std::uint32_t id = 0; id < functions_.size(); ++id) {
+      metrics::FunctionMetrics& out = snapshot.functions.emplace_back();
+      out.event = std::string(functions_[id].event);
+      out.function = functions_[id].name;
+      for (std::size_t i = 0; i < shard_count_; ++i) {
+        const FunctionSeries* series = shards_[i].functions.find(id);
+        if (series == nullptr) continue;
+        out.delivered += read(series->delivered);
+        out.failed += read(series->failed);
+        out.retried += read(series->retried);
+        out.timed_out += read(series->timed_out);
+        add_histogram(series->run_time, out.run_time);
+      }
+    }
+  }
+  std::sort(snapshot.events.begin(), snapshot.events.end(),
+            [](const auto& a, const auto& b) { return a.event < b.event; });
+  std::sort(snapshot.functions.begin(), snapshot.functions.end(),
+            [](const auto& a, const auto& b) {
+              return std::tie(a.event, a.function) <
+                     std::tie(b.event, b.function);
+            });
+}
+
+std::uint64_t BusMetrics::busy_count(std::size_t first,
+                                     std::size_t last) const noexcept {
+  std::uint64_t busy = 0;
+  for (std::size_t i = first; i < last && i < shard_count_; ++i) {
+    // relaxed: a gauge.
+    busy += shards_[i].busy.load(std::memory_order_relaxed) ? 1 : 0;
+  }
+  return busy;
+}
+
+}  // namespace fnbus::detail

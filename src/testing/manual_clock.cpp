@@ -1,0 +1,52 @@
+#include "fnbus/testing/manual_clock.hpp"
+
+namespace fnbus::testing {
+
+TimePoint ManualClock::now() const noexcept {
+  // acquire: pairs with the release stores in advance(), so that whatever
+  // the test did before advancing is visible to code that sees the new time.
+  return now_.load(std::memory_order_acquire);
+}
+
+bool ManualClock::sleep_until(TimePoint deadline, std::stop_token stop) {
+  std::unique_lock lock(mutex_);
+  ++sleepers_;
+  changed_.notify_all();  // for wait_for_sleepers()
+  const bool reached =
+      // relaxed: now_ is only written under mutex_, which we hold.
+      changed_.wait(lock, stop, [&] {
+        return now_.load(std::memory_order_relaxed) >= deadline;
+      });
+  --sleepers_;
+  return reached;
+}
+
+void ManualClock::advance(Duration step) {
+  if (step <= Duration::zero()) return;
+  std::lock_guard lock(mutex_);
+  // relaxed load: writers hold mutex_. release store: see now().
+  now_.store(now_.load(std::memory_order_relaxed) + step,
+             std::memory_order_release);
+  changed_.notify_all();
+}
+
+void ManualClock::advance_to(TimePoint when) {
+  std::lock_guard lock(mutex_);
+  // relaxed load, release store: as in advance().
+  if (when <= now_.load(std::memory_order_relaxed)) return;
+  now_.store(when, std::memory_order_release);
+  changed_.notify_all();
+}
+
+std::size_t ManualClock::sleepers() const {
+  std::lock_guard lock(mutex_);
+  return sleepers_;
+}
+
+bool ManualClock::wait_for_sleepers(std::size_t count,
+                                    std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return sleepers_ >= count; });
+}
+
+}  // namespace fnbus::testing
