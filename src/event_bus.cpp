@@ -151,6 +151,7 @@ EventBus::EventBus(BusConfig config)
       nanos_per_tick_(tick_source_ == TickSource::kTsc
                           ? detail::tsc_nanos_per_tick()
                           : 1.0),
+      ambient_hook_(static_cast<bool>(config_.trace.ambient)),
       handler_hooks_(config_.trace.on_handler_start ||
                      config_.trace.on_handler_end),
       registry_(std::make_shared<detail::HandlerRegistry>()),
@@ -174,7 +175,6 @@ bool EventBus::accepting(const detail::ThreadRecord& record) const noexcept {
 }
 
 TraceContext EventBus::ambient_trace() const noexcept {
-  if (!config_.trace.ambient) return {};
   try {
     return config_.trace.ambient().value_or(TraceContext{});
   } catch (...) {

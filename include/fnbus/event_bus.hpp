@@ -201,10 +201,14 @@ class EventBus : private WorkSource {
                 const EventTrace& trace, Counts& counts) noexcept;
   static void call_handler_hook(const std::function<void(const Context&)>& hook,
                                 const Context& context) noexcept;
-  template <typename Counts>
+  template <bool kHooks, typename Counts>
   void run_handler(detail::HandlerEntry& entry, const void* event,
                    Context& context, absl::Status& failure,
                    Counts& counts) noexcept;
+  template <bool kHooks, typename Counts>
+  void run_handlers(detail::DispatchScope& scope,
+                    const detail::HandlerList& list, const void* event,
+                    Context& context, Counts& counts) noexcept;
 
   // Where latency timestamps come from (see detail/tick_clock.hpp).
   enum class TickSource { kTsc, kSteady, kCustom };
@@ -232,9 +236,11 @@ class EventBus : private WorkSource {
   }
   [[nodiscard]] EventTrace make_trace(detail::ThreadRecord& record,
                                       const TraceContext* context) const {
-    return detail::make_event_trace(record, context,
-                                    [this] { return ambient_trace(); });
+    return detail::make_event_trace(record, context, [this] {
+      return ambient_hook_ ? ambient_trace() : TraceContext{};
+    });
   }
+  // Calls TraceHooks::ambient.
   [[nodiscard]] TraceContext ambient_trace() const noexcept;
   [[nodiscard]] detail::EnvelopeMeta make_meta(
       detail::ThreadRecord& record, const PublishOptions& options) const {
@@ -290,6 +296,7 @@ class EventBus : private WorkSource {
   Clock* const clock_;  // BusConfig::clock or SteadyClock::instance()
   const TickSource tick_source_;
   const double nanos_per_tick_;  // for TickSource::kTsc
+  const bool ambient_hook_;      // TraceHooks::ambient set
   const bool handler_hooks_;     // TraceHooks::on_handler_start or _end set
   const std::shared_ptr<detail::HandlerRegistry> registry_;
   // One shard per worker, and one for run_one() & co. and shutdown's sweeps.
@@ -364,11 +371,11 @@ Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
   return Subscription(registry_, entry);
 }
 
-template <typename Counts>
+template <bool kHooks, typename Counts>
 void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
                            Context& context, absl::Status& failure,
                            Counts& counts) noexcept {
-  if (handler_hooks_) [[unlikely]]
+  if constexpr (kHooks)
     call_handler_hook(config_.trace.on_handler_start, context);
   try {
     if (entry.fn(event, context, failure)) [[likely]] {
@@ -388,7 +395,7 @@ void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
     report_failure(entry, context, absl::StatusCode::kUnknown,
                    "unknown exception (not derived from std::exception)");
   }
-  if (handler_hooks_) [[unlikely]]
+  if constexpr (kHooks)
     call_handler_hook(config_.trace.on_handler_end, context);
 }
 
@@ -400,13 +407,25 @@ bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
   const detail::HandlerList* list = registry_->find(slot);
   if (list == nullptr || list->entries.empty()) return false;
   Context context(type_name, {}, trace);
-  absl::Status failure;  // one per dispatch: set only when a handler fails
-  for (detail::HandlerEntry* entry : list->entries) {
-    if (!scope.begin_handler(entry, entry->cancelled)) continue;
-    detail::ContextAccess::set_function(context, entry->name);
-    run_handler(*entry, event, context, failure, counts);
+  // Two loops, so that buses without trace hooks do not test for them.
+  if (handler_hooks_) [[unlikely]] {
+    run_handlers<true>(scope, *list, event, context, counts);
+  } else {
+    run_handlers<false>(scope, *list, event, context, counts);
   }
   return true;
+}
+
+template <bool kHooks, typename Counts>
+void EventBus::run_handlers(detail::DispatchScope& scope,
+                            const detail::HandlerList& list, const void* event,
+                            Context& context, Counts& counts) noexcept {
+  absl::Status failure;  // one per dispatch: set only when a handler fails
+  for (detail::HandlerEntry* entry : list.entries) {
+    if (!scope.begin_handler(entry, entry->cancelled)) continue;
+    detail::ContextAccess::set_function(context, entry->name);
+    run_handler<kHooks>(*entry, event, context, failure, counts);
+  }
 }
 
 template <Event E>

@@ -188,16 +188,14 @@ inline bool ThreadRecord::dispatching_for(const void* bus) const noexcept {
   return false;
 }
 
-// A new event id for the calling thread: a splitmix64 of a per-thread Weyl
-// sequence with a random start, so ids never repeat within a thread and
-// collide across threads (or processes) with negligible probability.
+// A new event id for the calling thread: the next element of a per-thread
+// Weyl sequence (an odd step modulo 2^64) from a random start. It repeats
+// only after 2^64 ids within a thread, and two threads' ids collide with
+// the probability of random 64-bit ids -- for the price of one add.
 [[nodiscard]] inline std::uint64_t next_event_id(
     ThreadRecord& record) noexcept {
-  std::uint64_t z = (record.id_state += 0x9e3779b97f4a7c15);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
-  z ^= z >> 31;
-  return z == 0 ? 1 : z;  // 0 means "none"
+  const std::uint64_t id = (record.id_state += 0x9e3779b97f4a7c15);
+  return id == 0 ? 1 : id;  // 0 means "none"
 }
 
 // The trace of an event that starts now on this thread: an explicit

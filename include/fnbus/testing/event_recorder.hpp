@@ -145,9 +145,13 @@ template <Event E>
 EventRecorder<E>::EventRecorder(EventBus& bus, Predicate predicate,
                                 std::string name)
     : name_(std::move(name)), predicate_(std::move(predicate)) {
+  // Field by field: users' -Wextra builds would warn about the fields a
+  // designated initialiser leaves out.
+  FunctionOptions options;
+  options.name = name_;
   subscription_ = bus.subscribe<E>(
       [this](const E& event, Context& context) { record(event, context); },
-      FunctionOptions{.name = name_});
+      std::move(options));
 }
 
 template <Event E>

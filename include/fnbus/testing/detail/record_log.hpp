@@ -64,7 +64,8 @@ std::string to_text(const T& value) {
 inline constexpr std::size_t kMaxListed = 20;
 
 // "expected 3 shop.OrderCreated events within 1000ms, recorded 2: [a, b]".
-// `items` is empty when the records cannot be printed.
+// `items` holds the text of the first (at most kMaxListed) records, or
+// nothing when the records cannot be printed.
 inline std::string wait_message(bool reached, std::size_t expected,
                                 std::size_t recorded, std::string_view noun,
                                 std::chrono::milliseconds timeout,
@@ -89,15 +90,13 @@ inline std::string wait_message(bool reached, std::size_t expected,
   }
   if (!items.empty()) {
     text += ": [";
-    const std::size_t listed =
-        items.size() < kMaxListed ? items.size() : kMaxListed;
-    for (std::size_t i = 0; i < listed; ++i) {
+    for (std::size_t i = 0; i < items.size(); ++i) {
       if (i != 0) text += ", ";
       text += items[i];
     }
-    if (items.size() > listed) {
+    if (recorded > items.size()) {
       text += ", ... ";
-      text += std::to_string(items.size() - listed);
+      text += std::to_string(recorded - items.size());
       text += " more";
     }
     text += ']';
@@ -163,22 +162,28 @@ class RecordLog {
   template <typename Print>
   WaitResult wait_for(std::size_t count, std::chrono::milliseconds timeout,
                       std::string_view noun, Print print) const {
-    std::vector<T> seen;
+    constexpr bool kPrintable = !std::is_null_pointer_v<Print>;
+    std::vector<T> listed;  // the first kMaxListed records, to print
+    std::size_t recorded = 0;
     bool reached = false;
     {
       std::unique_lock lock(mutex_);
       reached = grown_.wait_for(lock, timeout,
                                 [&] { return records_.size() >= count; });
-      seen = records_;
+      recorded = records_.size();
+      if constexpr (kPrintable) {
+        const std::size_t n = recorded < kMaxListed ? recorded : kMaxListed;
+        listed.assign(records_.begin(), records_.begin() + n);
+      }
     }
     std::vector<std::string> items;
-    if constexpr (!std::is_null_pointer_v<Print>) {
-      items.reserve(seen.size());
-      for (const T& record : seen) items.push_back(print(record));
+    if constexpr (kPrintable) {
+      items.reserve(listed.size());
+      for (const T& record : listed) items.push_back(print(record));
     }
     std::string message =
-        wait_message(reached, count, seen.size(), noun, timeout, items);
-    return WaitResult(reached, count, seen.size(), std::move(message));
+        wait_message(reached, count, recorded, noun, timeout, items);
+    return WaitResult(reached, count, recorded, std::move(message));
   }
 
  private:
