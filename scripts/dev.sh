@@ -12,9 +12,13 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build g++ pkg-config libabsl-dev libfmt-dev catch2 libbenchmark-dev)
 
+# install_missing_packages [apt-get options] -- package...
 install_missing_packages() {
+  local options=()
+  while [ "$1" != -- ]; do options+=("$1"); shift; done
+  shift
   local missing=()
-  for p in "${packages[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -22,7 +26,7 @@ install_missing_packages() {
   local sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${options[@]}" "${missing[@]}"
 }
 
 target=${1:-test}
@@ -31,8 +35,15 @@ case "$target" in
   bench) ;;
   *) echo "usage: $0 example|test|tsan|asan|bench" >&2; exit 2 ;;
 esac
-
-install_missing_packages
+install_missing_packages -- "${packages[@]}"
+# promtool (Debian package prometheus) checks the metrics text in ctest
+# metrics.promtool; the example does not run the tests, so it goes without.
+# Without Recommends: promtool needs none of them (node-exporter etc.).
+# Note: on a machine running systemd, the package also enables a Prometheus
+# server on :9090; `sudo systemctl disable --now prometheus` turns it off.
+case "$target" in
+  test|tsan|asan) install_missing_packages --no-install-recommends -- prometheus ;;
+esac
 if [ "$target" = example ]; then
   cmake --workflow --preset example-build
   exec ./build/dev/examples/storefront

@@ -188,14 +188,13 @@ void EventBus::call_handler_hook(
   call_sink(hook, context);
 }
 
-void EventBus::on_accepted(detail::ThreadRecord& record,
-                           detail::TypeInfo& type) noexcept {
+void EventBus::on_accepted(detail::TypeInfo& type) noexcept {
   // relaxed: a statistic; the queue's turn store published the event.
   type.published.fetch_add(1, std::memory_order_relaxed);
   if (pool_) [[likely]] {
     pool_->notify_work();
   } else if (config_.execution == Execution::kInline) {
-    run_inline(record);
+    run_inline();
   }
 }
 
@@ -280,7 +279,7 @@ absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
   // A queue is often full only for a moment: poll briefly before sleeping.
   for (int i = 0; i < 256; ++i) {
     if (try_push()) {
-      on_accepted(record, type);
+      on_accepted(type);
       return absl::OkStatus();
     }
     detail::cpu_relax();
@@ -303,7 +302,7 @@ absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
   absl::Status status;
   for (;;) {
     if (try_push()) {
-      on_accepted(record, type);
+      on_accepted(type);
       break;
     }
     if (!accepting(record)) {
@@ -390,8 +389,39 @@ void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
   shard.busy.store(false, std::memory_order_relaxed);
 }
 
+// Holds caller_mutex_ and marks the calling thread as the one running
+// queued events with it, so that code this thread runs meanwhile (handlers,
+// sinks) can tell that it must not take the lock again.
+class EventBus::CallerLoop {
+ public:
+  explicit CallerLoop(EventBus& bus) : bus_(bus), lock_(bus.caller_mutex_) {
+    // relaxed: compared only with the id of the thread reading it, which
+    // sees its own stores (see on_this_thread()).
+    bus_.caller_runner_.store(std::this_thread::get_id(),
+                              std::memory_order_relaxed);
+  }
+  ~CallerLoop() {
+    // relaxed: as above.
+    bus_.caller_runner_.store({}, std::memory_order_relaxed);
+  }
+  CallerLoop(const CallerLoop&) = delete;
+  CallerLoop& operator=(const CallerLoop&) = delete;
+
+  // Whether the calling thread is inside a CallerLoop of `bus`. A thread
+  // reads its own id only if it stored it (and has not cleared it since).
+  static bool on_this_thread(const EventBus& bus) noexcept {
+    // relaxed: as above.
+    return bus.caller_runner_.load(std::memory_order_relaxed) ==
+           std::this_thread::get_id();
+  }
+
+ private:
+  EventBus& bus_;
+  std::lock_guard<std::mutex> lock_;
+};
+
 void EventBus::sweep(bool cancel) noexcept {
-  std::lock_guard lock(caller_mutex_);
+  CallerLoop loop(*this);
   for (;;) {
     // A fresh envelope each time: try_pop must not run the previous
     // event's destructor (user code) halfway through a pop.
@@ -402,15 +432,19 @@ void EventBus::sweep(bool cancel) noexcept {
   }
 }
 
-void EventBus::run_inline(detail::ThreadRecord& record) noexcept {
-  // A handler's publishes wait for the loop that runs that handler.
-  if (record.dispatching_for(this)) return;
+void EventBus::run_inline() noexcept {
+  // Inside a loop on this thread (a handler or sink it runs published):
+  // the loop picks the event up after the current one, breadth-first.
+  // Otherwise (a plain publish, or one from a handler that trigger() runs)
+  // run it now.
+  if (CallerLoop::on_this_thread(*this)) return;
   (void)run_queued(std::numeric_limits<std::size_t>::max());
 }
 
 std::size_t EventBus::run_queued(std::size_t max_events) noexcept {
-  if (detail::this_thread_record().dispatching_for(this)) return 0;
-  std::lock_guard lock(caller_mutex_);
+  // From code this thread runs inside a loop: the lock is ours already.
+  if (CallerLoop::on_this_thread(*this)) return 0;
+  CallerLoop loop(*this);
   std::size_t ran = 0;
   while (ran < max_events) {
     detail::Envelope envelope;  // fresh each time, as in sweep()
@@ -423,23 +457,29 @@ std::size_t EventBus::run_queued(std::size_t max_events) noexcept {
   return ran;
 }
 
+std::size_t EventBus::run_queued_checked(std::size_t max_events) noexcept {
+  // Documented: from inside a handler of this bus, run nothing.
+  if (detail::this_thread_record().dispatching_for(this)) return 0;
+  return run_queued(max_events);
+}
+
 bool EventBus::run_one() {
   FNBUS_ASSERT(config_.execution != Execution::kThreadPool,
                "run_one() needs BusConfig::execution = Execution::kManual");
-  return run_queued(1) == 1;
+  return run_queued_checked(1) == 1;
 }
 
 std::size_t EventBus::run_all() {
   FNBUS_ASSERT(config_.execution != Execution::kThreadPool,
                "run_all() needs BusConfig::execution = Execution::kManual");
-  return run_queued(queue_.size());
+  return run_queued_checked(queue_.size());
 }
 
 std::size_t EventBus::run_until_idle(std::size_t max_events) {
   FNBUS_ASSERT(
       config_.execution != Execution::kThreadPool,
       "run_until_idle() needs BusConfig::execution = Execution::kManual");
-  return run_queued(max_events);
+  return run_queued_checked(max_events);
 }
 
 absl::Status EventBus::shutdown(ShutdownMode mode) {

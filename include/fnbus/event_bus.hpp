@@ -250,8 +250,7 @@ class EventBus : private WorkSource {
 
   [[nodiscard]] bool accepting(
       const detail::ThreadRecord& record) const noexcept;
-  void on_accepted(detail::ThreadRecord& record,
-                   detail::TypeInfo& type) noexcept;
+  void on_accepted(detail::TypeInfo& type) noexcept;
   absl::Status publish_slow(detail::ThreadRecord& record,
                             const PublishOptions& options,
                             detail::TypeInfo& type,
@@ -267,8 +266,10 @@ class EventBus : private WorkSource {
   static absl::Status heap_alloc_failed(detail::TypeInfo& type) noexcept;
 
   // Execution::kInline and kManual.
-  void run_inline(detail::ThreadRecord& record) noexcept;
+  class CallerLoop;
+  void run_inline() noexcept;
   std::size_t run_queued(std::size_t max_events) noexcept;
+  std::size_t run_queued_checked(std::size_t max_events) noexcept;
 
   // WorkSource
   [[nodiscard]] bool has_work() const noexcept override;
@@ -305,6 +306,8 @@ class EventBus : private WorkSource {
   std::unique_ptr<ThreadPool> pool_;  // null unless Execution::kThreadPool
   // Serialises the users of caller_shard(): run_one() & co. and sweeps.
   std::mutex caller_mutex_;
+  // The thread holding caller_mutex_ (see CallerLoop), or none.
+  std::atomic<std::thread::id> caller_runner_{};
 
   // Lifecycle. Written by shutdown() (announce + heavy barrier), read by
   // publish() after its PublishScope announcement and by workers.
@@ -463,7 +466,7 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
                                 meta);
     };
     if (try_push()) [[likely]] {
-      on_accepted(record, type);
+      on_accepted(type);
       return absl::OkStatus();
     }
     return publish_slow(record, options, type, try_push);
@@ -478,7 +481,7 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
       return true;
     };
     if (try_push()) [[likely]] {
-      on_accepted(record, type);
+      on_accepted(type);
       return absl::OkStatus();
     }
     return publish_slow(record, options, type, try_push);

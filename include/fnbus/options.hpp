@@ -27,10 +27,13 @@ enum class OverflowPolicy {
 enum class Execution {
   // On the bus's worker threads (production).
   kThreadPool,
-  // In the publishing thread, before publish() returns: deterministic, for
-  // tests. Events published by a handler run after the current event's
-  // handlers return (breadth-first, no recursion), still before the
-  // outermost publish() returns. No threads are started.
+  // Before publish() returns, in the calling thread: deterministic, for
+  // tests. Events published by a handler (or sink) run after the current
+  // event's handlers return (breadth-first, no recursion), still before
+  // the outermost publish() returns; published from a handler that
+  // trigger() runs, they run before that publish() returns. When several
+  // threads publish at once, one thread may run another's event (each
+  // still runs before its own publish() returns). No threads are started.
   kInline,
   // Queued until the test calls run_one(), run_all() or run_until_idle()
   // on the bus. No threads are started.

@@ -232,7 +232,13 @@ TEST_CASE("histogram: count, sum, max and mean are exact", "[histogram]") {
   // Values below 128 ns are exact; the minimum is reported as itself.
   REQUIRE(s.quantile_nanos(0) == 5);
   REQUIRE(s.quantile_nanos(0.4) == 5);
-  REQUIRE(s.quantile_nanos(1) == 123'456);  // clamped to the max
+  // The top sample's bucket is [122880, 123903]: its midpoint.
+  REQUIRE(s.quantile_nanos(1) == 123'391.5);
+  // A bucket whose midpoint lies above the max reports the max.
+  HistogramSnapshot low;
+  low.add(122'900);
+  REQUIRE(low.quantile_nanos(1) == 122'900);
+  REQUIRE(s.quantile_nanos(0.8) == Approx(1'003.5));  // bucket [1000, 1007]
 
   HistogramSnapshot times;
   times.add(100, 3);

@@ -32,6 +32,7 @@ using fnbus::EventTrace;
 using fnbus::testing::EventRecorder;
 using fnbus::testing::WaitResult;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::wait_until;
 
 // Printable with operator<<.
 struct Order {
@@ -269,15 +270,17 @@ TEST_CASE("event_recorder: wait_for sees events published by the pool",
   constexpr int kEvents = 100;
   auto bus = make_bus({.workers = 2});
   EventRecorder<Order> orders(*bus);
+  std::atomic<int> refused{0};  // the queue (4096 slots) never fills
 
   std::thread producer([&] {
     for (int id = 1; id <= kEvents; ++id) {
-      while (!bus->publish(Order{id}).ok()) std::this_thread::yield();
+      if (!bus->publish(Order{id}).ok()) refused.fetch_add(1);
     }
   });
   // The waiting starts before (or while) the events arrive.
   const WaitResult result = orders.wait_for(kEvents, 10s);
   producer.join();
+  REQUIRE(refused.load() == 0);
   REQUIRE(result);
   CHECK(result.recorded() >= kEvents);
 
@@ -306,13 +309,17 @@ TEST_CASE("event_recorder: many producers, readers while recording",
   EventRecorder<Order> orders(*bus);
   EventRecorder<Order> odd(
       *bus, [](const Order& order) { return order.id % 2 == 1; }, "odd");
+  std::atomic<int> refused{0};
 
   std::vector<std::thread> producers;
   for (int p = 0; p < kProducers; ++p) {
     producers.emplace_back([&, p] {
       for (int i = 0; i < kPerProducer; ++i) {
         const int id = p * kPerProducer + i;
-        while (!bus->publish(Order{id}).ok()) std::this_thread::yield();
+        // The queue may fill: retry, for a bounded time.
+        if (!wait_until([&] { return bus->publish(Order{id}).ok(); })) {
+          refused.fetch_add(1);
+        }
       }
     });
   }
@@ -329,6 +336,7 @@ TEST_CASE("event_recorder: many producers, readers while recording",
   }
   CHECK_FALSE(shrank);
   for (std::thread& producer : producers) producer.join();
+  REQUIRE(refused.load() == 0);
   REQUIRE(orders.wait_for(kTotal, 10s));
   REQUIRE(odd.wait_for(kTotal / 2, 10s));
   REQUIRE(bus->shutdown().ok());

@@ -15,10 +15,12 @@ namespace fnbus::metrics {
 // The finite `le` bounds of every Prometheus histogram, in nanoseconds:
 // 1, 2.5 and 5 x 10^k seconds from 1 us to 50 s, then 60 s (25 bounds),
 // written as seconds ("1e-06", "2.5e-06", ..., "50", "60"), followed by
-// "+Inf". Each count comes from HistogramSnapshot::count_at_or_below(), so
-// it is counted per internal bucket: the internal bucket that straddles a
+// "+Inf". Each count is HistogramSnapshot::count_at_or_below(bound), so it
+// is counted per internal bucket: the internal bucket that straddles a
 // bound (at most 1/64 of an octave wide, e.g. [1000 ns, 1007 ns] at 1 us)
-// is counted in the next `le` above it, never below. `+Inf` equals `_count`.
+// counts in the next `le` above it, never below -- a `le` count may be
+// slightly low, never high. (A bound at or above the histogram's max
+// counts every sample.) `+Inf` equals `_count`.
 inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
     1'000,         2'500,          5'000,          10'000,
     25'000,        50'000,         100'000,        250'000,

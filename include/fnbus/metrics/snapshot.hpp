@@ -51,8 +51,9 @@ struct Gauges {
 
 // Everything at once. Counters are exact; they are read at slightly
 // different moments while the bus is busy, and are final after shutdown().
-// Event types appear once published, triggered-to or subscribed to;
-// functions once subscribed. Both are sorted by name.
+// Event types appear once published or subscribed to (trigger() records
+// nothing), functions once subscribed; two types with the same name are
+// reported as one. Both are sorted by name.
 struct MetricsSnapshot {
   TimePoint taken_at{};           // the bus clock when read
   bool latency_recorded = false;  // BusConfig::record_latency
