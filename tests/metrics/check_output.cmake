@@ -6,6 +6,8 @@
 #     truncated output cannot pass), and
 #   - with EXPECT_SILENT, the checker prints nothing at all (promtool
 #     reports lint problems as text).
+# With PRODUCER_WRITES_WORK_FILE, the producer writes WORK_FILE itself
+# (e.g. `storefront --metrics-out FILE`) and its standard output is ignored.
 # Used by the ctests metrics.promtool and metrics.json:
 #   cmake -DPRODUCER=... -DCHECKER=/usr/bin/promtool "-DCHECKER_ARGS=check metrics"
 #         -DEXPECT_SILENT=ON -DREQUIRE_TEXT=... -DWORK_FILE=... -P check_output.cmake
@@ -19,10 +21,20 @@ separate_arguments(producer_args UNIX_COMMAND "${PRODUCER_ARGS}")
 separate_arguments(checker_args UNIX_COMMAND "${CHECKER_ARGS}")
 set(checker_line "${CHECKER} ${CHECKER_ARGS}")
 
-execute_process(COMMAND ${PRODUCER} ${producer_args}
-                OUTPUT_FILE ${WORK_FILE}
-                ERROR_VARIABLE producer_err
-                RESULT_VARIABLE producer_rc)
+if(PRODUCER_WRITES_WORK_FILE)
+  # The producer writes WORK_FILE itself (its arguments name it); what it
+  # prints is not checked.
+  file(REMOVE ${WORK_FILE})
+  execute_process(COMMAND ${PRODUCER} ${producer_args}
+                  OUTPUT_VARIABLE producer_out
+                  ERROR_VARIABLE producer_err
+                  RESULT_VARIABLE producer_rc)
+else()
+  execute_process(COMMAND ${PRODUCER} ${producer_args}
+                  OUTPUT_FILE ${WORK_FILE}
+                  ERROR_VARIABLE producer_err
+                  RESULT_VARIABLE producer_rc)
+endif()
 if(NOT producer_rc EQUAL 0)
   message(FATAL_ERROR "${PRODUCER} ${PRODUCER_ARGS} failed (${producer_rc}):\n${producer_err}")
 endif()
