@@ -41,6 +41,7 @@ using fnbus::Execution;
 using fnbus::HandlerError;
 using fnbus::OverflowPolicy;
 using fnbus::ShutdownMode;
+using fnbus::testing_support::Gate;
 using fnbus::testing_support::make_bus;
 using fnbus::testing_support::wait_until;
 
@@ -102,26 +103,6 @@ void check_final_stats(const BusStats& stats) {
   CHECK(stats.published == stats.dispatched + stats.dead_lettered);
   CHECK(stats.queue_depth == 0);
 }
-
-// A flag a handler waits at (bounded) until the test opens it.
-struct Gate {
-  std::atomic<bool> opened{false};
-  std::atomic<int> waiting{0};   // handlers at the gate now
-  std::atomic<int> timeouts{0};  // waits that gave up: the test must fail
-
-  void open() { opened.store(true, std::memory_order_release); }
-  void pass() {
-    waiting.fetch_add(1, std::memory_order_acq_rel);
-    if (!wait_until([&] { return opened.load(std::memory_order_acquire); })) {
-      timeouts.fetch_add(1, std::memory_order_relaxed);
-    }
-    waiting.fetch_sub(1, std::memory_order_acq_rel);
-  }
-  [[nodiscard]] bool wait_for_waiter() const {
-    return wait_until(
-        [&] { return waiting.load(std::memory_order_acquire) > 0; });
-  }
-};
 
 // ---------------------------------------------------------------------------
 // kInline.

@@ -45,6 +45,7 @@ using fnbus::OverflowPolicy;
 using fnbus::PublishOptions;
 using fnbus::ShutdownMode;
 using fnbus::Subscription;
+using fnbus::testing_support::Gate;
 using fnbus::testing_support::make_bus;
 using fnbus::testing_support::wait_until;
 
@@ -86,26 +87,6 @@ struct Other {};
 
 // ---------------------------------------------------------------------------
 // Helpers.
-
-// A gate a handler waits at (bounded) until the test opens it.
-struct Gate {
-  std::atomic<bool> opened{false};
-  std::atomic<int> waiting{0};   // handlers currently at the gate
-  std::atomic<int> timeouts{0};  // waits that gave up: the test must fail
-
-  void open() { opened.store(true, std::memory_order_release); }
-  void pass() {
-    waiting.fetch_add(1, std::memory_order_acq_rel);
-    if (!wait_until([&] { return opened.load(std::memory_order_acquire); })) {
-      timeouts.fetch_add(1, std::memory_order_relaxed);
-    }
-    waiting.fetch_sub(1, std::memory_order_acq_rel);
-  }
-  [[nodiscard]] bool wait_for_waiter() const {
-    return wait_until(
-        [&] { return waiting.load(std::memory_order_acquire) > 0; });
-  }
-};
 
 // Runs `fn` when the scope ends (also when a REQUIRE throws), e.g. to open
 // a gate before the bus is destroyed.

@@ -21,26 +21,6 @@ void add_histogram(const std::unique_ptr<metrics::LatencyRecorder>& recorder,
   if (recorder) recorder->add_to(out);
 }
 
-void add_into(metrics::EventTypeMetrics& into,
-              const metrics::EventTypeMetrics& from) {
-  into.published += from.published;
-  into.rejected += from.rejected;
-  into.dispatched += from.dispatched;
-  into.unhandled += from.unhandled;
-  into.dead_lettered += from.dead_lettered;
-  into.queue_wait.merge(from.queue_wait);
-  into.end_to_end.merge(from.end_to_end);
-}
-
-void add_into(metrics::FunctionMetrics& into,
-              const metrics::FunctionMetrics& from) {
-  into.delivered += from.delivered;
-  into.failed += from.failed;
-  into.retried += from.retried;
-  into.timed_out += from.timed_out;
-  into.run_time.merge(from.run_time);
-}
-
 // Folds adjacent entries of a sorted vector that `same` says are equal.
 template <typename T, typename Same>
 void fold_adjacent(std::vector<T>& entries, Same same) {
@@ -48,7 +28,7 @@ void fold_adjacent(std::vector<T>& entries, Same same) {
   std::size_t kept = 0;
   for (std::size_t i = 1; i < entries.size(); ++i) {
     if (same(entries[kept], entries[i])) {
-      add_into(entries[kept], entries[i]);
+      entries[kept].merge(entries[i]);
     } else if (++kept != i) {
       entries[kept] = std::move(entries[i]);
     }

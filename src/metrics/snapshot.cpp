@@ -5,29 +5,33 @@
 
 namespace fnbus::metrics {
 
+void EventTypeMetrics::merge(const EventTypeMetrics& other) {
+  published += other.published;
+  rejected += other.rejected;
+  dispatched += other.dispatched;
+  unhandled += other.unhandled;
+  dead_lettered += other.dead_lettered;
+  queue_wait.merge(other.queue_wait);
+  end_to_end.merge(other.end_to_end);
+}
+
+void FunctionMetrics::merge(const FunctionMetrics& other) {
+  delivered += other.delivered;
+  failed += other.failed;
+  retried += other.retried;
+  timed_out += other.timed_out;
+  run_time.merge(other.run_time);
+}
+
 EventTypeMetrics MetricsSnapshot::total_events() const {
   EventTypeMetrics total;
-  for (const EventTypeMetrics& e : events) {
-    total.published += e.published;
-    total.rejected += e.rejected;
-    total.dispatched += e.dispatched;
-    total.unhandled += e.unhandled;
-    total.dead_lettered += e.dead_lettered;
-    total.queue_wait.merge(e.queue_wait);
-    total.end_to_end.merge(e.end_to_end);
-  }
+  for (const EventTypeMetrics& e : events) total.merge(e);
   return total;
 }
 
 FunctionMetrics MetricsSnapshot::total_functions() const {
   FunctionMetrics total;
-  for (const FunctionMetrics& f : functions) {
-    total.delivered += f.delivered;
-    total.failed += f.failed;
-    total.retried += f.retried;
-    total.timed_out += f.timed_out;
-    total.run_time.merge(f.run_time);
-  }
+  for (const FunctionMetrics& f : functions) total.merge(f);
   return total;
 }
 

@@ -4,6 +4,7 @@
 // helpers are also used off the test thread (inside handlers and workers).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <thread>
@@ -29,6 +30,31 @@ bool wait_until(Pred pred,
   }
   return true;
 }
+
+// A gate a handler waits at (bounded) until the test opens it.
+struct Gate {
+  std::atomic<bool> opened{false};
+  std::atomic<int> waiting{0};   // handlers currently at the gate
+  std::atomic<int> timeouts{0};  // waits that gave up: the test must fail
+
+  // release/acquire: what the test did before open() is visible to the
+  // handlers it lets through.
+  void open() { opened.store(true, std::memory_order_release); }
+  void pass() {
+    // acq_rel: wait_for_waiter() seeing the count sees the handler arrive.
+    waiting.fetch_add(1, std::memory_order_acq_rel);
+    if (!wait_until([&] { return opened.load(std::memory_order_acquire); })) {
+      // relaxed: read after the threads are joined.
+      timeouts.fetch_add(1, std::memory_order_relaxed);
+    }
+    // acq_rel: as above.
+    waiting.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  [[nodiscard]] bool wait_for_waiter() const {
+    return wait_until(
+        [&] { return waiting.load(std::memory_order_acquire) > 0; });
+  }
+};
 
 // Lifetime counters of Counted, for single-threaded tests; each test that
 // uses them resets them first (`counts = {};`).

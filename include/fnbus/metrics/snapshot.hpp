@@ -25,6 +25,9 @@ struct EventTypeMetrics {
   HistogramSnapshot queue_wait;
   // From publish() accepting the event to its last handler returning.
   HistogramSnapshot end_to_end;
+
+  // Adds `other`'s counts and samples to these (keeps this name).
+  void merge(const EventTypeMetrics& other);
 };
 
 // One function: the subscriptions to one event type with one name.
@@ -36,6 +39,9 @@ struct FunctionMetrics {
   std::uint64_t retried = 0;    // re-deliveries (resilience options)
   std::uint64_t timed_out = 0;  // calls past their deadline
   HistogramSnapshot run_time;   // one handler call
+
+  // Adds `other`'s counts and samples to these (keeps these names).
+  void merge(const FunctionMetrics& other);
 };
 
 // Instantaneous values.
