@@ -151,6 +151,7 @@ EventBus::EventBus(BusConfig config)
       nanos_per_tick_(tick_source_ == TickSource::kTsc
                           ? detail::tsc_nanos_per_tick()
                           : 1.0),
+      inline_(config_.execution == Execution::kInline),
       ambient_hook_(static_cast<bool>(config_.trace.ambient)),
       handler_hooks_(config_.trace.on_handler_start ||
                      config_.trace.on_handler_end),
@@ -188,13 +189,14 @@ void EventBus::call_handler_hook(
   call_sink(hook, context);
 }
 
-void EventBus::on_accepted(detail::TypeInfo& type) noexcept {
+void EventBus::on_accepted(detail::TypeInfo& type,
+                           std::unique_lock<std::mutex>* inline_lock) noexcept {
   // relaxed: a statistic; the queue's turn store published the event.
   type.published.fetch_add(1, std::memory_order_relaxed);
   if (pool_) [[likely]] {
     pool_->notify_work();
-  } else if (config_.execution == Execution::kInline) {
-    run_inline();
+  } else if (inline_lock != nullptr && inline_lock->owns_lock()) {
+    run_inline(*inline_lock);
   }
 }
 
@@ -394,7 +396,13 @@ void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
 // sinks) can tell that it must not take the lock again.
 class EventBus::CallerLoop {
  public:
-  explicit CallerLoop(EventBus& bus) : bus_(bus), lock_(bus.caller_mutex_) {
+  // Takes the lock, or adopts `held` (a lock of caller_mutex_).
+  explicit CallerLoop(EventBus& bus)
+      : CallerLoop(bus, std::unique_lock(bus.caller_mutex_)) {}
+  CallerLoop(EventBus& bus, std::unique_lock<std::mutex> held)
+      : bus_(bus), lock_(std::move(held)) {
+    FNBUS_ASSERT(lock_.mutex() == &bus.caller_mutex_ && lock_.owns_lock(),
+                 "CallerLoop needs caller_mutex_ held");
     // relaxed: compared only with the id of the thread reading it, which
     // sees its own stores (see on_this_thread()).
     bus_.caller_runner_.store(std::this_thread::get_id(),
@@ -415,9 +423,23 @@ class EventBus::CallerLoop {
            std::this_thread::get_id();
   }
 
+  // Runs up to `max_events` queued events; returns how many ran.
+  std::size_t run(std::size_t max_events) noexcept {
+    std::size_t ran = 0;
+    while (ran < max_events) {
+      detail::Envelope envelope;  // fresh each time, as in sweep()
+      if (!bus_.queue_.try_pop(envelope)) break;
+      // relaxed: as in run_one(worker).
+      bus_.handle(envelope, bus_.caller_shard(),
+                  bus_.state_.load(std::memory_order_relaxed) == kCancelling);
+      ++ran;
+    }
+    return ran;
+  }
+
  private:
   EventBus& bus_;
-  std::lock_guard<std::mutex> lock_;
+  std::unique_lock<std::mutex> lock_;
 };
 
 void EventBus::sweep(bool cancel) noexcept {
@@ -432,29 +454,27 @@ void EventBus::sweep(bool cancel) noexcept {
   }
 }
 
-void EventBus::run_inline() noexcept {
-  // Inside a loop on this thread (a handler or sink it runs published):
-  // the loop picks the event up after the current one, breadth-first.
-  // Otherwise (a plain publish, or one from a handler that trigger() runs)
-  // run it now.
-  if (CallerLoop::on_this_thread(*this)) return;
-  (void)run_queued(std::numeric_limits<std::size_t>::max());
+std::unique_lock<std::mutex> EventBus::lock_for_inline() noexcept {
+  // Inside a loop on this thread (a handler or sink it runs publishes):
+  // that loop runs the event after the current one, breadth-first.
+  if (CallerLoop::on_this_thread(*this)) return {};
+  // Held from before the push to the end of the drain: no other inline
+  // publisher can be halfway through a push (a claimed but unfilled slot
+  // hides the slots behind it from try_pop) while this one drains, so the
+  // drain cannot miss this publisher's own event.
+  return std::unique_lock(caller_mutex_);
+}
+
+void EventBus::run_inline(std::unique_lock<std::mutex>& held) noexcept {
+  CallerLoop loop(*this, std::move(held));
+  (void)loop.run(std::numeric_limits<std::size_t>::max());
 }
 
 std::size_t EventBus::run_queued(std::size_t max_events) noexcept {
   // From code this thread runs inside a loop: the lock is ours already.
   if (CallerLoop::on_this_thread(*this)) return 0;
   CallerLoop loop(*this);
-  std::size_t ran = 0;
-  while (ran < max_events) {
-    detail::Envelope envelope;  // fresh each time, as in sweep()
-    if (!queue_.try_pop(envelope)) break;
-    // relaxed: as in run_one(worker).
-    handle(envelope, caller_shard(),
-           state_.load(std::memory_order_relaxed) == kCancelling);
-    ++ran;
-  }
-  return ran;
+  return loop.run(max_events);
 }
 
 std::size_t EventBus::run_queued_checked(std::size_t max_events) noexcept {

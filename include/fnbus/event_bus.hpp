@@ -250,7 +250,10 @@ class EventBus : private WorkSource {
 
   [[nodiscard]] bool accepting(
       const detail::ThreadRecord& record) const noexcept;
-  void on_accepted(detail::TypeInfo& type) noexcept;
+  // `inline_lock`: Execution::kInline's, from lock_for_inline().
+  void on_accepted(
+      detail::TypeInfo& type,
+      std::unique_lock<std::mutex>* inline_lock = nullptr) noexcept;
   absl::Status publish_slow(detail::ThreadRecord& record,
                             const PublishOptions& options,
                             detail::TypeInfo& type,
@@ -267,7 +270,8 @@ class EventBus : private WorkSource {
 
   // Execution::kInline and kManual.
   class CallerLoop;
-  void run_inline() noexcept;
+  [[nodiscard]] std::unique_lock<std::mutex> lock_for_inline() noexcept;
+  void run_inline(std::unique_lock<std::mutex>& held) noexcept;
   std::size_t run_queued(std::size_t max_events) noexcept;
   std::size_t run_queued_checked(std::size_t max_events) noexcept;
 
@@ -297,6 +301,7 @@ class EventBus : private WorkSource {
   Clock* const clock_;  // BusConfig::clock or SteadyClock::instance()
   const TickSource tick_source_;
   const double nanos_per_tick_;  // for TickSource::kTsc
+  const bool inline_;            // Execution::kInline
   const bool ambient_hook_;      // TraceHooks::ambient set
   const bool handler_hooks_;     // TraceHooks::on_handler_start or _end set
   const std::shared_ptr<detail::HandlerRegistry> registry_;
@@ -459,6 +464,9 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
   if (!accepting(record)) [[unlikely]] {
     return reject_closed(type);
   }
+  std::unique_lock<std::mutex> inline_lock;  // Execution::kInline only
+  if (inline_) [[unlikely]]
+    inline_lock = lock_for_inline();
   const detail::EnvelopeMeta meta = make_meta(record, options);
   if constexpr (detail::kStoredInline<E>) {
     auto try_push = [&]() noexcept {
@@ -466,7 +474,7 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
                                 meta);
     };
     if (try_push()) [[likely]] {
-      on_accepted(type);
+      on_accepted(type, &inline_lock);
       return absl::OkStatus();
     }
     return publish_slow(record, options, type, try_push);
@@ -481,7 +489,7 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
       return true;
     };
     if (try_push()) [[likely]] {
-      on_accepted(type);
+      on_accepted(type, &inline_lock);
       return absl::OkStatus();
     }
     return publish_slow(record, options, type, try_push);
