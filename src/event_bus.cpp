@@ -161,8 +161,9 @@ EventBus::EventBus(BusConfig config)
 
 EventBus::~EventBus() {
   FNBUS_ASSERT(!detail::this_thread_record().dispatching_for(this) &&
-                   !(pool_ && pool_->is_own_worker()),
-               "an EventBus was destroyed from inside one of its handlers");
+                   !(pool_ && pool_->is_own_worker()) && !in_caller_loop(),
+               "an EventBus was destroyed from inside one of its handlers "
+               "or sinks");
   (void)shutdown(ShutdownMode::kDrain);
   registry_->remove_all();
 }
@@ -442,6 +443,10 @@ class EventBus::CallerLoop {
   std::unique_lock<std::mutex> lock_;
 };
 
+bool EventBus::in_caller_loop() const noexcept {
+  return CallerLoop::on_this_thread(*this);
+}
+
 void EventBus::sweep(bool cancel) noexcept {
   CallerLoop loop(*this);
   for (;;) {
@@ -485,20 +490,23 @@ std::size_t EventBus::run_queued_checked(std::size_t max_events) noexcept {
 
 bool EventBus::run_one() {
   FNBUS_ASSERT(config_.execution != Execution::kThreadPool,
-               "run_one() needs BusConfig::execution = Execution::kManual");
+               "run_one() needs BusConfig::execution = Execution::kManual "
+               "(or kInline)");
   return run_queued_checked(1) == 1;
 }
 
 std::size_t EventBus::run_all() {
   FNBUS_ASSERT(config_.execution != Execution::kThreadPool,
-               "run_all() needs BusConfig::execution = Execution::kManual");
+               "run_all() needs BusConfig::execution = Execution::kManual "
+               "(or kInline)");
   return run_queued_checked(queue_.size());
 }
 
 std::size_t EventBus::run_until_idle(std::size_t max_events) {
   FNBUS_ASSERT(
       config_.execution != Execution::kThreadPool,
-      "run_until_idle() needs BusConfig::execution = Execution::kManual");
+      "run_until_idle() needs BusConfig::execution = Execution::kManual "
+      "(or kInline)");
   return run_queued_checked(max_events);
 }
 
@@ -516,6 +524,12 @@ absl::Status EventBus::shutdown(ShutdownMode mode) {
     return absl::FailedPreconditionError(
         "shutdown() called from a sink while this thread is shutting the bus "
         "down; return from the sink and let the first call finish");
+  }
+  if (in_caller_loop()) {
+    return absl::FailedPreconditionError(
+        "shutdown() called from a sink while this thread runs the bus's "
+        "queued events (run_one() & co., or an Execution::kInline "
+        "publish), which would wait for itself; call it after they return");
   }
   std::lock_guard lock(shutdown_mutex_);
   // relaxed: read back only by this thread (above).

@@ -912,4 +912,27 @@ TEST_CASE(
   CHECK(bus->stats().dead_lettered == 1);
 }
 
+TEST_CASE(
+    "execution: shutdown from a sink inside the run loop is FailedPrecondition",
+    "[execution]") {
+  std::vector<absl::Status> from_sink;
+  EventBus* raw = nullptr;
+  BusConfig config{.execution = Execution::kManual};
+  config.unhandled_sink = [&](const EventRef&) {
+    from_sink.push_back(raw->shutdown());
+  };
+  auto bus = make_bus(std::move(config));
+  raw = bus.get();
+  REQUIRE(bus->publish(Unrouted{}).ok());
+  REQUIRE(bus->publish(Unrouted{}).ok());
+  CHECK(bus->run_one());
+  REQUIRE(from_sink.size() == 1);
+  CHECK(from_sink[0].code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(contains(message_of(from_sink[0]), "call it after they return"));
+  // The bus still runs: the second event is queued and runs normally.
+  CHECK(bus->run_one());
+  CHECK(bus->stats().dispatched == 2);
+  CHECK(bus->shutdown().ok());
+}
+
 }  // namespace fnbus_execution_test

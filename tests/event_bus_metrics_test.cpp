@@ -860,4 +860,38 @@ TEST_CASE("bus_metrics: two event types with one name are reported as one",
   CHECK(snapshot.functions[0].run_time.count() == 3);
 }
 
+TEST_CASE(
+    "bus_metrics: a handler's run time excludes the error sink and trace hooks "
+    "around it",
+    "[bus_metrics]") {
+  auto clock = std::make_shared<ManualClock>();
+  fnbus::BusConfig config{.execution = Execution::kManual, .clock = clock};
+  // Work that is no handler's: 20ms in the error sink, 7ms in each hook.
+  config.error_sink = [&](const fnbus::HandlerError&) { clock->advance(20ms); };
+  config.trace.on_handler_start = [&](const fnbus::Context&) {
+    clock->advance(7ms);
+  };
+  config.trace.on_handler_end = [&](const fnbus::Context&) {
+    clock->advance(7ms);
+  };
+  auto bus = make_bus(std::move(config));
+  auto failing = bus->subscribe<Order>(
+      [&](const Order&) -> absl::Status {
+        clock->advance(1ms);
+        return absl::InternalError("declined");
+      },
+      {.name = "failing"});
+  auto next = bus->subscribe<Order>([&](const Order&) { clock->advance(2ms); },
+                                    {.name = "next"});
+  REQUIRE(bus->publish(Order{1}).ok());
+  REQUIRE(bus->run_one());
+  const MetricsSnapshot snapshot = bus->metrics();
+  check_all_samples(function_of<Order>(snapshot, "failing").run_time, 1, 1ms);
+  check_all_samples(function_of<Order>(snapshot, "next").run_time, 1, 2ms);
+  // End to end runs until the last handler returned: the sink and the
+  // hooks before that count, the last on_handler_end does not.
+  check_all_samples(event_of<Order>(snapshot).end_to_end, 1,
+                    1ms + 2ms + 20ms + 3 * 7ms);
+}
+
 }  // namespace fnbus_bus_metrics_test

@@ -561,4 +561,42 @@ TEST_CASE("trace: DeadLetter carries the event's trace", "[trace]") {
   CHECK(dead[0].event_id != dead[1].event_id);
 }
 
+TEST_CASE(
+    "trace: an ambient hook that shuts the bus down loses no accepted event",
+    "[trace]") {
+  EventBus* raw = nullptr;
+  absl::Status from_hook = absl::UnknownError("hook not called");
+  BusConfig config;
+  config.trace.ambient = [&]() -> std::optional<TraceContext> {
+    from_hook = raw->shutdown();
+    return std::nullopt;
+  };
+  auto bus = make_bus(std::move(config));
+  raw = bus.get();
+  const absl::Status status = bus->publish(Job{1});
+  CHECK(from_hook.ok());
+  // The hook ran before the bus decided whether to accept the event.
+  CHECK(status.code() == absl::StatusCode::kFailedPrecondition);
+  const fnbus::BusStats stats = bus->stats();
+  CHECK(stats.published == 0);
+  CHECK(stats.rejected == 1);
+  CHECK(stats.queue_depth == 0);
+}
+
+TEST_CASE("trace: a Context copied out of its handler keeps its trace",
+          "[trace]") {
+  std::optional<Context> kept;
+  EventTrace seen;
+  auto bus = make_bus({.execution = Execution::kManual});
+  auto sub = bus->subscribe<Job>([&](const Job&, Context& context) {
+    kept = context;
+    seen = context.event_trace();
+  });
+  REQUIRE(bus->publish(Job{1}).ok());
+  REQUIRE(bus->run_one());
+  REQUIRE(kept.has_value());
+  CHECK(seen.event_id != 0);
+  CHECK(kept->event_trace() == seen);  // the envelope it came from is gone
+}
+
 }  // namespace fnbus_trace_test

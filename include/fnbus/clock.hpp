@@ -31,8 +31,10 @@ class Clock {
   virtual bool sleep_until(TimePoint deadline, std::stop_token stop) = 0;
 };
 
-// std::chrono::steady_clock behind the Clock interface. The bus reads
-// steady_clock directly (no virtual call) when it uses this clock.
+// std::chrono::steady_clock behind the Clock interface. A bus using
+// SteadyClock::instance() makes no virtual call for it: it reads
+// steady_clock directly, or the TSC for latency timestamps (see
+// detail/tick_clock.hpp).
 class SteadyClock final : public Clock {
  public:
   [[nodiscard]] TimePoint now() const noexcept override {

@@ -88,12 +88,9 @@ struct EventTrace {
 // second argument of a handler. Valid only during that call.
 class Context {
  public:
-  // `trace` must outlive the Context.
   Context(std::string_view event_type, std::string_view function_name,
-          const EventTrace& trace = kNoTrace) noexcept
-      : event_type_(event_type),
-        function_name_(function_name),
-        trace_(&trace) {}
+          const EventTrace& trace = {}) noexcept
+      : event_type_(event_type), function_name_(function_name), trace_(trace) {}
 
   [[nodiscard]] std::string_view event_type() const noexcept {
     return event_type_;
@@ -103,28 +100,27 @@ class Context {
   }
   // The event's correlation and parent ids.
   [[nodiscard]] const TraceContext& trace() const noexcept {
-    return trace_->context;
+    return trace_.context;
   }
   [[nodiscard]] std::uint64_t correlation_id() const noexcept {
-    return trace_->context.correlation_id;
+    return trace_.context.correlation_id;
   }
   [[nodiscard]] std::uint64_t parent_id() const noexcept {
-    return trace_->context.parent_id;
+    return trace_.context.parent_id;
   }
   // This event's own id: the parent_id of events its handlers publish.
   [[nodiscard]] std::uint64_t event_id() const noexcept {
-    return trace_->event_id;
+    return trace_.event_id;
   }
   [[nodiscard]] const EventTrace& event_trace() const noexcept {
-    return *trace_;
+    return trace_;
   }
 
  private:
   friend class detail::ContextAccess;
-  static constexpr EventTrace kNoTrace{};
   std::string_view event_type_;
   std::string_view function_name_;
-  const EventTrace* trace_;
+  EventTrace trace_;  // a copy: a Context may be copied out of the handler
 };
 
 namespace detail {

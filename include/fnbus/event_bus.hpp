@@ -56,7 +56,11 @@ concept HandlerFor =
 //   allocation, nothing written to memory shared with other threads.
 // - publish(e) moves e into a bounded lock-free queue; a worker of the
 //   bus's pool runs E's handlers. Events of up to 48 bytes with a noexcept
-//   move constructor are stored in the queue slot: no allocation.
+//   move constructor are stored in the queue slot: no allocation. In tests,
+//   BusConfig::execution makes publish run the handlers itself (kInline)
+//   or leaves them queued until run_one() & co. (kManual).
+// - Every event carries trace ids (Context::event_trace()); stats() and
+//   metrics() count and time what the bus does.
 //
 // Guarantees:
 // - Every accepted event (publish returned OK) is dispatched to the
@@ -111,15 +115,16 @@ class EventBus : private WorkSource {
   template <Event E>
   void trigger(const E& event) noexcept;
 
-  // Queues `event` for the pool.
+  // Queues `event` for the pool (Execution::kInline: and runs it; see
+  // there).
   // Returns OK when accepted; ResourceExhausted when the queue is full under
-  // kReject; DeadlineExceeded when it stayed full for the block timeout
-  // under kBlock; FailedPrecondition after shutdown() began (except, while
-  // draining, for publishes from this bus's own handlers); InvalidArgument
-  // for bad options. On any error the event is not kept.
-  // Thread safety: any thread, also inside handlers.
-  // Memory ordering: actions before publish(e) are visible to every handler
-  // that receives e.
+  // kReject (and always under kInline and kManual, where waiting cannot
+  // help); DeadlineExceeded when it stayed full for the block timeout (on
+  // the bus clock) under kBlock; FailedPrecondition after shutdown() began
+  // (except, while draining, for publishes from this bus's own handlers);
+  // InvalidArgument for bad options. On any error the event is not kept. Thread
+  // safety: any thread, also inside handlers. Memory ordering: actions before
+  // publish(e) are visible to every handler that receives e.
   template <Event E>
   absl::Status publish(E event, PublishOptions options = {});
 
@@ -131,14 +136,15 @@ class EventBus : private WorkSource {
   // Thread safety: any thread that is not running this bus's handlers.
   absl::Status shutdown(ShutdownMode mode = ShutdownMode::kDrain);
 
-  // Execution::kManual only (a precondition): run queued events in the
-  // calling thread. run_one() runs the oldest queued event, if any, and
+  // Execution::kManual (or kInline) only, a precondition: run queued events
+  // in the calling thread. run_one() runs the oldest queued event, if any, and
   // says whether it did. run_all() runs the events queued when it was
   // called, not those their handlers publish. run_until_idle() runs until
   // the queue is empty, follow-ups included, but at most `max_events`
   // (a guard against handlers that publish forever). They return the count
   // run. Called from inside a handler they run nothing and return 0.
   // Thread safety: any thread; concurrent calls run one after another.
+  // Called from a sink while this thread runs queued events: return 0.
   bool run_one();
   std::size_t run_all();
   std::size_t run_until_idle(std::size_t max_events = 1'000'000);
@@ -170,6 +176,11 @@ class EventBus : private WorkSource {
     void on_failed(const detail::HandlerEntry& entry) noexcept {
       finish(entry, &detail::FunctionSeries::failed);
     }
+    // Starts the next run time now: after work that is no handler's (an
+    // error sink, a trace hook). Cold paths only.
+    void restart() noexcept {
+      if (bus.metrics_.timed()) last_ticks = bus.now_ticks();
+    }
     void finish(
         const detail::HandlerEntry& entry,
         std::atomic<std::uint64_t> detail::FunctionSeries::*counter) noexcept {
@@ -187,6 +198,7 @@ class EventBus : private WorkSource {
   struct NoCounts {
     void on_delivered(const detail::HandlerEntry&) noexcept {}
     void on_failed(const detail::HandlerEntry&) noexcept {}
+    void restart() noexcept {}
   };
 
   explicit EventBus(BusConfig config);
@@ -270,6 +282,8 @@ class EventBus : private WorkSource {
 
   // Execution::kInline and kManual.
   class CallerLoop;
+  // Whether this thread runs queued events of this bus (a CallerLoop).
+  [[nodiscard]] bool in_caller_loop() const noexcept;
   [[nodiscard]] std::unique_lock<std::mutex> lock_for_inline() noexcept;
   void run_inline(std::unique_lock<std::mutex>& held) noexcept;
   std::size_t run_queued(std::size_t max_events) noexcept;
@@ -383,8 +397,10 @@ template <bool kHooks, typename Counts>
 void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
                            Context& context, absl::Status& failure,
                            Counts& counts) noexcept {
-  if constexpr (kHooks)
+  if constexpr (kHooks) {
     call_handler_hook(config_.trace.on_handler_start, context);
+    counts.restart();
+  }
   try {
     if (entry.fn(event, context, failure)) [[likely]] {
       counts.on_delivered(entry);
@@ -394,14 +410,17 @@ void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
           entry, context, failure.code(),
           std::string_view(failure.message().data(), failure.message().size()));
       failure = absl::OkStatus();
+      counts.restart();
     }
   } catch (const std::exception& error) {
     counts.on_failed(entry);
     report_failure(entry, context, absl::StatusCode::kUnknown, error.what());
+    counts.restart();
   } catch (...) {
     counts.on_failed(entry);
     report_failure(entry, context, absl::StatusCode::kUnknown,
                    "unknown exception (not derived from std::exception)");
+    counts.restart();
   }
   if constexpr (kHooks)
     call_handler_hook(config_.trace.on_handler_end, context);
@@ -460,6 +479,8 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
     }
   }
   detail::ThreadRecord& record = detail::this_thread_record();
+  // Before the PublishScope: TraceHooks::ambient may publish or shut down.
+  const detail::EnvelopeMeta meta = make_meta(record, options);
   detail::PublishScope publishing(record, this);
   if (!accepting(record)) [[unlikely]] {
     return reject_closed(type);
@@ -467,7 +488,6 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
   std::unique_lock<std::mutex> inline_lock;  // Execution::kInline only
   if (inline_) [[unlikely]]
     inline_lock = lock_for_inline();
-  const detail::EnvelopeMeta meta = make_meta(record, options);
   if constexpr (detail::kStoredInline<E>) {
     auto try_push = [&]() noexcept {
       return queue_.try_emplace(detail::InPlace<E>{}, std::move(event), slot,

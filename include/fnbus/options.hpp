@@ -30,10 +30,12 @@ enum class Execution {
   // Before publish() returns, in the calling thread: deterministic, for
   // tests. Events published by a handler (or sink) run after the current
   // event's handlers return (breadth-first, no recursion), still before
-  // the outermost publish() returns; published from a handler that
-  // trigger() runs, they run before that publish() returns. When several
-  // threads publish at once, one thread may run another's event (each
-  // still runs before its own publish() returns). No threads are started.
+  // the outermost publish() returns; published from a handler that a
+  // trigger() outside any such run runs, before that publish() returns.
+  // The running thread holds a lock: a publish() from another thread
+  // waits until the run ends (and may run the other thread's events), so
+  // a handler must not wait for another thread that publishes to this bus.
+  // No threads are started.
   kInline,
   // Queued until the test calls run_one(), run_all() or run_until_idle()
   // on the bus. No threads are started.
@@ -77,9 +79,11 @@ struct DeadLetter {
 // logging MDC). Every hook is optional; unset hooks cost one test of a
 // flag.
 struct TraceHooks {
-  // Called by publish() and trigger() outside any handler of the bus (and
-  // without PublishOptions::trace): the caller's ambient trace, e.g. the
-  // current request's, or nullopt to start a new correlation.
+  // Called by publish() and trigger() when the calling thread runs no
+  // handler (of any bus) and PublishOptions::trace is not given: the
+  // caller's ambient trace, e.g. the current request's, or nullopt to start
+  // a new correlation. Called before the event is accepted; it may publish
+  // (also to this bus) and may throw (a new correlation is used).
   std::function<std::optional<TraceContext>()> ambient;
   // Called on the dispatching thread just before and just after each
   // handler call (also when it throws), e.g. to make a span current.
@@ -125,8 +129,10 @@ struct BusConfig {
 
 // Options of one subscription (one "function").
 struct FunctionOptions {
-  // Name used in errors and statistics; need not be unique. Empty names
-  // become "<unnamed>".
+  // Name used in errors and metrics; need not be unique (subscriptions to
+  // one type with one name share a metrics series). Empty names become
+  // "<unnamed>". Each distinct (type, name) keeps its series for the bus's
+  // lifetime; past 65535 of them, new ones share "<other functions>".
   std::string name;
 };
 
@@ -143,8 +149,10 @@ struct PublishOptions {
 };
 
 // A consistent-enough snapshot of the bus counters. Each counter is exact;
-// counters read at slightly different moments while the bus is busy. After
-// shutdown() returns they are final, and
+// counters read at slightly different moments while the bus is busy (so a
+// live snapshot may even show dispatched > published: an event is counted
+// as published just after it is queued). After shutdown() returns they are
+// final, and
 //   published == dispatched + dead_lettered.
 struct BusStats {
   std::uint64_t published = 0;      // accepted by publish()

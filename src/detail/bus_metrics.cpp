@@ -54,8 +54,12 @@ TypeSeries::TypeSeries(bool timed)
 
 FunctionSeries::FunctionSeries(bool timed) : run_time(recorder_if(timed)) {}
 
-BusMetrics::BusMetrics(std::size_t shards, bool timed)
-    : timed_(timed), shard_count_(shards), shards_(new WorkerShard[shards]) {}
+BusMetrics::BusMetrics(std::size_t shards, bool timed,
+                       std::size_t max_functions)
+    : timed_(timed),
+      max_functions_(std::clamp<std::size_t>(max_functions, 1, kMaxFunctions)),
+      shard_count_(shards),
+      shards_(new WorkerShard[shards]) {}
 
 TypeInfo& BusMetrics::create_type_info(TypeSlot slot, std::string_view name) {
   std::lock_guard lock(mutex_);
@@ -66,10 +70,22 @@ std::uint32_t BusMetrics::function_id(TypeSlot slot, std::string_view event,
                                       const std::string& name) {
   std::lock_guard lock(mutex_);
   (void)types_.get_or_create(slot, [&] { return new TypeInfo(event); });
-  auto [it, inserted] = function_ids_.try_emplace(
-      std::pair(slot, name), static_cast<std::uint32_t>(functions_.size()));
-  if (inserted) functions_.push_back({slot, event, name});
-  return it->second;
+  if (auto it = function_ids_.find(std::pair(slot, name));
+      it != function_ids_.end()) {
+    return it->second;
+  }
+  const auto id = static_cast<std::uint32_t>(functions_.size());
+  if (functions_.size() + 1 >= max_functions_) {
+    // The last id is the overflow series, shared by every later function.
+    if (functions_.size() + 1 == max_functions_) {
+      functions_.push_back(
+          {slot, kOverflowFunction, std::string(kOverflowFunction)});
+    }
+    return static_cast<std::uint32_t>(max_functions_ - 1);
+  }
+  function_ids_.emplace(std::pair(slot, name), id);
+  functions_.push_back({slot, event, name});
+  return id;
 }
 
 BusMetrics::Totals BusMetrics::totals() const {

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <linux/membarrier.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -165,12 +166,25 @@ std::uint64_t random_id_seed(const ThreadRecord& record) noexcept {
            (static_cast<std::uint64_t>(now.count()) << 16);
   }
 }
+// A child made by fork() would continue its parent thread's id sequence;
+// give the (only) thread of the child a fresh start.
+void reseed_ids_after_fork() noexcept {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    (void)pthread_atfork(nullptr, nullptr, [] {
+      if (ThreadRecord* record = tls_thread_record) {
+        record->id_state = random_id_seed(*record);
+      }
+    });
+  });
+}
 }  // namespace
 
 ThreadRecord& register_this_thread() {
   thread_local RecordReleaser releaser;
   ThreadRecord& record = registry().claim();
   record.id_state = random_id_seed(record);
+  reseed_ids_after_fork();
   releaser.record = &record;
   tls_thread_record = &record;
   return record;

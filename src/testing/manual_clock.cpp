@@ -25,8 +25,11 @@ void ManualClock::advance(Duration step) {
   if (step <= Duration::zero()) return;
   std::lock_guard lock(mutex_);
   // relaxed load: writers hold mutex_. release store: see now().
-  now_.store(now_.load(std::memory_order_relaxed) + step,
-             std::memory_order_release);
+  const TimePoint now = now_.load(std::memory_order_relaxed);
+  // Saturates at TimePoint::max() instead of overflowing.
+  const TimePoint later =
+      step > TimePoint::max() - now ? TimePoint::max() : now + step;
+  now_.store(later, std::memory_order_release);
   changed_.notify_all();
 }
 

@@ -112,8 +112,11 @@ class LazyTable {
 
  private:
   struct Chunk {
+    // Null until set once by the (serialised) writer with release; never
+    // changed after; read with acquire.
     std::atomic<T*> items[kChunkSize] = {};
   };
+  // As Chunk::items.
   std::atomic<Chunk*> chunks_[kChunks] = {};
 };
 
@@ -121,8 +124,9 @@ class LazyTable {
 struct TypeInfo {
   explicit TypeInfo(std::string_view type_name) : name(type_name) {}
   const std::string_view name;  // static storage (event_type_name<E>())
-  // RMW by any publisher (relaxed: statistics).
+  // RMW by any publisher (relaxed: statistics, no data published).
   alignas(kCacheLineSize) std::atomic<std::uint64_t> published{0};
+  // As published.
   std::atomic<std::uint64_t> rejected{0};
 };
 
@@ -133,8 +137,11 @@ struct FunctionInfo {
   std::string name;
 };
 
-// What one worker recorded about one event type.
-struct TypeSeries {
+// What one worker recorded about one event type. Its counters are written
+// only by the shard's owner (bump(): relaxed load + store) and read relaxed
+// by totals() and fill(). Cache-line aligned: series of different workers
+// are allocated by different threads and must not share a line.
+struct alignas(kCacheLineSize) TypeSeries {
   explicit TypeSeries(bool timed);
   std::atomic<std::uint64_t> dispatched{0};
   std::atomic<std::uint64_t> unhandled{0};
@@ -144,13 +151,13 @@ struct TypeSeries {
   const std::unique_ptr<metrics::LatencyRecorder> end_to_end;
 };
 
-// What one worker recorded about one function.
-struct FunctionSeries {
+// What one worker recorded about one function; as TypeSeries.
+struct alignas(kCacheLineSize) FunctionSeries {
   explicit FunctionSeries(bool timed);
   std::atomic<std::uint64_t> delivered{0};
   std::atomic<std::uint64_t> failed{0};
-  std::atomic<std::uint64_t> retried{0};
-  std::atomic<std::uint64_t> timed_out{0};
+  std::atomic<std::uint64_t> retried{0};    // filled by resilience options
+  std::atomic<std::uint64_t> timed_out{0};  // filled by resilience options
   const std::unique_ptr<metrics::LatencyRecorder> run_time;
 };
 
@@ -166,7 +173,14 @@ struct alignas(kCacheLineSize) WorkerShard {
 // The metrics of one bus.
 class BusMetrics {
  public:
-  BusMetrics(std::size_t shards, bool timed);
+  // Distinct functions (type, name) with a series of their own; later ones
+  // share one series named kOverflowFunction.
+  static constexpr std::size_t kMaxFunctions =
+      LazyTable<FunctionSeries>::kCapacity;
+  static constexpr std::string_view kOverflowFunction = "<other functions>";
+
+  BusMetrics(std::size_t shards, bool timed,
+             std::size_t max_functions = kMaxFunctions);
 
   [[nodiscard]] bool timed() const noexcept { return timed_; }
   [[nodiscard]] WorkerShard& shard(std::size_t index) noexcept {
@@ -194,8 +208,10 @@ class BusMetrics {
         function_id, [&] { return new FunctionSeries(timed_); });
   }
 
-  // The id of function `name` on type `slot`, assigned on first use.
-  // Thread safety: any thread (takes a lock).
+  // The id of function `name` on type `slot`, assigned on first use; once
+  // max_functions - 1 ids are taken, the id of the shared overflow series.
+  // Ids are never reclaimed: a function keeps its series for the bus's
+  // lifetime. Thread safety: any thread (takes a lock).
   std::uint32_t function_id(TypeSlot slot, std::string_view event,
                             const std::string& name);
 
@@ -215,6 +231,7 @@ class BusMetrics {
   TypeInfo& create_type_info(TypeSlot slot, std::string_view name);
 
   const bool timed_;
+  const std::size_t max_functions_;
   const std::size_t shard_count_;
   const std::unique_ptr<WorkerShard[]> shards_;
   mutable std::mutex mutex_;  // serialises creation in types_ and functions

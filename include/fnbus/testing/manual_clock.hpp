@@ -34,8 +34,9 @@ class ManualClock final : public Clock {
   // requested. Never waits for real time.
   bool sleep_until(TimePoint deadline, std::stop_token stop) override;
 
-  // Moves time forward by `step` (>= 0; negative steps are ignored, since
-  // the clock is monotonic) and wakes the sleepers it passed.
+  // Moves time forward by `step` (negative steps are ignored, since the
+  // clock is monotonic; time stops at TimePoint::max()) and wakes the
+  // sleepers it passed.
   void advance(Duration step);
   // Moves time forward to `when` if it is later than now().
   void advance_to(TimePoint when);
