@@ -150,6 +150,18 @@ TARGETS = [
      "gain", None),
     ("idle CPU, 4 workers (% of one core)", "BM_Idle_Fnbus/iterations:1/manual_time",
      None, "cpu_pct", "value", ("<", 1.0)),
+    ("metrics: latency p50, histograms on / off",
+     "BM_Latency_FnbusSpinning/iterations:100000/manual_time",
+     "BM_Latency_FnbusSpinningNoLatency/iterations:100000/manual_time", "p50_ns",
+     "ratio", ("<=", 1.10)),
+    ("metrics: throughput, 1 producer, 2 workers, histograms on / off",
+     "BM_Throughput_Fnbus/workers:2/real_time/threads:1",
+     "BM_Throughput_FnbusNoLatency/workers:2/real_time/threads:1", "items_per_second",
+     "gain", (">=", 0.90)),
+    ("metrics: histogram record, ns per sample (CPU)", "BM_Histogram_Record", None,
+     "cpu_time", "value", ("<=", 10.0)),
+    ("metrics: histogram record vs plain-array baseline", "BM_Histogram_Record",
+     "BM_Histogram_PlainArray", "cpu_time", "ratio", None),
 ]
 
 
