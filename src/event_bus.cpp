@@ -217,11 +217,13 @@ absl::Status EventBus::reject_closed(detail::TypeInfo& type) noexcept {
 }
 
 absl::Status EventBus::heap_alloc_failed(detail::TypeInfo& type) noexcept {
-  return reject(type, absl::ResourceExhaustedError(fmt::format(
-                          "out of memory storing a {} for the queue (events "
-                          "over 48 bytes are allocated); make the event "
-                          "smaller or free memory",
-                          type.name)));
+  return reject(
+      type,
+      absl::ResourceExhaustedError(fmt::format(
+          "out of memory storing a {} for the queue (events "
+          "over 48 bytes or aligned over 8 are allocated); make the event "
+          "smaller or free memory",
+          type.name)));
 }
 
 absl::Status EventBus::validate(const PublishOptions& options) {
@@ -365,9 +367,11 @@ bool EventBus::run_one(std::size_t worker,
 void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
                       bool cancel) noexcept {
   detail::TypeSeries& series = metrics_.type_series(shard, envelope.slot());
+  detail::ThreadRecord& record = detail::this_thread_record();
+  const EventTrace trace = detail::event_trace(record, envelope.context());
   if (cancel) {
     detail::bump(series.dead_lettered);
-    report_dead_letter(envelope, DeadLetterReason::kCancelledAtShutdown);
+    report_dead_letter(envelope, DeadLetterReason::kCancelledAtShutdown, trace);
     return;
   }
   // relaxed: a gauge for metrics(); nothing is published through it.
@@ -376,14 +380,13 @@ void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
   // the samples are recorded after the handlers.
   const std::int64_t taken = series.queue_wait ? now_ticks() : 0;
   WorkerCounts counts{*this, shard, taken};
-  if (!dispatch(detail::this_thread_record(), envelope.slot(),
-                envelope.type_name(), envelope.event(), envelope.meta().trace,
-                counts)) {
+  if (!dispatch(record, envelope.slot(), envelope.type_name(), envelope.event(),
+                trace, counts)) {
     detail::bump(series.unhandled);
     report_unhandled(envelope.ref());
   }
   if (series.queue_wait) {
-    const std::int64_t accepted = envelope.meta().accepted_ticks;
+    const std::int64_t accepted = envelope.accepted_ticks();
     series.queue_wait->record(elapsed_ns(accepted, taken));
     series.end_to_end->record(elapsed_ns(accepted, counts.last_ticks));
   }
@@ -610,9 +613,10 @@ void EventBus::report_unhandled(const EventRef& event) noexcept {
 }
 
 void EventBus::report_dead_letter(const detail::Envelope& envelope,
-                                  DeadLetterReason reason) noexcept {
+                                  DeadLetterReason reason,
+                                  const EventTrace& trace) noexcept {
   call_sink(config_.dead_letter_sink,
-            DeadLetter{envelope.ref(), reason, envelope.meta().trace});
+            DeadLetter{envelope.ref(), reason, trace});
 }
 
 void Subscription::cancel() noexcept {

@@ -93,10 +93,13 @@ struct ThrowingMove {
 struct alignas(32) OverAligned {
   int value = 0;
 };
+struct alignas(16) Aligned16 {
+  int value = 0;
+};
 
 // The address `event` points into lies inside `envelope` itself.
 // What travels with every envelope built in these tests.
-const fnbus::detail::EnvelopeMeta kMeta{{{11, 22}, 33}, 44};
+const fnbus::detail::EnvelopeMeta kMeta{{11, 22}, true, 44};
 
 bool points_inside(const fnbus::detail::Envelope& envelope, const void* event) {
   const auto* begin = reinterpret_cast<const std::byte*>(&envelope);
@@ -209,8 +212,10 @@ TEST_CASE("event: kStoredInline: small nothrow-movable events only",
   STATIC_REQUIRE_FALSE(kStoredInline<BigEvent>);
   STATIC_REQUIRE_FALSE(kStoredInline<ThrowingMove>);
   STATIC_REQUIRE_FALSE(kStoredInline<OverAligned>);
-  // Two cache lines with the queue's turn counter.
-  STATIC_REQUIRE(sizeof(fnbus::detail::Envelope) <= 112);
+  STATIC_REQUIRE_FALSE(kStoredInline<Aligned16>);
+  // With the queue's 8-byte turn counter, a slot stays 128 bytes, and a
+  // root event of up to 32 bytes stays in the slot's first cache line.
+  STATIC_REQUIRE(sizeof(fnbus::detail::Envelope) == 88);
 }
 
 TEST_CASE(
@@ -240,8 +245,8 @@ TEST_CASE(
     CHECK(points_inside(second, second.event()));
     CHECK(static_cast<const SmallEvent*>(second.event())->counted.value() == 5);
     CHECK(second.slot() == fnbus::detail::type_slot<SmallEvent>());
-    CHECK(second.meta().trace == kMeta.trace);
-    CHECK(second.meta().accepted_ticks == kMeta.accepted_ticks);
+    CHECK(second.context() == kMeta.context);
+    CHECK(second.accepted_ticks() == kMeta.accepted_ticks);
     CHECK(counts.constructed - counts.destroyed == 1);
 
     // Move-assigning over a full envelope destroys its old event.
@@ -315,6 +320,25 @@ TEST_CASE("event: Envelope owns a big event on the heap and moves the pointer",
   }
   CHECK(counts.bad_destroys == 0);
   CHECK(counts.constructed == counts.destroyed);
+}
+
+TEST_CASE("event: Envelope keeps a trace context only when it has one",
+          "[event]") {
+  using fnbus::detail::Envelope;
+  using fnbus::detail::EnvelopeMeta;
+  using fnbus::detail::InPlace;
+  const EnvelopeMeta without{{5, 6}, /*has_context=*/false, 7};
+  Envelope root(InPlace<int>{}, 1, fnbus::detail::type_slot<int>(), without);
+  CHECK(root.context() == fnbus::TraceContext{});  // a new correlation
+  CHECK(root.accepted_ticks() == 7);
+  Envelope moved(std::move(root));
+  CHECK(moved.context() == fnbus::TraceContext{});
+
+  const EnvelopeMeta with{{5, 6}, /*has_context=*/true, 8};
+  Envelope child(InPlace<int>{}, 2, fnbus::detail::type_slot<int>(), with);
+  moved = std::move(child);
+  CHECK(moved.context() == fnbus::TraceContext{5, 6});
+  CHECK(moved.accepted_ticks() == 8);
 }
 
 TEST_CASE(

@@ -55,7 +55,8 @@ concept HandlerFor =
 // - trigger(e) runs E's handlers now, in the caller's thread: no lock, no
 //   allocation, nothing written to memory shared with other threads.
 // - publish(e) moves e into a bounded lock-free queue; a worker of the
-//   bus's pool runs E's handlers. Events of up to 48 bytes with a noexcept
+//   bus's pool runs E's handlers. Events of up to 48 bytes (alignment <= 8)
+//   with a noexcept
 //   move constructor are stored in the queue slot: no allocation. In tests,
 //   BusConfig::execution makes publish run the handlers itself (kInline)
 //   or leaves them queued until run_one() & co. (kManual).
@@ -246,9 +247,9 @@ class EventBus : private WorkSource {
     return static_cast<std::uint64_t>(static_cast<double>(to - from) *
                                       nanos_per_tick_);
   }
-  [[nodiscard]] EventTrace make_trace(detail::ThreadRecord& record,
-                                      const TraceContext* context) const {
-    return detail::make_event_trace(record, context, [this] {
+  [[nodiscard]] detail::TraceOrigin trace_origin(
+      const detail::ThreadRecord& record, const TraceContext* context) const {
+    return detail::trace_origin(record, context, [this] {
       return ambient_hook_ ? ambient_trace() : TraceContext{};
     });
   }
@@ -256,8 +257,9 @@ class EventBus : private WorkSource {
   [[nodiscard]] TraceContext ambient_trace() const noexcept;
   [[nodiscard]] detail::EnvelopeMeta make_meta(
       detail::ThreadRecord& record, const PublishOptions& options) const {
-    return {make_trace(record, options.trace ? &*options.trace : nullptr),
-            metrics_.timed() ? now_ticks() : 0};
+    const detail::TraceOrigin origin =
+        trace_origin(record, options.trace ? &*options.trace : nullptr);
+    return {origin.context, origin.has, metrics_.timed() ? now_ticks() : 0};
   }
 
   [[nodiscard]] bool accepting(
@@ -309,7 +311,8 @@ class EventBus : private WorkSource {
                       absl::StatusCode code, std::string_view message) noexcept;
   void report_unhandled(const EventRef& event) noexcept;
   void report_dead_letter(const detail::Envelope& envelope,
-                          DeadLetterReason reason) noexcept;
+                          DeadLetterReason reason,
+                          const EventTrace& trace) noexcept;
 
   const BusConfig config_;
   Clock* const clock_;  // BusConfig::clock or SteadyClock::instance()
@@ -460,7 +463,8 @@ void EventBus::trigger(const E& event) noexcept {
   NoCounts none;
   detail::ThreadRecord& record = detail::this_thread_record();
   const detail::TypeSlot slot = detail::type_slot<E>();
-  const EventTrace trace = make_trace(record, nullptr);
+  const EventTrace trace =
+      detail::event_trace(record, trace_origin(record, nullptr).context);
   if (!dispatch(record, slot, event_type_name<E>(), &event, trace, none))
       [[unlikely]] {
     report_unhandled(EventRef(slot, event_type_name<E>(), &event));

@@ -16,7 +16,7 @@
 namespace fnbus::detail {
 
 inline constexpr std::size_t kInlineEventSize = 48;
-inline constexpr std::size_t kInlineEventAlign = 16;
+inline constexpr std::size_t kInlineEventAlign = 8;
 
 // Events stored in the queue slot itself.
 template <typename E>
@@ -73,9 +73,13 @@ struct Adopt {
   E* event;
 };
 
-// What travels with a queued event besides the event itself.
+// What travels with a queued event besides the event itself. The event's
+// own id is assigned when it is dispatched; its trace context travels only
+// if it has one (inherited, explicit or ambient) -- a root event's is "a
+// new correlation whose id is the event's own", known at dispatch.
 struct EnvelopeMeta {
-  EventTrace trace;
+  TraceContext context;  // meaningful only if has_context
+  bool has_context = false;
   // EventBus::now_ticks() when accepted; 0 if latency is not recorded.
   std::int64_t accepted_ticks = 0;
 };
@@ -91,14 +95,16 @@ class Envelope {
   requires kStoredInline<E> Envelope(InPlace<E>,
                                      std::type_identity_t<E>&& event,
                                      TypeSlot slot, const EnvelopeMeta& meta)
-  noexcept : ops_(&InlineOps<E>::kOps), slot_(slot), meta_(meta) {
+  noexcept : ops_(&InlineOps<E>::kOps), slot_(slot) {
     ::new (static_cast<void*>(storage_)) E(std::move(event));
+    set_meta(meta);
   }
 
   template <typename E>
   Envelope(Adopt<E> adopted, TypeSlot slot, const EnvelopeMeta& meta) noexcept
-      : ops_(&HeapOps<E>::kOps), slot_(slot), meta_(meta) {
+      : ops_(&HeapOps<E>::kOps), slot_(slot) {
     ::new (static_cast<void*>(storage_)) E*(adopted.event);
+    set_meta(meta);
   }
 
   Envelope(Envelope&& other) noexcept { take(other); }
@@ -119,7 +125,13 @@ class Envelope {
   [[nodiscard]] const void* event() const noexcept {
     return ops_->get(storage_);
   }
-  [[nodiscard]] const EnvelopeMeta& meta() const noexcept { return meta_; }
+  [[nodiscard]] std::int64_t accepted_ticks() const noexcept {
+    return accepted_ticks_;
+  }
+  // The trace context it was published with, or {} for a new correlation.
+  [[nodiscard]] TraceContext context() const noexcept {
+    return has_context_ ? context_ : TraceContext{};
+  }
   [[nodiscard]] EventRef ref() const noexcept {
     return EventRef(slot_, type_name(), event());
   }
@@ -135,16 +147,30 @@ class Envelope {
     other.ops_->relocate(storage_, other.storage_);
     ops_ = std::exchange(other.ops_, nullptr);
     slot_ = other.slot_;
-    meta_ = other.meta_;
+    accepted_ticks_ = other.accepted_ticks_;
+    has_context_ = other.has_context_;
+    if (has_context_) context_ = other.context_;
+  }
+  void set_meta(const EnvelopeMeta& meta) noexcept {
+    accepted_ticks_ = meta.accepted_ticks;
+    has_context_ = meta.has_context;
+    if (has_context_) context_ = meta.context;
   }
 
+  // Layout: in a queue slot the envelope follows the 8-byte turn counter,
+  // so everything but context_ and the last 16 bytes of storage_ shares
+  // the slot's first cache line with the turn. A root event of up to 32
+  // bytes thus moves one cache line from publisher to worker; context_ is
+  // touched only when has_context_.
   const EventOps* ops_ = nullptr;
   TypeSlot slot_ = 0;
-  EnvelopeMeta meta_;
+  bool has_context_ = false;
+  std::int64_t accepted_ticks_ = 0;
   alignas(kInlineEventAlign) std::byte storage_[kInlineEventSize];
+  TraceContext context_;  // read and written only if has_context_
 };
 
-// With the queue's turn counter, a slot stays within two cache lines.
-static_assert(sizeof(Envelope) <= 112, "a queue slot must stay 128 bytes");
+static_assert(alignof(Envelope) == 8 && sizeof(Envelope) == 88,
+              "a queue slot (8-byte turn + envelope) must stay 128 bytes");
 
 }  // namespace fnbus::detail

@@ -198,24 +198,33 @@ inline bool ThreadRecord::dispatching_for(const void* bus) const noexcept {
   return id == 0 ? 1 : id;  // 0 means "none"
 }
 
-// The trace of an event that starts now on this thread: an explicit
-// context, else inherited from the innermost dispatch, else from `ambient`
-// (called only when there is no dispatch), else a new correlation whose id
-// is the event's own.
+// Where an event that starts now on this thread comes from: an explicit
+// context, else the innermost dispatch's event (inherited), else
+// `ambient()` (called only when there is no dispatch; it returns {} for
+// none). `has` tells whether there is any: without one the event starts a
+// new correlation.
+struct TraceOrigin {
+  TraceContext context;
+  bool has = false;
+};
 template <typename Ambient>
-[[nodiscard]] EventTrace make_event_trace(ThreadRecord& record,
-                                          const TraceContext* explicit_context,
-                                          Ambient&& ambient) {
-  EventTrace trace;
-  trace.event_id = next_event_id(record);
-  if (explicit_context != nullptr) {
-    trace.context = *explicit_context;
-  } else if (record.innermost != nullptr) {
+[[nodiscard]] TraceOrigin trace_origin(const ThreadRecord& record,
+                                       const TraceContext* explicit_context,
+                                       Ambient&& ambient) {
+  if (explicit_context != nullptr) return {*explicit_context, true};
+  if (record.innermost != nullptr) {
     const EventTrace& cause = record.innermost->trace();
-    trace.context = {cause.context.correlation_id, cause.event_id};
-  } else {
-    trace.context = ambient();
+    return {{cause.context.correlation_id, cause.event_id}, true};
   }
+  const TraceContext context = ambient();
+  return {context, context != TraceContext{}};
+}
+
+// The trace of an event dispatched now on this thread, from its context
+// ({} for a new correlation, whose id is then the event's own).
+[[nodiscard]] inline EventTrace event_trace(ThreadRecord& record,
+                                            TraceContext context) noexcept {
+  EventTrace trace{context, next_event_id(record)};
   if (trace.context.correlation_id == 0) {
     trace.context.correlation_id = trace.event_id;
   }
