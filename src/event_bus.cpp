@@ -18,6 +18,7 @@ constexpr std::size_t kMaxWorkers = 1024;
 constexpr std::size_t kMaxQueueCapacity = std::size_t{1} << 24;
 constexpr auto kMaxBlockTimeout = std::chrono::hours(1);
 constexpr auto kMaxIdleSpin = std::chrono::seconds(1);
+constexpr std::uint32_t kMaxLatencySampleEvery = 65536;
 // A blocked publisher re-checks at least this often: the consumers' wake-up
 // hint is a relaxed read and may miss it (see wake_blocked_publishers()).
 constexpr auto kBlockedRecheck = std::chrono::milliseconds(1);
@@ -50,6 +51,12 @@ std::vector<std::string> config_problems(const BusConfig& config) {
     problems.push_back(fmt::format(
         "idle_spin is {}; use 0 to 1 second (50us is a good default)",
         config.idle_spin));
+  }
+  if (config.latency_sample_every < 1 ||
+      config.latency_sample_every > kMaxLatencySampleEvery) {
+    problems.push_back(fmt::format(
+        "latency_sample_every is {}; use 1 (time every event) to {}",
+        config.latency_sample_every, kMaxLatencySampleEvery));
   }
   if (config.execution != Execution::kThreadPool &&
       config.execution != Execution::kInline &&
@@ -151,6 +158,7 @@ EventBus::EventBus(BusConfig config)
       nanos_per_tick_(tick_source_ == TickSource::kTsc
                           ? detail::tsc_nanos_per_tick()
                           : 1.0),
+      latency_sample_every_(config_.latency_sample_every),
       inline_(config_.execution == Execution::kInline),
       ambient_hook_(static_cast<bool>(config_.trace.ambient)),
       handler_hooks_(config_.trace.on_handler_start ||
@@ -374,25 +382,23 @@ void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
     report_dead_letter(envelope, DeadLetterReason::kCancelledAtShutdown, trace);
     return;
   }
-  // relaxed: a gauge for metrics(); nothing is published through it.
-  shard.busy.store(true, std::memory_order_relaxed);
   // Only the clock read stands between the dequeue and the first handler;
   // the samples are recorded after the handlers.
-  const std::int64_t taken = series.queue_wait ? now_ticks() : 0;
-  WorkerCounts counts{*this, shard, taken};
+  const bool timed = envelope.timed() && series.queue_wait;
+  const std::int64_t taken = timed ? now_ticks() : 0;
+  const std::uint64_t weight = timed ? latency_sample_every_ : 0;
+  WorkerCounts counts{*this, shard, taken, weight};
   if (!dispatch(record, envelope.slot(), envelope.type_name(), envelope.event(),
                 trace, counts)) {
     detail::bump(series.unhandled);
     report_unhandled(envelope.ref());
   }
-  if (series.queue_wait) {
+  if (timed) {
     const std::int64_t accepted = envelope.accepted_ticks();
-    series.queue_wait->record(elapsed_ns(accepted, taken));
-    series.end_to_end->record(elapsed_ns(accepted, counts.last_ticks));
+    series.queue_wait->record(elapsed_ns(accepted, taken), weight);
+    series.end_to_end->record(elapsed_ns(accepted, counts.last_ticks), weight);
   }
   detail::bump(series.dispatched);
-  // relaxed: as above.
-  shard.busy.store(false, std::memory_order_relaxed);
 }
 
 // Holds caller_mutex_ and marks the calling thread as the one running
@@ -582,16 +588,22 @@ metrics::MetricsSnapshot EventBus::metrics() const {
   metrics::Gauges& gauges = snapshot.gauges;
   gauges.queue_depth = queue_.size();
   gauges.queue_capacity = queue_.capacity();
-  gauges.in_flight = metrics_.busy_count(0, metrics_.shard_count());
+  // A worker that is neither polling nor parked is handling an event (or
+  // about to): the pool's own counts, so that dispatch writes no gauge.
   if (pool_) {
     const ThreadPoolStats pool = pool_->stats();
     gauges.workers = pool.workers;
-    gauges.workers_busy = metrics_.busy_count(0, pool.workers);
     gauges.workers_parked = std::min<std::uint64_t>(pool.parked, pool.workers);
-    gauges.workers_idle =
-        pool.workers -
-        std::min<std::uint64_t>(pool.workers,
-                                gauges.workers_busy + gauges.workers_parked);
+    gauges.workers_idle = std::min<std::uint64_t>(
+        pool.spinning, pool.workers - gauges.workers_parked);
+    gauges.workers_busy =
+        pool.workers - gauges.workers_parked - gauges.workers_idle;
+    gauges.in_flight = gauges.workers_busy;
+  }
+  // relaxed: a gauge; a thread running queued events (run_one() & co.,
+  // kInline, or shutdown's sweep) has one in flight, or is about to.
+  if (caller_runner_.load(std::memory_order_relaxed) != std::thread::id{}) {
+    ++gauges.in_flight;
   }
   return snapshot;
 }

@@ -894,4 +894,52 @@ TEST_CASE(
                     1ms + 2ms + 20ms + 3 * 7ms);
 }
 
+TEST_CASE(
+    "bus_metrics: latency_sample_every times one event in N and weighs it N",
+    "[bus_metrics]") {
+  auto clock = std::make_shared<ManualClock>();
+  auto bus = make_bus({.execution = Execution::kManual,
+                       .clock = clock,
+                       .latency_sample_every = 4});
+  auto sub = bus->subscribe<Order>([&](const Order&) { clock->advance(1ms); },
+                                   {.name = "pack"});
+  // A fresh thread: the 1st and 5th of its 8 publishes are timed.
+  int accepted = 0;  // Catch2 assertions belong to the test's thread
+  std::thread publisher([&] {
+    for (int i = 0; i < 8; ++i) {
+      accepted += bus->publish(Order{i}).ok() ? 1 : 0;
+      clock->advance(2ms);  // event i waits (8 - i) * 2ms in all
+    }
+  });
+  publisher.join();
+  REQUIRE(accepted == 8);
+  CHECK(bus->run_until_idle() == 8);
+
+  const MetricsSnapshot snapshot = bus->metrics();
+  const EventTypeMetrics& order = event_of<Order>(snapshot);
+  CHECK(order.dispatched == 8);  // counters stay exact
+  // Two timed events, each weighing 4: event 0 waited 16ms, event 4 waited
+  // 8ms plus the 4ms that events 0..3 ran for.
+  CHECK(order.queue_wait.count() == 8);
+  CHECK(order.queue_wait.sum_nanos() == unanos(4 * 16ms + 4 * 12ms));
+  CHECK(order.queue_wait.max_nanos() == unanos(16ms));
+  const HistogramSnapshot& run_time =
+      function_of<Order>(snapshot, "pack").run_time;
+  CHECK(run_time.count() == 8);
+  CHECK(run_time.sum_nanos() == unanos(8 * 1ms));
+  CHECK(function_of<Order>(snapshot, "pack").delivered == 8);
+}
+
+TEST_CASE("bus_metrics: latency_sample_every out of range is InvalidArgument",
+          "[bus_metrics]") {
+  for (const std::uint32_t every : {0u, 65537u}) {
+    auto bus = EventBus::Create({.latency_sample_every = every});
+    REQUIRE_FALSE(bus.ok());
+    CHECK(bus.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(bus.status().message()).find("latency_sample_every") !=
+          std::string::npos);
+  }
+  CHECK(EventBus::Create({.latency_sample_every = 65536}).ok());
+}
+
 }  // namespace fnbus_bus_metrics_test

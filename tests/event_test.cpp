@@ -99,7 +99,7 @@ struct alignas(16) Aligned16 {
 
 // The address `event` points into lies inside `envelope` itself.
 // What travels with every envelope built in these tests.
-const fnbus::detail::EnvelopeMeta kMeta{{11, 22}, true, 44};
+const fnbus::detail::EnvelopeMeta kMeta{{11, 22}, true, true, 44};
 
 bool points_inside(const fnbus::detail::Envelope& envelope, const void* event) {
   const auto* begin = reinterpret_cast<const std::byte*>(&envelope);
@@ -327,17 +327,19 @@ TEST_CASE("event: Envelope keeps a trace context only when it has one",
   using fnbus::detail::Envelope;
   using fnbus::detail::EnvelopeMeta;
   using fnbus::detail::InPlace;
-  const EnvelopeMeta without{{5, 6}, /*has_context=*/false, 7};
+  const EnvelopeMeta without{{5, 6}, /*has_context=*/false, /*timed=*/true, 7};
   Envelope root(InPlace<int>{}, 1, fnbus::detail::type_slot<int>(), without);
   CHECK(root.context() == fnbus::TraceContext{});  // a new correlation
+  CHECK(root.timed());
   CHECK(root.accepted_ticks() == 7);
   Envelope moved(std::move(root));
   CHECK(moved.context() == fnbus::TraceContext{});
 
-  const EnvelopeMeta with{{5, 6}, /*has_context=*/true, 8};
+  const EnvelopeMeta with{{5, 6}, /*has_context=*/true, /*timed=*/false, 8};
   Envelope child(InPlace<int>{}, 2, fnbus::detail::type_slot<int>(), with);
   moved = std::move(child);
   CHECK(moved.context() == fnbus::TraceContext{5, 6});
+  CHECK_FALSE(moved.timed());
   CHECK(moved.accepted_ticks() == 8);
 }
 

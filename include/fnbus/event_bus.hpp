@@ -170,6 +170,7 @@ class EventBus : private WorkSource {
     EventBus& bus;
     detail::WorkerShard& shard;
     std::int64_t last_ticks;  // when the previous call (or dequeue) ended
+    std::uint64_t weight;     // events a timed one stands for; 0: untimed
 
     void on_delivered(const detail::HandlerEntry& entry) noexcept {
       finish(entry, &detail::FunctionSeries::delivered);
@@ -180,7 +181,7 @@ class EventBus : private WorkSource {
     // Starts the next run time now: after work that is no handler's (an
     // error sink, a trace hook). Cold paths only.
     void restart() noexcept {
-      if (bus.metrics_.timed()) last_ticks = bus.now_ticks();
+      if (weight != 0) last_ticks = bus.now_ticks();
     }
     void finish(
         const detail::HandlerEntry& entry,
@@ -188,9 +189,9 @@ class EventBus : private WorkSource {
       detail::FunctionSeries& series =
           bus.metrics_.function_series(shard, entry.function_id);
       detail::bump(series.*counter);
-      if (series.run_time) {
+      if (weight != 0 && series.run_time) {
         const std::int64_t now = bus.now_ticks();
-        series.run_time->record(bus.elapsed_ns(last_ticks, now));
+        series.run_time->record(bus.elapsed_ns(last_ticks, now), weight);
         last_ticks = now;
       }
     }
@@ -257,9 +258,28 @@ class EventBus : private WorkSource {
   [[nodiscard]] TraceContext ambient_trace() const noexcept;
   [[nodiscard]] detail::EnvelopeMeta make_meta(
       detail::ThreadRecord& record, const PublishOptions& options) const {
-    const detail::TraceOrigin origin =
-        trace_origin(record, options.trace ? &*options.trace : nullptr);
-    return {origin.context, origin.has, metrics_.timed() ? now_ticks() : 0};
+    detail::EnvelopeMeta meta;  // a root event, not timed
+    if (options.trace || record.innermost != nullptr || ambient_hook_) {
+      const detail::TraceOrigin origin =
+          trace_origin(record, options.trace ? &*options.trace : nullptr);
+      meta.context = origin.context;
+      meta.has_context = origin.has;
+    }
+    if (metrics_.timed() && take_latency_sample(record)) {
+      meta.timed = true;
+      meta.accepted_ticks = now_ticks();
+    }
+    return meta;
+  }
+  // One publish in latency_sample_every_ (per thread) is timed.
+  [[nodiscard]] bool take_latency_sample(
+      detail::ThreadRecord& record) const noexcept {
+    if (record.untimed_left == 0) {
+      record.untimed_left = latency_sample_every_ - 1;
+      return true;
+    }
+    --record.untimed_left;
+    return false;
   }
 
   [[nodiscard]] bool accepting(
@@ -318,9 +338,10 @@ class EventBus : private WorkSource {
   Clock* const clock_;  // BusConfig::clock or SteadyClock::instance()
   const TickSource tick_source_;
   const double nanos_per_tick_;  // for TickSource::kTsc
-  const bool inline_;            // Execution::kInline
-  const bool ambient_hook_;      // TraceHooks::ambient set
-  const bool handler_hooks_;     // TraceHooks::on_handler_start or _end set
+  const std::uint32_t latency_sample_every_;
+  const bool inline_;         // Execution::kInline
+  const bool ambient_hook_;   // TraceHooks::ambient set
+  const bool handler_hooks_;  // TraceHooks::on_handler_start or _end set
   const std::shared_ptr<detail::HandlerRegistry> registry_;
   // One shard per worker, and one for run_one() & co. and shutdown's sweeps.
   detail::BusMetrics metrics_;

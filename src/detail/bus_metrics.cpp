@@ -153,14 +153,4 @@ void BusMetrics::fill(metrics::MetricsSnapshot& snapshot) const {
   merge_same_names(snapshot);
 }
 
-std::uint64_t BusMetrics::busy_count(std::size_t first,
-                                     std::size_t last) const noexcept {
-  std::uint64_t busy = 0;
-  for (std::size_t i = first; i < last && i < shard_count_; ++i) {
-    // relaxed: a gauge.
-    busy += shards_[i].busy.load(std::memory_order_relaxed) ? 1 : 0;
-  }
-  return busy;
-}
-
 }  // namespace fnbus::detail

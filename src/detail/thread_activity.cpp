@@ -184,6 +184,7 @@ ThreadRecord& register_this_thread() {
   thread_local RecordReleaser releaser;
   ThreadRecord& record = registry().claim();
   record.id_state = random_id_seed(record);
+  record.untimed_left = 0;  // a recycled record starts a fresh sample
   reseed_ids_after_fork();
   releaser.record = &record;
   tls_thread_record = &record;

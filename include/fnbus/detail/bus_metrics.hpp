@@ -165,9 +165,6 @@ struct alignas(kCacheLineSize) FunctionSeries {
 struct alignas(kCacheLineSize) WorkerShard {
   LazyTable<TypeSeries> types;
   LazyTable<FunctionSeries> functions;
-  // True while this worker handles an event. Written by the owner
-  // (relaxed: a gauge), read by metrics().
-  std::atomic<bool> busy{false};
 };
 
 // The metrics of one bus.
@@ -223,9 +220,6 @@ class BusMetrics {
   [[nodiscard]] Totals totals() const;
   // Counters and histograms per type and function (gauges left empty).
   void fill(metrics::MetricsSnapshot& snapshot) const;
-  // Shards marked busy.
-  [[nodiscard]] std::uint64_t busy_count(std::size_t first,
-                                         std::size_t last) const noexcept;
 
  private:
   TypeInfo& create_type_info(TypeSlot slot, std::string_view name);

@@ -80,7 +80,8 @@ struct Adopt {
 struct EnvelopeMeta {
   TraceContext context;  // meaningful only if has_context
   bool has_context = false;
-  // EventBus::now_ticks() when accepted; 0 if latency is not recorded.
+  bool timed = false;  // its latency is recorded
+  // EventBus::now_ticks() when accepted, if timed.
   std::int64_t accepted_ticks = 0;
 };
 
@@ -125,12 +126,14 @@ class Envelope {
   [[nodiscard]] const void* event() const noexcept {
     return ops_->get(storage_);
   }
+  [[nodiscard]] bool timed() const noexcept { return timed_; }
   [[nodiscard]] std::int64_t accepted_ticks() const noexcept {
     return accepted_ticks_;
   }
   // The trace context it was published with, or {} for a new correlation.
   [[nodiscard]] TraceContext context() const noexcept {
-    return has_context_ ? context_ : TraceContext{};
+    return has_context_ ? TraceContext{correlation_id_, parent_id_}
+                        : TraceContext{};
   }
   [[nodiscard]] EventRef ref() const noexcept {
     return EventRef(slot_, type_name(), event());
@@ -148,26 +151,37 @@ class Envelope {
     ops_ = std::exchange(other.ops_, nullptr);
     slot_ = other.slot_;
     accepted_ticks_ = other.accepted_ticks_;
+    timed_ = other.timed_;
     has_context_ = other.has_context_;
-    if (has_context_) context_ = other.context_;
+    if (has_context_) {
+      correlation_id_ = other.correlation_id_;
+      parent_id_ = other.parent_id_;
+    }
   }
   void set_meta(const EnvelopeMeta& meta) noexcept {
     accepted_ticks_ = meta.accepted_ticks;
+    timed_ = meta.timed;
     has_context_ = meta.has_context;
-    if (has_context_) context_ = meta.context;
+    if (has_context_) {
+      correlation_id_ = meta.context.correlation_id;
+      parent_id_ = meta.context.parent_id;
+    }
   }
 
   // Layout: in a queue slot the envelope follows the 8-byte turn counter,
   // so everything but context_ and the last 16 bytes of storage_ shares
   // the slot's first cache line with the turn. A root event of up to 32
-  // bytes thus moves one cache line from publisher to worker; context_ is
-  // touched only when has_context_.
+  // bytes thus moves one cache line from publisher to worker. The context
+  // ids have no initialisers, so that they are written (and read) only
+  // when has_context_: a root event never touches the second line.
   const EventOps* ops_ = nullptr;
   TypeSlot slot_ = 0;
   bool has_context_ = false;
+  bool timed_ = false;
   std::int64_t accepted_ticks_ = 0;
   alignas(kInlineEventAlign) std::byte storage_[kInlineEventSize];
-  TraceContext context_;  // read and written only if has_context_
+  std::uint64_t correlation_id_;  // only if has_context_
+  std::uint64_t parent_id_;       // only if has_context_
 };
 
 static_assert(alignof(Envelope) == 8 && sizeof(Envelope) == 88,

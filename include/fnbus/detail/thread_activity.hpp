@@ -72,7 +72,8 @@ struct alignas(kCacheLineSize) ThreadRecord {
   // Owner-only state (never read by other threads).
   std::uint32_t depth = 0;  // dispatches running (nested) on this thread
   const DispatchScope* innermost = nullptr;  // chain of nested dispatches
-  std::uint64_t id_state = 0;  // event-id generator (next_event_id)
+  std::uint64_t id_state = 0;      // event-id generator (next_event_id)
+  std::uint32_t untimed_left = 0;  // publishes until the next timed one
 
   // Whether this thread is inside a dispatch of `bus` at any nesting level.
   [[nodiscard]] bool dispatching_for(const void* bus) const noexcept;

@@ -119,7 +119,9 @@ class LatencyRecorder {
   // Precondition: only one thread records into a given recorder (another
   // may take over after synchronising with the previous one).
   // Thread safety: one writer, concurrently with any number of add_to().
-  void record(std::uint64_t nanos) noexcept;
+  // `weight` > 1 records a sample that stands for `weight` events (one
+  // timed event in `weight`, see BusConfig::latency_sample_every).
+  void record(std::uint64_t nanos, std::uint64_t weight = 1) noexcept;
   // Adds the recorder's current counts to `out`. May allocate (the first
   // time for `out`).
   // Thread safety: any thread, concurrently with record().
@@ -175,7 +177,8 @@ static_assert(HistogramLayout::bucket_of(HistogramLayout::kMaxTrackable) ==
 static_assert(HistogramLayout::upper_bound(HistogramLayout::kBucketCount - 1) ==
               HistogramLayout::kMaxTrackable);
 
-inline void LatencyRecorder::record(std::uint64_t nanos) noexcept {
+inline void LatencyRecorder::record(std::uint64_t nanos,
+                                    std::uint64_t weight) noexcept {
   // Every operation below is relaxed, and a load + store rather than a
   // fetch_add: this thread is the only writer, so nothing can come between
   // its load and its store; a reader only needs each counter's own latest
@@ -189,16 +192,16 @@ inline void LatencyRecorder::record(std::uint64_t nanos) noexcept {
     max_.store(nanos, std::memory_order_relaxed);
   }
   // relaxed: single writer (wraps after 584 years of samples).
-  sum_.store(sum_.load(std::memory_order_relaxed) + nanos,
+  sum_.store(sum_.load(std::memory_order_relaxed) + nanos * weight,
              std::memory_order_relaxed);
   // relaxed: single writer.
-  count_.store(count_.load(std::memory_order_relaxed) + 1,
+  count_.store(count_.load(std::memory_order_relaxed) + weight,
                std::memory_order_relaxed);
   std::atomic<std::uint64_t>& bucket =
       buckets_[HistogramLayout::bucket_of(nanos)];
   // relaxed: single writer; add_to() derives the snapshot's count from
   // these values, so each one must only be exact, not ordered.
-  bucket.store(bucket.load(std::memory_order_relaxed) + 1,
+  bucket.store(bucket.load(std::memory_order_relaxed) + weight,
                std::memory_order_relaxed);
 }
 
