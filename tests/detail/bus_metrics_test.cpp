@@ -60,7 +60,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "bus_metrics_storage: one id per (type, name); later functions "
+    "bus_metrics_storage: one id per (type, name), and later functions "
     "share the overflow series",
     "[bus_metrics_storage]") {
   BusMetrics metrics(/*shards=*/2, /*timed=*/true, /*max_functions=*/4);
