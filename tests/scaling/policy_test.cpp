@@ -1,0 +1,158 @@
+// Tests of the scaling interface (scaling/policy.hpp): callable policies
+// and the governor every decision passes through.
+
+#include "fnbus/scaling/policy.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include <catch2/catch.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+using fnbus::TimePoint;
+using fnbus::scaling::Governor;
+using fnbus::scaling::GovernorOptions;
+using fnbus::scaling::LoadSnapshot;
+using fnbus::scaling::ScalingDecision;
+
+LoadSnapshot load_at(std::chrono::seconds when, std::size_t workers) {
+  LoadSnapshot load;
+  load.now = TimePoint{} + when;
+  load.workers_running = workers;
+  return load;
+}
+
+Governor make_governor(GovernorOptions options) {
+  auto governor = Governor::Create(options);
+  REQUIRE(governor.ok());
+  return *std::move(governor);
+}
+
+TEST_CASE("policy: make_policy wraps a callable and keeps its name",
+          "[policy]") {
+  int calls = 0;
+  auto policy = fnbus::scaling::make_policy(
+      "little", [&calls](const LoadSnapshot& load) -> ScalingDecision {
+        ++calls;
+        return {load.arrival_rate_slow * load.service_time_mean, "little"};
+      });
+  LoadSnapshot load;
+  load.arrival_rate_slow = 200;
+  load.service_time_mean = 0.02;
+  const ScalingDecision decision = policy->decide(load);
+  CHECK(policy->name() == "little");
+  CHECK(decision.target == Approx(4.0));
+  CHECK(decision.reason == "little");
+  CHECK(calls == 1);
+}
+
+TEST_CASE("policy: the governor rounds up and clamps to [min, max]",
+          "[policy]") {
+  Governor governor =
+      make_governor({.min_workers = 2, .max_workers = 8, .max_up_step = 100});
+  auto in_range = governor.apply({3.2, "p"}, load_at(0s, 3));
+  CHECK(in_range.workers == 4);
+  CHECK_FALSE(in_range.clamped);
+  CHECK(in_range.reason == "p");
+
+  auto above = governor.apply({50, "p"}, load_at(1s, 4));
+  CHECK(above.workers == 8);
+  CHECK(above.clamped);
+  auto infinite = governor.apply({std::numeric_limits<double>::infinity(), "p"},
+                                 load_at(2s, 8));
+  CHECK(infinite.workers == 8);
+  CHECK(infinite.clamped);
+  CHECK(governor.clamped_count() == 2);
+}
+
+TEST_CASE("policy: NaN and negative targets keep the size and are counted",
+          "[policy]") {
+  Governor governor = make_governor({.min_workers = 1, .max_workers = 8});
+  for (const double bad : {std::nan(""), -1.0}) {
+    auto verdict = governor.apply({bad, "p"}, load_at(0s, 3));
+    CHECK(verdict.invalid);
+    CHECK(verdict.workers == 3);
+    CHECK(verdict.reason == "invalid-target");
+  }
+  CHECK(governor.invalid_count() == 2);
+}
+
+TEST_CASE("policy: growth per tick is rate-limited unless the policy panics",
+          "[policy]") {
+  Governor governor = make_governor({.min_workers = 1,
+                                     .max_workers = 64,
+                                     .max_up_factor = 2.0,
+                                     .max_up_step = 4});
+  // From 2: at most max(2 * 2, 2 + 4) = 6.
+  auto limited = governor.apply({40, "p"}, load_at(0s, 2));
+  CHECK(limited.workers == 6);
+  CHECK(limited.rate_limited);
+  // From 10: at most max(20, 14) = 20.
+  CHECK(governor.apply({40, "p"}, load_at(1s, 10)).workers == 20);
+  // A panic lifts the limit.
+  auto panic = governor.apply({40, "p", /*panic=*/true}, load_at(2s, 2));
+  CHECK(panic.workers == 40);
+  CHECK_FALSE(panic.rate_limited);
+}
+
+TEST_CASE(
+    "policy: shrinking waits for the stabilisation window and halves at most",
+    "[policy]") {
+  Governor governor = make_governor({.min_workers = 1,
+                                     .max_workers = 64,
+                                     .max_up_step = 64,
+                                     .max_down_fraction = 0.5,
+                                     .down_stabilisation = 30s});
+  CHECK(governor.apply({16, "burst"}, load_at(0s, 16)).workers == 16);
+  // Quiet ticks inside the window: held at the window's highest (16).
+  auto held = governor.apply({2, "quiet"}, load_at(10s, 16));
+  CHECK(held.workers == 16);
+  CHECK(held.stabilised);
+  CHECK(governor.apply({2, "quiet"}, load_at(29s, 16)).workers == 16);
+  // After the window: down, but by at most half per tick.
+  auto first_drop = governor.apply({2, "quiet"}, load_at(31s, 16));
+  CHECK(first_drop.workers == 8);
+  CHECK(first_drop.rate_limited);
+  CHECK(governor.apply({2, "quiet"}, load_at(32s, 8)).workers == 4);
+  CHECK(governor.apply({2, "quiet"}, load_at(33s, 4)).workers == 2);
+  CHECK(governor.apply({2, "quiet"}, load_at(34s, 2)).workers == 2);
+}
+
+TEST_CASE("policy: with no stabilisation window a shrink applies at once",
+          "[policy]") {
+  Governor governor = make_governor({.min_workers = 1,
+                                     .max_workers = 8,
+                                     .max_down_fraction = 1.0,
+                                     .down_stabilisation = 0s});
+  CHECK(governor.apply({8, "p"}, load_at(0s, 8)).workers == 8);
+  auto verdict = governor.apply({1, "p"}, load_at(1s, 8));
+  CHECK(verdict.workers == 1);
+  CHECK_FALSE(verdict.stabilised);
+}
+
+TEST_CASE("policy: bad governor options are InvalidArgument naming each",
+          "[policy]") {
+  auto governor = Governor::Create({.min_workers = 0,
+                                    .max_workers = 5000,
+                                    .max_up_factor = 0.5,
+                                    .max_down_fraction = 0,
+                                    .down_stabilisation = -1s});
+  REQUIRE_FALSE(governor.ok());
+  CHECK(governor.status().code() == absl::StatusCode::kInvalidArgument);
+  const std::string message(governor.status().message());
+  for (const char* name : {"min_workers", "max_workers", "max_up_factor",
+                           "max_down_fraction", "down_stabilisation"}) {
+    INFO(name);
+    CHECK(message.find(name) != std::string::npos);
+  }
+  auto inverted = Governor::Create({.min_workers = 4, .max_workers = 2});
+  REQUIRE_FALSE(inverted.ok());
+  CHECK(std::string(inverted.status().message()).find("max_workers") !=
+        std::string::npos);
+}
+
+}  // namespace
