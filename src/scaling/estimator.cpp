@@ -1,0 +1,215 @@
+#include "fnbus/scaling/estimator.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "fmt/chrono.h"
+#include "fmt/format.h"
+
+namespace fnbus::scaling {
+namespace {
+
+using metrics::HistogramLayout;
+using metrics::HistogramSnapshot;
+
+constexpr double kNanosPerSecond = 1e9;
+
+double seconds(Duration d) noexcept {
+  return std::chrono::duration<double>(d).count();
+}
+
+// The samples `current` has that `previous` had not (bucket midpoints;
+// counts per bucket exact). Histograms only grow, so each difference is >= 0
+// unless the snapshots come from different buses; those buckets are skipped.
+HistogramSnapshot difference(const HistogramSnapshot& current,
+                             const HistogramSnapshot& previous) {
+  HistogramSnapshot out;
+  const auto& now = current.buckets();
+  const auto& before = previous.buckets();
+  for (std::size_t i = 0; i < now.size(); ++i) {
+    const std::uint64_t had = i < before.size() ? before[i] : 0;
+    if (now[i] <= had) continue;
+    const std::uint64_t mid =
+        HistogramLayout::lower_bound(i) +
+        (HistogramLayout::upper_bound(i) - HistogramLayout::lower_bound(i)) / 2;
+    out.add(mid, now[i] - had);
+  }
+  return out;
+}
+
+// Mean and squared coefficient of variation of a histogram, in seconds,
+// from its bucket midpoints.
+struct Moments {
+  double mean = 0;
+  double scv = 1;
+};
+Moments moments(const HistogramSnapshot& h) {
+  if (h.empty()) return {};
+  double sum = 0;
+  double sum_sq = 0;
+  double n = 0;
+  const auto& buckets = h.buckets();
+  for (std::size_t i = 0; i < buckets.size(); ++i) {
+    if (buckets[i] == 0) continue;
+    const double mid = (static_cast<double>(HistogramLayout::lower_bound(i)) +
+                        static_cast<double>(HistogramLayout::upper_bound(i))) /
+                       2 / kNanosPerSecond;
+    const double count = static_cast<double>(buckets[i]);
+    sum += mid * count;
+    sum_sq += mid * mid * count;
+    n += count;
+  }
+  const double mean = sum / n;
+  const double variance = std::max(0.0, sum_sq / n - mean * mean);
+  return {mean, mean > 0 ? variance / (mean * mean) : 1.0};
+}
+
+std::vector<std::string> option_problems(const EstimatorOptions& options) {
+  std::vector<std::string> problems;
+  if (options.fast_window <= Duration::zero()) {
+    problems.push_back(
+        fmt::format("fast_window is {}; use more than 0", options.fast_window));
+  }
+  if (options.slow_window <= Duration::zero()) {
+    problems.push_back(
+        fmt::format("slow_window is {}; use more than 0", options.slow_window));
+  }
+  if (options.min_workers < 1 || options.max_workers < options.min_workers) {
+    problems.push_back(fmt::format(
+        "workers bounds are [{}, {}]; use 1 <= min_workers <= max_workers",
+        options.min_workers, options.max_workers));
+  }
+  return problems;
+}
+
+// Moves `average` towards `value` by the share a tick of `dt` seconds has
+// in a window of `tau` seconds.
+double ewma(double average, double value, double dt, double tau) noexcept {
+  const double alpha = 1.0 - std::exp(-dt / tau);
+  return average + alpha * (value - average);
+}
+
+}  // namespace
+
+TickObservation observe(const metrics::MetricsSnapshot& previous,
+                        const metrics::MetricsSnapshot& current) {
+  const metrics::EventTypeMetrics now = current.total_events();
+  const metrics::EventTypeMetrics before = previous.total_events();
+  TickObservation out;
+  out.now = current.taken_at;
+  out.arrivals_total = now.published;
+  out.completions_total = now.dispatched + now.dead_lettered;
+  out.queue_depth = current.gauges.queue_depth;
+  out.in_flight = current.gauges.in_flight;
+  out.workers_running = current.gauges.workers;
+  if (current.gauges.workers > 0) {
+    out.busy_fraction = static_cast<double>(current.gauges.workers_busy) /
+                        static_cast<double>(current.gauges.workers);
+  }
+
+  const std::uint64_t e2e_count =
+      now.end_to_end.count() -
+      std::min(now.end_to_end.count(), before.end_to_end.count());
+  if (e2e_count > 0) {
+    // Service = end to end - queue wait, summed over the same events.
+    const auto delta_sum = [](const HistogramSnapshot& a,
+                              const HistogramSnapshot& b) {
+      return static_cast<double>(a.sum_nanos() -
+                                 std::min(a.sum_nanos(), b.sum_nanos()));
+    };
+    const double service_nanos =
+        std::max(0.0, delta_sum(now.end_to_end, before.end_to_end) -
+                          delta_sum(now.queue_wait, before.queue_wait));
+    out.service_samples = e2e_count;
+    out.service_time_mean =
+        service_nanos / static_cast<double>(e2e_count) / kNanosPerSecond;
+    const HistogramSnapshot run_time =
+        difference(current.total_functions().run_time,
+                   previous.total_functions().run_time);
+    out.service_time_scv = moments(run_time).scv;
+    out.service_time_p99 = run_time.quantile_nanos(0.99) / kNanosPerSecond;
+  }
+  const HistogramSnapshot waits = difference(now.queue_wait, before.queue_wait);
+  out.wait_p99 = waits.quantile_nanos(0.99) / kNanosPerSecond;
+  return out;
+}
+
+absl::StatusOr<LoadEstimator> LoadEstimator::Create(EstimatorOptions options) {
+  if (auto problems = option_problems(options); !problems.empty()) {
+    return absl::InvalidArgumentError("invalid EstimatorOptions: " +
+                                      absl::StrJoin(problems, "; "));
+  }
+  return LoadEstimator(options);
+}
+
+LoadSnapshot LoadEstimator::update(const TickObservation& observation) {
+  LoadSnapshot load;
+  load.now = observation.now;
+  load.min_workers = options_.min_workers;
+  load.max_workers = options_.max_workers;
+  load.queue_depth = observation.queue_depth;
+  load.in_flight = observation.in_flight;
+  load.service_time_p99 = observation.service_time_p99;
+  load.wait_p99 = observation.wait_p99;
+  load.oldest_wait = observation.oldest_wait;
+  load.busy_fraction = std::clamp(observation.busy_fraction, 0.0, 1.0);
+  load.workers_running = observation.workers_running;
+  load.workers_starting = observation.workers_starting;
+
+  if (started_ && observation.now > last_now_) {
+    load.tick = observation.now - last_now_;
+    const double dt = seconds(load.tick);
+    // Counters only grow; a smaller one (another bus?) counts as 0.
+    const auto delta = [](std::uint64_t now, std::uint64_t before) {
+      return static_cast<double>(now - std::min(now, before));
+    };
+    const double arrivals =
+        delta(observation.arrivals_total, last_arrivals_) / dt;
+    const double completions =
+        delta(observation.completions_total, last_completions_) / dt;
+    if (!have_rates_) {
+      // The first measured tick starts every average (rather than moving
+      // it up from 0 over a whole window).
+      arrival_fast_ = arrival_slow_ = arrivals;
+      completion_ = completions;
+      have_rates_ = true;
+    } else {
+      arrival_fast_ =
+          ewma(arrival_fast_, arrivals, dt, seconds(options_.fast_window));
+      arrival_slow_ =
+          ewma(arrival_slow_, arrivals, dt, seconds(options_.slow_window));
+      completion_ =
+          ewma(completion_, completions, dt, seconds(options_.fast_window));
+    }
+    if (observation.service_samples > 0) {
+      if (!have_service_) {
+        service_mean_ = observation.service_time_mean;
+        service_scv_ = observation.service_time_scv;
+        have_service_ = true;
+      } else {
+        const double tau = seconds(options_.fast_window);
+        service_mean_ =
+            ewma(service_mean_, observation.service_time_mean, dt, tau);
+        service_scv_ =
+            ewma(service_scv_, observation.service_time_scv, dt, tau);
+      }
+    }
+  }
+  if (!started_ || observation.now > last_now_) {
+    started_ = true;
+    last_now_ = observation.now;
+    last_arrivals_ = observation.arrivals_total;
+    last_completions_ = observation.completions_total;
+  }
+  load.arrival_rate_fast = arrival_fast_;
+  load.arrival_rate_slow = arrival_slow_;
+  load.completion_rate = completion_;
+  load.service_time_mean = service_mean_;
+  load.service_time_scv = service_scv_;
+  return load;
+}
+
+}  // namespace fnbus::scaling
