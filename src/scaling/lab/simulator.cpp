@@ -1,0 +1,340 @@
+#include "fnbus/scaling/lab/simulator.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <queue>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "fmt/format.h"
+
+namespace fnbus::scaling::lab {
+namespace {
+
+constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+
+std::int64_t ns(Duration d) { return d.count(); }
+
+std::vector<std::string> problems_of(const SimulationInput& input,
+                                     const SimulationOptions& options) {
+  std::vector<std::string> problems;
+  if (options.tick <= Duration::zero()) {
+    problems.emplace_back("tick must be more than 0");
+  }
+  if (options.thread_start_delay < Duration::zero()) {
+    problems.emplace_back("thread_start_delay must be 0 or more");
+  }
+  if (options.wait_slo <= Duration::zero()) {
+    problems.emplace_back("wait_slo must be more than 0");
+  }
+  if (input.duration_ns <= 0) {
+    problems.emplace_back("duration_ns must be more than 0");
+  }
+  if (!input.service_ns) problems.emplace_back("service_ns is empty");
+  if (!input.arrivals_ns.empty() && input.arrivals_ns.front() < 0) {
+    problems.emplace_back("arrivals_ns must not be negative");
+  }
+  if (!std::is_sorted(input.arrivals_ns.begin(), input.arrivals_ns.end())) {
+    problems.emplace_back("arrivals_ns must be sorted ascending");
+  }
+  return problems;
+}
+
+// What the ticks measure between two of them.
+struct TickStats {
+  std::uint64_t arrivals = 0;
+  std::uint64_t started = 0;
+  double service_sum = 0;     // seconds
+  double service_sq_sum = 0;  // seconds^2
+  metrics::HistogramSnapshot service;
+  metrics::HistogramSnapshot wait;
+  double busy_ns = 0;
+};
+
+class Simulation {
+ public:
+  Simulation(const SimulationInput& input, ScalingPolicy& policy,
+             const SimulationOptions& options, Governor governor,
+             LoadEstimator estimator)
+      : input_(input),
+        policy_(policy),
+        options_(options),
+        governor_(std::move(governor)),
+        estimator_(std::move(estimator)) {}
+
+  SimulationResult run() {
+    const std::size_t initial =
+        std::clamp(options_.initial_workers, options_.governor.min_workers,
+                   options_.governor.max_workers);
+    for (std::size_t i = 0; i < initial; ++i) take_work(add_worker());
+    tick(0);  // the estimator's baseline
+    std::int64_t next_tick = ns(options_.tick);
+    for (;;) {
+      const std::int64_t arrival = next_arrival();
+      const std::int64_t completion =
+          completions_.empty() ? kNever : completions_.top().first;
+      const std::int64_t ready = starting_.empty() ? kNever : starting_.front();
+      const bool drained = arrival == kNever && completion == kNever &&
+                           queue_.empty() && now_ >= input_.duration_ns;
+      if (drained) break;
+      // A queue that no worker will ever take (cannot happen with
+      // min_workers >= 1, which the governor enforces) must not spin.
+      if (completion == kNever && ready == kNever && alive_ == 0 &&
+          now_ >= input_.duration_ns) {
+        break;
+      }
+      const std::int64_t t = std::min({arrival, completion, ready, next_tick});
+      advance_to(t);
+      // Fixed order at equal times: completions, starts, arrivals, tick.
+      if (t == completion) {
+        finish(completions_.top().second);
+      } else if (t == ready) {
+        starting_.pop_front();
+        take_work(add_worker());
+      } else if (t == arrival) {
+        arrive(t);
+      } else {
+        tick(t);
+        next_tick += ns(options_.tick);
+      }
+    }
+    result_.worker_seconds = worker_ns_ / 1e9;
+    const double minutes = static_cast<double>(now_) / 60e9;
+    result_.actions_per_minute =
+        minutes > 0 ? static_cast<double>(result_.scaling_actions) / minutes
+                    : 0;
+    result_.invalid_targets = governor_.invalid_count();
+    result_.clamped_targets = governor_.clamped_count();
+    return std::move(result_);
+  }
+
+ private:
+  struct Worker {
+    bool alive = true;
+    bool busy = false;
+    bool retiring = false;
+  };
+
+  std::int64_t next_arrival() const {
+    if (next_arrival_ >= input_.arrivals_ns.size()) return kNever;
+    const std::int64_t at = input_.arrivals_ns[next_arrival_];
+    return at < input_.duration_ns ? at : kNever;
+  }
+
+  // Integrates the cost and busy time up to `t`.
+  void advance_to(std::int64_t t) {
+    const auto dt = static_cast<double>(t - now_);
+    worker_ns_ += dt * static_cast<double>(alive_ + starting_.size());
+    tick_.busy_ns += dt * static_cast<double>(busy_);
+    now_ = t;
+  }
+
+  std::size_t add_worker() {
+    workers_.push_back({});
+    ++alive_;
+    return workers_.size() - 1;
+  }
+
+  // Worker `w` is free: it takes the oldest queued event, or idles.
+  void take_work(std::size_t w) {
+    if (queue_.empty()) {
+      idle_.push_back(w);
+      return;
+    }
+    const std::int64_t arrived = queue_.front();
+    queue_.pop_front();
+    const std::int64_t wait = now_ - arrived;
+    const std::int64_t service =
+        std::max<std::int64_t>(1, input_.service_ns(now_));
+    workers_[w].busy = true;
+    ++busy_;
+    completions_.emplace(now_ + service, w);
+    const auto wait_u = static_cast<std::uint64_t>(wait);
+    const auto service_u = static_cast<std::uint64_t>(service);
+    result_.wait.add(wait_u);
+    result_.response.add(wait_u + service_u);
+    if (wait > ns(options_.wait_slo)) ++result_.slo_violations;
+    ++result_.events;
+    ++tick_.started;
+    const double seconds = static_cast<double>(service) / 1e9;
+    tick_.service_sum += seconds;
+    tick_.service_sq_sum += seconds * seconds;
+    tick_.service.add(service_u);
+    tick_.wait.add(wait_u);
+  }
+
+  void finish(std::size_t w) {
+    completions_.pop();
+    workers_[w].busy = false;
+    --busy_;
+    ++completed_;
+    if (workers_[w].retiring) {
+      workers_[w].alive = false;
+      --alive_;
+      return;
+    }
+    take_work(w);
+  }
+
+  void arrive(std::int64_t t) {
+    ++next_arrival_;
+    ++arrivals_;
+    ++tick_.arrivals;
+    queue_.push_back(t);
+    if (!idle_.empty()) {
+      const std::size_t w = idle_.back();
+      idle_.pop_back();
+      take_work(w);
+    }
+  }
+
+  // Workers that will be there: running and not retiring, plus starting.
+  std::size_t capacity() const {
+    std::size_t retiring = 0;
+    for (const Worker& worker : workers_) {
+      retiring += worker.alive && worker.retiring ? 1 : 0;
+    }
+    return alive_ - retiring + starting_.size();
+  }
+
+  void resize(std::size_t target) {
+    std::size_t current = capacity();
+    while (current < target) {
+      starting_.push_back(now_ + ns(options_.thread_start_delay));
+      ++current;
+    }
+    // Shrink: cancel starting workers, then retire idle ones, then let
+    // busy ones go after their event.
+    while (current > target && !starting_.empty()) {
+      starting_.pop_back();
+      --current;
+    }
+    while (current > target && !idle_.empty()) {
+      workers_[idle_.back()].alive = false;
+      idle_.pop_back();
+      --alive_;
+      --current;
+    }
+    for (Worker& worker : workers_) {
+      if (current <= target) break;
+      if (worker.alive && worker.busy && !worker.retiring) {
+        worker.retiring = true;
+        --current;
+      }
+    }
+  }
+
+  TickObservation observation(std::int64_t t) const {
+    TickObservation obs;
+    obs.now = TimePoint{} + std::chrono::nanoseconds(t);
+    obs.arrivals_total = arrivals_;
+    obs.completions_total = completed_;
+    obs.queue_depth = queue_.size();
+    obs.in_flight = busy_;
+    obs.workers_running = alive_;
+    obs.workers_starting = starting_.size();
+    if (tick_.started > 0) {
+      const auto n = static_cast<double>(tick_.started);
+      const double mean = tick_.service_sum / n;
+      const double variance =
+          std::max(0.0, tick_.service_sq_sum / n - mean * mean);
+      obs.service_samples = tick_.started;
+      obs.service_time_mean = mean;
+      obs.service_time_scv = mean > 0 ? variance / (mean * mean) : 1.0;
+      obs.service_time_p99 = tick_.service.quantile_nanos(0.99) / 1e9;
+      obs.wait_p99 = tick_.wait.quantile_nanos(0.99) / 1e9;
+    }
+    if (!queue_.empty()) {
+      obs.oldest_wait = static_cast<double>(t - queue_.front()) / 1e9;
+    }
+    const double span =
+        static_cast<double>(alive_) * static_cast<double>(ns(options_.tick));
+    obs.busy_fraction = span > 0 ? tick_.busy_ns / span : 0;
+    return obs;
+  }
+
+  void tick(std::int64_t t) {
+    const TickObservation obs = observation(t);
+    const LoadSnapshot load = estimator_.update(obs);
+    ScalingDecision decision{static_cast<double>(load.workers()), "kept"};
+    if (t > 0) {
+      try {
+        decision = policy_.decide(load);
+      } catch (...) {
+        ++result_.policy_errors;  // keep the size
+        decision = {static_cast<double>(load.workers()), "policy-error"};
+      }
+    }
+    const GovernedDecision verdict = governor_.apply(decision, load);
+    const std::size_t before = capacity();
+    resize(verdict.workers);
+    if (capacity() != before) ++result_.scaling_actions;
+    if (t > 0) {
+      TimelineRow row;
+      row.time_s = static_cast<double>(t) / 1e9;
+      row.arrival_rate = static_cast<double>(tick_.arrivals) /
+                         std::chrono::duration<double>(options_.tick).count();
+      row.estimated_rate = load.arrival_rate_slow;
+      row.workers = capacity();
+      row.policy_target = decision.target;
+      row.queue_depth = queue_.size();
+      row.wait_p99_ms = obs.wait_p99 * 1e3;
+      result_.timeline.push_back(row);
+    }
+    tick_ = {};
+  }
+
+  const SimulationInput& input_;
+  ScalingPolicy& policy_;
+  const SimulationOptions& options_;
+  Governor governor_;
+  LoadEstimator estimator_;
+  SimulationResult result_;
+
+  std::int64_t now_ = 0;
+  std::size_t next_arrival_ = 0;
+  std::uint64_t arrivals_ = 0;
+  std::uint64_t completed_ = 0;
+  std::deque<std::int64_t> queue_;     // arrival times, FIFO
+  std::deque<std::int64_t> starting_;  // ready times, ascending
+  std::vector<Worker> workers_;
+  std::vector<std::size_t> idle_;
+  std::size_t alive_ = 0;
+  std::size_t busy_ = 0;
+  // (finish time, worker): earliest first; ties by worker id.
+  std::priority_queue<std::pair<std::int64_t, std::size_t>,
+                      std::vector<std::pair<std::int64_t, std::size_t>>,
+                      std::greater<>>
+      completions_;
+  double worker_ns_ = 0;
+  TickStats tick_;
+};
+
+}  // namespace
+
+absl::StatusOr<SimulationResult> simulate(const SimulationInput& input,
+                                          ScalingPolicy& policy,
+                                          const SimulationOptions& options) {
+  if (auto problems = problems_of(input, options); !problems.empty()) {
+    return absl::InvalidArgumentError("invalid simulation: " +
+                                      absl::StrJoin(problems, "; "));
+  }
+  auto governor = Governor::Create(options.governor);
+  if (!governor.ok()) return governor.status();
+  auto estimator =
+      LoadEstimator::Create({.fast_window = options.fast_window,
+                             .slow_window = options.slow_window,
+                             .min_workers = options.governor.min_workers,
+                             .max_workers = options.governor.max_workers});
+  if (!estimator.ok()) return estimator.status();
+  Simulation simulation(input, policy, options, *std::move(governor),
+                        *std::move(estimator));
+  return simulation.run();
+}
+
+}  // namespace fnbus::scaling::lab
