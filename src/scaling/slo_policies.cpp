@@ -105,9 +105,15 @@ ScalingDecision SloGuard::decide(const LoadSnapshot& load) {
   const bool late = load.oldest_wait > seconds(options_.slo.wait_slo);
   if (!burst && !late) return {stable, "slo-guard"};
   const double fast = model_->target_for(load, load.arrival_rate_fast);
+  // The averages lag a burst; the queue does not: enough workers that the
+  // backlog clears within one SLO, on top of the fast arrival rate.
+  const double service = load.service_time_mean;
+  const double backlog = load.arrival_rate_fast * service +
+                         static_cast<double>(load.queue_depth) * service /
+                             seconds(options_.slo.wait_slo);
   // In a burst never shrink: the slow rate has not caught up yet.
   const double target =
-      std::max({stable, fast, static_cast<double>(load.workers())});
+      std::max({stable, fast, backlog, static_cast<double>(load.workers())});
   return {target, "slo-guard-panic", /*panic=*/true};
 }
 

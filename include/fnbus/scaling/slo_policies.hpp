@@ -11,9 +11,12 @@
 // SloGuard (the recommended default) -- ErlangSlo on the slow (stable)
 //   arrival rate, raised to ErlangSlo on the fast rate while a burst is on
 //   (fast rate >= panic_ratio x slow rate, or the oldest queued event has
-//   waited longer than the SLO): then it also asks the governor to lift
-//   its scale-up rate limit (ScalingDecision::panic). Scale-down follows
-//   the slow rate, so a short lull does not shed workers.
+//   waited longer than the SLO), and then also to enough workers that the
+//   queue clears within one SLO: c >= a_fast + backlog * S / slo (the
+//   averages lag a burst; the queue does not). In a burst it never
+//   shrinks and asks the governor to lift its scale-up rate limit
+//   (ScalingDecision::panic). Scale-down follows the slow rate, so a short
+//   lull does not shed workers.
 //
 // Both keep the current size until a service time has been measured.
 

@@ -11,6 +11,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "fnbus/scaling/slo_policies.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -200,6 +202,37 @@ TEST_CASE("simulator: bad input is InvalidArgument", "[simulator]") {
   const SimulationInput fine = constant_service({}, 1, 100);
   CHECK_FALSE(simulate(fine, *policy, {.tick = 0ms}).ok());
   CHECK_FALSE(simulate(fine, *policy, {.governor = {.min_workers = 0}}).ok());
+}
+
+TEST_CASE("simulator: SloGuard meets the wait SLO through a step",
+          "[simulator]") {
+  // 0-3 s: 1 event per 2 ms; 3-8 s: 1 per 0.25 ms (x8); 3 ms each.
+  std::vector<std::int64_t> arrivals;
+  for (std::int64_t t = 0; t < 3'000 * kMs; t += 2 * kMs) arrivals.push_back(t);
+  for (std::int64_t t = 3'000 * kMs; t < 8'000 * kMs; t += kMs / 4) {
+    arrivals.push_back(t);
+  }
+  const SimulationInput input{arrivals, [](std::int64_t) { return 3 * kMs; },
+                              8'000 * kMs};
+  auto guard = fnbus::scaling::SloGuard::Create(
+      {.slo = {.wait_slo = 20ms, .epsilon = 0.01}});
+  REQUIRE(guard.ok());
+  const SimulationOptions options{
+      .thread_start_delay = 2ms,
+      .wait_slo = 20ms,
+      .governor = {.min_workers = 1, .max_workers = 32},
+      .initial_workers = 2};
+  const SimulationResult result = run(input, **guard, options);
+  CHECK(result.events == arrivals.size());
+  // Only the first tick of the step waits too long.
+  CHECK(result.violation_fraction() < 0.05);
+  // Before the step it stays small.
+  for (const auto& row : result.timeline) {
+    if (row.time_s < 3.0) CHECK(row.workers <= 3);
+  }
+  // A fixed minimal pool fails the same load badly.
+  auto minimal = fixed(2);
+  CHECK(run(input, *minimal, options).violation_fraction() > 0.5);
 }
 
 }  // namespace
