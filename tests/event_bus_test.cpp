@@ -858,8 +858,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "event_bus: publish after shutdown is FailedPrecondition; shutdown is "
-    "idempotent",
+    "event_bus: publish after shutdown is FailedPrecondition, and shutdown "
+    "is idempotent",
     "[event_bus]") {
   std::atomic<int> calls{0};
   auto bus = make_bus({.workers = 2});

@@ -248,7 +248,7 @@ TEST_CASE("histogram: count, sum, max and mean are exact", "[histogram]") {
   REQUIRE(times.max_nanos() == 100);
 }
 
-TEST_CASE("histogram: quantile arguments outside [0, 1] are clamped",
+TEST_CASE("histogram: quantile arguments below 0 or above 1 are clamped",
           "[histogram]") {
   HistogramSnapshot s;
   for (std::uint64_t v = 1; v <= 100; ++v) s.add(v);

@@ -50,7 +50,7 @@ TEST_CASE("policy: make_policy wraps a callable and keeps its name",
   CHECK(calls == 1);
 }
 
-TEST_CASE("policy: the governor rounds up and clamps to [min, max]",
+TEST_CASE("policy: the governor rounds up and clamps to the bounds",
           "[policy]") {
   Governor governor =
       make_governor({.min_workers = 2, .max_workers = 8, .max_up_step = 100});

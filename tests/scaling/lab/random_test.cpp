@@ -51,7 +51,8 @@ TEST_CASE("lab_random: a seed gives one sequence, other seeds others",
   CHECK(std::set<std::uint64_t>(first.begin(), first.end()).size() == 100);
 }
 
-TEST_CASE("lab_random: uniform01 is in [0, 1) with mean 1/2", "[lab_random]") {
+TEST_CASE("lab_random: uniform01 is at least 0, below 1, with mean 1/2",
+          "[lab_random]") {
   Random random(1);
   double sum = 0;
   double low = 1;
