@@ -22,6 +22,7 @@
 #include "fnbus/scaling/lab/random.hpp"
 #include "fnbus/scaling/lab/simulator.hpp"
 #include "fnbus/scaling/lab/traces.hpp"
+#include "fnbus/scaling/policies.hpp"
 #include "fnbus/scaling/slo_policies.hpp"
 
 namespace lab = fnbus::scaling::lab;
@@ -45,6 +46,21 @@ std::vector<Contender> contenders() {
              "fixed-max", [](const fnbus::scaling::LoadSnapshot&) {
                return fnbus::scaling::ScalingDecision{kMaxWorkers, "fixed"};
              });
+       }},
+      {"hpa",
+       [] {
+         return std::unique_ptr<fnbus::scaling::ScalingPolicy>(
+             *fnbus::scaling::UtilizationRatio::Create({}));
+       }},
+      {"kpa",
+       [] {
+         return std::unique_ptr<fnbus::scaling::ScalingPolicy>(
+             *fnbus::scaling::TargetConcurrency::Create({}));
+       }},
+      {"adaptive-cap",
+       [] {
+         return std::unique_ptr<fnbus::scaling::ScalingPolicy>(
+             *fnbus::scaling::AdaptiveCap::Create({}));
        }},
       {"erlang-slo",
        [] {
@@ -100,7 +116,7 @@ int main(int argc, char** argv) {
       .slow_window = 30s,
       .initial_workers = 1};
 
-  fmt::print("{:<11} {:<11} {:>8} {:>9} {:>9} {:>10} {:>12} {:>10}\n", "policy",
+  fmt::print("{:<12} {:<11} {:>8} {:>9} {:>9} {:>10} {:>12} {:>10}\n", "policy",
              "trace", "SLO met", "p99 wait", "p999 wait", "p99 resp",
              "worker-s", "actions/m");
   bool ok = true;
@@ -138,7 +154,7 @@ int main(int argc, char** argv) {
       }
       const double n = seeds;
       fmt::print(
-          "{:<11} {:<11} {:>7.2f}% {:>7.1f}ms {:>7.1f}ms {:>8.1f}ms {:>12.0f} "
+          "{:<12} {:<11} {:>7.2f}% {:>7.1f}ms {:>7.1f}ms {:>8.1f}ms {:>12.0f} "
           "{:>10.1f}\n",
           contender.name, trace.name, 100 * met / n, p99 / n, p999 / n,
           resp / n, cost / n, actions / n);
