@@ -18,14 +18,22 @@ bool finite_at_least(double value, double minimum) {
   return std::isfinite(value) && value >= minimum;
 }
 
+// One step of the Erlang B recursion: B_k from B_{k-1}. Stays in [0, 1]
+// for finite a >= 0 (a b <= a, so nothing overflows).
+double next_erlang_b(double previous, std::size_t k, double a) {
+  const double ab = a * previous;
+  return ab / (static_cast<double>(k) + ab);
+}
+
 }  // namespace
 
 absl::StatusOr<ResponseTimeModel> ResponseTimeModel::Create(
     QueueParams params) {
   std::vector<std::string> problems;
   if (!finite_at_least(params.arrival_rate, 0)) {
-    problems.push_back(fmt::format("arrival_rate is {}; use a finite rate >= 0",
-                                   params.arrival_rate));
+    problems.push_back(fmt::format(
+        "arrival_rate is {}; use a finite rate >= 0 (events per second)",
+        params.arrival_rate));
   }
   if (!finite_at_least(params.service_rate, 0) || params.service_rate == 0) {
     problems.push_back(fmt::format(
@@ -45,38 +53,52 @@ absl::StatusOr<ResponseTimeModel> ResponseTimeModel::Create(
 }
 
 double ResponseTimeModel::utilisation(std::size_t c) const noexcept {
-  const double a = offered_load();
-  if (c == 0) return a > 0 ? kInfinity : 0;
-  return a / static_cast<double>(c);
+  if (c == 0) return kInfinity;
+  return offered_load() / static_cast<double>(c);
 }
 
 bool ResponseTimeModel::stable(std::size_t c) const noexcept {
-  return c > 0 && utilisation(c) < 1.0;
+  // a < c is false for a = +infinity; the drain can only round to 0 with
+  // a denormal mu.
+  return c > 0 && offered_load() < static_cast<double>(c) && drain_rate(c) > 0;
+}
+
+double ResponseTimeModel::drain_rate(std::size_t c) const noexcept {
+  return params_.service_rate * (static_cast<double>(c) - offered_load());
 }
 
 double ResponseTimeModel::erlang_b(std::size_t c) const noexcept {
-  // The recursion keeps every term in [0, 1]: no factorials, no overflow.
   const double a = offered_load();
+  if (std::isinf(a)) return 1.0;  // the limit; the recursion would be inf/inf
   double b = 1.0;
-  for (std::size_t k = 1; k <= c; ++k) {
-    b = a * b / (static_cast<double>(k) + a * b);
-  }
+  for (std::size_t k = 1; k <= c; ++k) b = next_erlang_b(b, k, a);
   return b;
+}
+
+double ResponseTimeModel::erlang_c_from_b(std::size_t c,
+                                          double b) const noexcept {
+  // The denominator is at least c - a > 0 (stable), so C is finite; the
+  // clamp only absorbs rounding.
+  const double cd = static_cast<double>(c);
+  return std::clamp(cd * b / (cd - offered_load() * (1.0 - b)), 0.0, 1.0);
 }
 
 double ResponseTimeModel::erlang_c(std::size_t c) const noexcept {
   if (!stable(c)) return 1.0;
-  const double a = offered_load();
-  const double b = erlang_b(c);
-  const double cd = static_cast<double>(c);
-  return std::clamp(cd * b / (cd - a * (1.0 - b)), 0.0, 1.0);
+  return erlang_c_from_b(c, erlang_b(c));
+}
+
+double ResponseTimeModel::tail(std::size_t c, double erlang_c,
+                               double t) const noexcept {
+  // drain > 0 (possibly +inf for a huge mu) and t >= 0: the exponent is
+  // in [-inf, 0]; t = 0 is answered first so that inf * 0 never happens.
+  if (t == 0) return erlang_c;
+  return erlang_c * std::exp(-(drain_rate(c) / whitt_factor()) * t);
 }
 
 double ResponseTimeModel::mean_wait(std::size_t c) const noexcept {
   if (!stable(c)) return kInfinity;
-  const double drain =
-      static_cast<double>(c) * params_.service_rate - params_.arrival_rate;
-  return erlang_c(c) / drain * whitt_factor();
+  return erlang_c(c) / drain_rate(c) * whitt_factor();
 }
 
 double ResponseTimeModel::mean_response(std::size_t c) const noexcept {
@@ -85,22 +107,19 @@ double ResponseTimeModel::mean_response(std::size_t c) const noexcept {
 
 double ResponseTimeModel::wait_probability_above(std::size_t c,
                                                  double t) const noexcept {
-  if (!stable(c)) return 1.0;
-  const double drain =
-      static_cast<double>(c) * params_.service_rate - params_.arrival_rate;
-  const double at = std::isnan(t) ? 0.0 : std::max(0.0, t);
-  return erlang_c(c) * std::exp(-drain * at / whitt_factor());
+  if (!stable(c) || !(t >= 0)) return 1.0;  // also NaN t
+  return tail(c, erlang_c(c), t);
 }
 
 double ResponseTimeModel::wait_quantile(std::size_t c,
                                         double p) const noexcept {
-  if (!stable(c)) return kInfinity;
-  const double q = std::isnan(p) ? 0.5 : std::clamp(p, 1e-12, 1.0 - 1e-12);
-  const double drain =
-      static_cast<double>(c) * params_.service_rate - params_.arrival_rate;
+  if (!stable(c) || std::isnan(p)) return kInfinity;
   const double waiting = erlang_c(c);
-  if (waiting <= 1.0 - q) return 0.0;
-  return std::log(waiting / (1.0 - q)) / drain * whitt_factor();
+  const double above = 1.0 - std::min(p, 1.0);  // allowed P(Wq > w)
+  if (waiting <= above) return 0.0;  // p <= 0, p <= 1 - C, lambda = 0
+  if (above <= 0) return kInfinity;  // p >= 1 with some waiting
+  // waiting > above > 0: the log is > 0 and finite.
+  return std::log(waiting / above) / drain_rate(c) * whitt_factor();
 }
 
 absl::StatusOr<Staffing> ResponseTimeModel::smallest_workers_for_wait_slo(
@@ -109,14 +128,26 @@ absl::StatusOr<Staffing> ResponseTimeModel::smallest_workers_for_wait_slo(
       max_workers < 1) {
     return absl::InvalidArgumentError(fmt::format(
         "smallest_workers_for_wait_slo(slo = {}, epsilon = {}, max_workers "
-        "= {}): use slo > 0 seconds, 0 < epsilon < 1 and max_workers >= 1",
+        "= {}): use 0 < slo < infinity (seconds), 0 < epsilon < 1 and "
+        "max_workers >= 1",
         slo, epsilon, max_workers));
   }
-  // P(wait > slo) falls as c grows (more servers, faster drain), so the
-  // first c that meets it is the smallest. Start where the queue is stable.
-  const auto first = static_cast<std::size_t>(std::floor(offered_load())) + 1;
-  for (std::size_t c = std::max<std::size_t>(1, first); c <= max_workers; ++c) {
-    if (wait_probability_above(c, slo) <= epsilon) return Staffing{c, true};
+  const double a = offered_load();
+  // Every c <= max_workers is unstable: P(Wq > slo) = 1 > epsilon. (Also
+  // keeps the loop below from running up to a huge a.)
+  if (!(a < static_cast<double>(max_workers))) {
+    return Staffing{max_workers, false};
+  }
+  // One pass of the recursion, with the same steps as erlang_b(c) and the
+  // same tail as wait_probability_above(c, slo): the first c that meets
+  // the SLO is the smallest, found in O(c) rather than O(c^2).
+  double b = 1.0;
+  for (std::size_t c = 1;; ++c) {
+    b = next_erlang_b(b, c, a);
+    if (stable(c) && tail(c, erlang_c_from_b(c, b), slo) <= epsilon) {
+      return Staffing{c, true};
+    }
+    if (c == max_workers) break;  // (not c <= max_workers: no wrap-around)
   }
   return Staffing{max_workers, false};
 }
