@@ -40,6 +40,13 @@ std::vector<std::string> config_problems(const BusConfig& config) {
     problems.push_back(
         fmt::format("workers is {}; use 1 to {}", config.workers, kMaxWorkers));
   }
+  if (config.max_workers != 0 && (config.max_workers < config.workers ||
+                                  config.max_workers > kMaxWorkers)) {
+    problems.push_back(fmt::format(
+        "max_workers is {}; use workers ({}) to {}, or 0 for a pool that "
+        "never grows past workers",
+        config.max_workers, config.workers, kMaxWorkers));
+  }
   if (config.block_timeout <= std::chrono::nanoseconds::zero() ||
       config.block_timeout > kMaxBlockTimeout) {
     problems.push_back(
@@ -130,6 +137,7 @@ absl::StatusOr<std::unique_ptr<EventBus>> EventBus::Create(BusConfig config) {
   }
   if (bus->config_.execution != Execution::kThreadPool) return bus;
   auto pool = ThreadPool::Start(*bus, {.workers = bus->config_.workers,
+                                       .max_workers = bus->max_workers_,
                                        .idle_spin = bus->config_.idle_spin,
                                        .name_prefix = "fnbus-w"});
   if (!pool.ok()) {
@@ -164,7 +172,9 @@ EventBus::EventBus(BusConfig config)
       handler_hooks_(config_.trace.on_handler_start ||
                      config_.trace.on_handler_end),
       registry_(std::make_shared<detail::HandlerRegistry>()),
-      metrics_(config_.workers + 1, config_.record_latency),
+      max_workers_(config_.max_workers == 0 ? config_.workers
+                                            : config_.max_workers),
+      metrics_(max_workers_ + 1, config_.record_latency),
       queue_(config_.queue_capacity) {}
 
 EventBus::~EventBus() {
@@ -365,10 +375,15 @@ bool EventBus::run_one(std::size_t worker,
   if (!queue_.try_pop(envelope)) return false;
   taken();
   wake_blocked_publishers();
+  detail::WorkerShard& shard = metrics_.shard(worker);
+  // relaxed: a gauge for metrics(); this worker is the only writer.
+  shard.in_event.store(true, std::memory_order_relaxed);
   // relaxed: a late view only dispatches an event that shutdown(kCancel-
   // Pending) would have dead-lettered; either way it is accounted for.
-  handle(envelope, metrics_.shard(worker),
+  handle(envelope, shard,
          state_.load(std::memory_order_relaxed) == kCancelling);
+  // relaxed: as above.
+  shard.in_event.store(false, std::memory_order_relaxed);
   return true;
 }
 
@@ -590,15 +605,29 @@ metrics::MetricsSnapshot EventBus::metrics() const {
   gauges.queue_capacity = queue_.capacity();
   // A worker that is neither polling nor parked is handling an event (or
   // about to): the pool's own counts, so that dispatch writes no gauge.
+  // In flight: the workers inside an event, from their own flags (a
+  // worker that is starting, retiring or between events is not busy).
+  // Retiring workers finishing an event count as in flight, not as
+  // workers.
   if (pool_) {
     const ThreadPoolStats pool = pool_->stats();
+    for (std::size_t i = 0; i < max_workers_; ++i) {
+      // relaxed: a gauge.
+      if (metrics_.shard(i).in_event.load(std::memory_order_relaxed)) {
+        ++gauges.in_flight;
+      }
+    }
     gauges.workers = pool.workers;
-    gauges.workers_parked = std::min<std::uint64_t>(pool.parked, pool.workers);
-    gauges.workers_idle = std::min<std::uint64_t>(
-        pool.spinning, pool.workers - gauges.workers_parked);
+    gauges.workers_starting = pool.starting;
+    gauges.workers_retiring = pool.retiring;
+    gauges.workers_max = pool.max_workers;
+    // busy + idle + parked == workers; retiring threads are left out.
     gauges.workers_busy =
-        pool.workers - gauges.workers_parked - gauges.workers_idle;
-    gauges.in_flight = gauges.workers_busy;
+        std::min<std::uint64_t>(gauges.in_flight, pool.workers);
+    gauges.workers_parked = std::min<std::uint64_t>(
+        pool.parked, pool.workers - gauges.workers_busy);
+    gauges.workers_idle =
+        pool.workers - gauges.workers_busy - gauges.workers_parked;
   }
   // relaxed: a gauge; a thread running queued events (run_one() & co.,
   // kInline, or shutdown's sweep) has one in flight, or is about to.
@@ -606,6 +635,28 @@ metrics::MetricsSnapshot EventBus::metrics() const {
     ++gauges.in_flight;
   }
   return snapshot;
+}
+
+absl::Status EventBus::resize_workers(std::size_t workers) {
+  if (!pool_) {
+    return absl::FailedPreconditionError(
+        "resize_workers() needs Execution::kThreadPool; with kInline and "
+        "kManual events run in the caller's thread");
+  }
+  if (workers < 1 || workers > max_workers_) {
+    return absl::InvalidArgumentError(fmt::format(
+        "resize_workers({}): use 1 to {} (BusConfig::max_workers; raise it "
+        "to allow more)",
+        workers, max_workers_));
+  }
+  // relaxed: a courtesy check for a clearer message; the pool refuses a
+  // resize once it is stopping in any case.
+  if (state_.load(std::memory_order_relaxed) != kRunning) {
+    return absl::FailedPreconditionError(
+        "resize_workers() after shutdown() began; resize before shutting "
+        "down");
+  }
+  return pool_->resize(workers);
 }
 
 ThreadPoolStats EventBus::pool_stats() const noexcept {

@@ -158,6 +158,15 @@ class EventBus : private WorkSource {
   [[nodiscard]] metrics::MetricsSnapshot metrics() const;
   // The clock the bus reads (BusConfig::clock or SteadyClock::instance()).
   [[nodiscard]] Clock& clock() const noexcept { return *clock_; }
+  // Sets the number of pool workers to `workers` (1 .. BusConfig::
+  // max_workers) while the bus runs: new workers start at once; workers
+  // asked to leave finish the event they are handling first, and no
+  // queued event is lost or delayed by their going. Usually called by a
+  // scaling::Autoscaler. InvalidArgument out of range; FailedPrecondition
+  // without a thread pool (kInline, kManual) or after shutdown() began;
+  // ResourceExhausted if the OS refuses a thread (the workers that did
+  // start are kept). Thread safety: any thread, also inside handlers.
+  absl::Status resize_workers(std::size_t workers);
   [[nodiscard]] ThreadPoolStats pool_stats() const noexcept;
   [[nodiscard]] const BusConfig& config() const noexcept { return config_; }
 
@@ -321,7 +330,7 @@ class EventBus : private WorkSource {
               bool cancel) noexcept;
   // The shard of the thread running run_one() & co. or shutdown's sweeps.
   [[nodiscard]] detail::WorkerShard& caller_shard() noexcept {
-    return metrics_.shard(config_.workers);
+    return metrics_.shard(max_workers_);
   }
   void sweep(bool cancel) noexcept;
   void wake_blocked_publishers() noexcept;
@@ -343,6 +352,7 @@ class EventBus : private WorkSource {
   const bool ambient_hook_;   // TraceHooks::ambient set
   const bool handler_hooks_;  // TraceHooks::on_handler_start or _end set
   const std::shared_ptr<detail::HandlerRegistry> registry_;
+  const std::size_t max_workers_;  // BusConfig::max_workers, 0 resolved
   // One shard per worker, and one for run_one() & co. and shutdown's sweeps.
   detail::BusMetrics metrics_;
   MpmcQueue<detail::Envelope> queue_;

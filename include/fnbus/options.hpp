@@ -95,8 +95,12 @@ struct TraceHooks {
 struct BusConfig {
   // Slots in the publish queue: a power of two, 2 .. 2^24 (128 bytes each).
   std::size_t queue_capacity = 4096;
-  // Worker threads of the pool: 1 .. 1024.
+  // Worker threads the pool starts with: 1 .. 1024.
   std::size_t workers = 2;
+  // The most workers EventBus::resize_workers() (and so an autoscaler) may
+  // ask for: `workers` .. 1024; 0 means `workers`. Per-worker metrics are
+  // sized for this many (about 4 KB each before first use).
+  std::size_t max_workers = 0;
   // Default for publishes that do not say otherwise.
   OverflowPolicy overflow = OverflowPolicy::kReject;
   // Longest wait of a kBlock publish on a full queue: > 0, <= 1 hour.

@@ -1,7 +1,9 @@
 #include "fnbus/exec/thread_pool.hpp"
 
+#include <algorithm>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "fmt/format.h"
@@ -22,24 +24,37 @@ void name_this_thread(const std::string& prefix, std::size_t index) {
 }  // namespace
 
 ThreadPool::ThreadPool(WorkSource& source, ThreadPoolOptions options)
-    : source_(source), options_(std::move(options)) {}
+    : source_(source),
+      options_(std::move(options)),
+      max_(options_.max_workers == 0 ? options_.workers : options_.max_workers),
+      slots_(std::make_unique<Slot[]>(max_)) {}
 
 absl::StatusOr<std::unique_ptr<ThreadPool>> ThreadPool::Start(
     WorkSource& source, ThreadPoolOptions options) {
+  if (options.max_workers != 0 && options.workers > options.max_workers) {
+    return absl::InvalidArgumentError(fmt::format(
+        "ThreadPoolOptions::workers is {} but max_workers is {}; start at "
+        "most max_workers workers (or set max_workers to 0 for a fixed size)",
+        options.workers, options.max_workers));
+  }
+  if (std::max(options.workers, options.max_workers) > kMaxWorkers) {
+    return absl::InvalidArgumentError(fmt::format(
+        "ThreadPoolOptions asks for {} workers; use at most {}",
+        std::max(options.workers, options.max_workers), kMaxWorkers));
+  }
+  if (options.workers < 1) {
+    return absl::InvalidArgumentError(
+        "ThreadPoolOptions::workers is 0; start at least one worker");
+  }
   std::unique_ptr<ThreadPool> pool(new ThreadPool(source, std::move(options)));
-  const std::size_t count = pool->options_.workers;
-  pool->threads_.reserve(count);
-  try {
-    for (std::size_t i = 0; i < count; ++i) {
-      pool->threads_.emplace_back([p = pool.get(), i] { p->worker_loop(i); });
-    }
-  } catch (const std::system_error& error) {
-    const std::size_t started = pool->threads_.size();
+  absl::Status started;
+  {
+    std::lock_guard lock(pool->resize_mutex_);
+    started = pool->grow_to(pool->options_.workers);
+  }
+  if (!started.ok()) {
     pool->stop_and_join();
-    return absl::ResourceExhaustedError(fmt::format(
-        "could not start worker thread {} of {} ({}); lower the worker count "
-        "or raise the process's thread limit",
-        started + 1, count, error.what()));
+    return started;
   }
   return pool;
 }
@@ -50,10 +65,148 @@ bool ThreadPool::is_own_worker() const noexcept {
   return tls_current_pool == this;
 }
 
+absl::Status ThreadPool::resize(std::size_t workers) {
+  if (workers < 1 || workers > max_) {
+    return absl::InvalidArgumentError(fmt::format(
+        "resize to {} workers; use 1 to max_workers ({}), or create the pool "
+        "with a higher max_workers",
+        workers, max_));
+  }
+  std::lock_guard lock(resize_mutex_);
+  // relaxed: stop_and_join() sets it before taking resize_mutex_, which we
+  // hold, so the mutex orders it.
+  if (stopping_.load(std::memory_order_relaxed)) {
+    return absl::FailedPreconditionError(
+        "resize after the pool began stopping; resize before shutdown()");
+  }
+  // relaxed: only written under resize_mutex_.
+  const std::size_t size = size_.load(std::memory_order_relaxed);
+  if (workers > size) return grow_to(workers);
+  if (workers < size) shrink_to(workers);
+  return absl::OkStatus();
+}
+
+absl::Status ThreadPool::grow_to(std::size_t workers) {
+  // Lowest indices first, so that a pool of n uses workers 0 .. n-1 when
+  // it can (dense per-worker state, stable thread names).
+  for (std::size_t i = 0; i < max_; ++i) {
+    // relaxed: only written under resize_mutex_ (held).
+    if (size_.load(std::memory_order_relaxed) >= workers) break;
+    Slot& slot = slots_[i];
+    SlotState state = SlotState::kRetiring;
+    // acq_rel: races with the worker's own kRetiring -> kExited; whoever
+    // wins decides whether the thread stays.
+    if (slot.state.compare_exchange_strong(state, SlotState::kRunning,
+                                           std::memory_order_acq_rel)) {
+      // relaxed: a gauge.
+      retiring_.fetch_sub(1, std::memory_order_relaxed);
+    } else if (state == SlotState::kRunning) {
+      continue;
+    } else {
+      reap(slot);  // exited: join before reusing the index
+      if (absl::Status status = start_worker(i); !status.ok()) return status;
+    }
+    // relaxed: written under resize_mutex_; read as a snapshot.
+    size_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ThreadPool::start_worker(std::size_t index) {
+  Slot& slot = slots_[index];
+  // relaxed: the thread's start synchronises with this store.
+  slot.state.store(SlotState::kRunning, std::memory_order_relaxed);
+  // relaxed: a gauge.
+  starting_.fetch_add(1, std::memory_order_relaxed);
+  try {
+    slot.thread = std::thread([this, index] { worker_loop(index); });
+  } catch (const std::system_error& error) {
+    slot.state.store(SlotState::kEmpty, std::memory_order_relaxed);
+    starting_.fetch_sub(1, std::memory_order_relaxed);
+    return absl::ResourceExhaustedError(fmt::format(
+        "could not start worker thread {} ({}); the pool has {} workers; "
+        "lower the worker count or raise the process's thread limit",
+        index, error.what(), size_.load(std::memory_order_relaxed)));
+  }
+  return absl::OkStatus();
+}
+
+void ThreadPool::reap(Slot& slot) noexcept {
+  if (slot.thread.joinable()) slot.thread.join();
+  // relaxed: the join synchronised with the thread's last write.
+  slot.state.store(SlotState::kEmpty, std::memory_order_relaxed);
+}
+
+void ThreadPool::shrink_to(std::size_t workers) noexcept {
+  // Highest indices first (the mirror of grow_to()).
+  for (std::size_t i = max_; i-- > 0;) {
+    // relaxed: only written under resize_mutex_ (held).
+    if (size_.load(std::memory_order_relaxed) <= workers) break;
+    Slot& slot = slots_[i];
+    // relaxed: kRunning only changes under resize_mutex_.
+    if (slot.state.load(std::memory_order_relaxed) != SlotState::kRunning) {
+      continue;
+    }
+    // relaxed: a gauge, raised before the worker can lower it.
+    retiring_.fetch_add(1, std::memory_order_relaxed);
+    // seq_cst: the announcement half of the handshake with park(): the
+    // worker either sees this before sleeping or is counted as parked by
+    // wake_all_parked() below.
+    slot.state.store(SlotState::kRetiring, std::memory_order_seq_cst);
+    size_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  wake_all_parked();
+}
+
+void ThreadPool::wake_all_parked() noexcept {
+  // Pairs with the fence in park(), as in notify_work(): a worker we do
+  // not count here sees its kRetiring before it sleeps.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // relaxed: ordered by the fence; claims every sleeper at once (parked
+  // workers that find nothing to do simply park again).
+  const std::int32_t parked = parked_.exchange(0, std::memory_order_relaxed);
+  if (parked <= 0) return;
+  // release: as in wake_one(). The generation step makes the word differ
+  // from any value a sleeper saw before, even once the permits are
+  // consumed again: a worker that read the word before our kRetiring store
+  // and then sleeps on that value does not sleep through this wake-up
+  // (an ABA that otherwise loses it).
+  permits_.fetch_add(static_cast<std::uint32_t>(parked) + kPermitGeneration,
+                     std::memory_order_release);
+  permits_.notify_all();
+}
+
+bool ThreadPool::retire_requested(std::size_t index) const noexcept {
+  // relaxed: a hint; try_retire() decides with a CAS.
+  return slots_[index].state.load(std::memory_order_relaxed) ==
+         SlotState::kRetiring;
+}
+
+bool ThreadPool::try_retire(std::size_t index) noexcept {
+  SlotState expected = SlotState::kRetiring;
+  // seq_cst: against grow_to()'s CAS (one of us wins) and, as the
+  // announcement half of a handshake, before the has_work() check below.
+  if (!slots_[index].state.compare_exchange_strong(expected, SlotState::kExited,
+                                                   std::memory_order_seq_cst)) {
+    return false;  // kept by a resize() that grew again
+  }
+  // relaxed: a gauge.
+  retiring_.fetch_sub(1, std::memory_order_relaxed);
+  // We may have consumed the wake-up (or been the spinner a producer
+  // counted on) meant for work still queued: pass it on. The fence pairs
+  // with the one in notify_work(), as in park().
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (source_.has_work()) notify_work();
+  return true;
+}
+
 void ThreadPool::worker_loop(std::size_t index) noexcept {
   tls_current_pool = this;
   name_this_thread(options_.name_prefix, index);
+  // relaxed: a gauge.
+  starting_.fetch_sub(1, std::memory_order_relaxed);
   for (;;) {
+    if (retire_requested(index) && try_retire(index)) return;
     if (source_.run_one(index, [this] { on_work_taken(); })) continue;
     // acquire: pairs with the seq_cst store in stop_and_join(); work
     // offered before the stop is then visible to run_one() above on the
@@ -62,7 +215,7 @@ void ThreadPool::worker_loop(std::size_t index) noexcept {
       if (!source_.has_work()) return;
       continue;
     }
-    if (!spin_for_work()) park();
+    if (!spin_for_work(index)) park(index);
   }
 }
 
@@ -76,7 +229,7 @@ void ThreadPool::on_work_taken() noexcept {
   }
 }
 
-bool ThreadPool::spin_for_work() noexcept {
+bool ThreadPool::spin_for_work(std::size_t index) noexcept {
   // seq_cst: announces a spinner before we look for work; pairs with the
   // fence in notify_work(), which skips waking anyone while we spin.
   spinning_.fetch_add(1, std::memory_order_seq_cst);
@@ -87,11 +240,12 @@ bool ThreadPool::spin_for_work() noexcept {
       found = true;
       break;
     }
-    // Every 64 polls: the thorough check, stop requests, and the clock
-    // (reading it costs ~20 ns here).
+    // Every 64 polls: the thorough check, stop and retire requests, and
+    // the clock (reading it costs ~20 ns here).
     if (i % 64 == 0) {
       // relaxed: stopping_ is re-read with acquire in worker_loop().
-      if (source_.has_work() || stopping_.load(std::memory_order_relaxed)) {
+      if (source_.has_work() || stopping_.load(std::memory_order_relaxed) ||
+          retire_requested(index)) {
         found = true;
         break;
       }
@@ -105,43 +259,62 @@ bool ThreadPool::spin_for_work() noexcept {
   return found;
 }
 
-void ThreadPool::park() noexcept {
+void ThreadPool::park(std::size_t index) noexcept {
   // seq_cst: the announcement half of the handshake with notify_work().
   parked_.fetch_add(1, std::memory_order_seq_cst);
   // Pairs with the fence in notify_work(): either it sees us parked, or
   // we see its work below.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  // relaxed: ordered by the fence above.
-  if (source_.has_work() || stopping_.load(std::memory_order_relaxed)) {
-    // Withdraw, unless a waker has already claimed a parked worker (then
-    // its permit is ours to consume, keeping parked_ = sleepers - permits).
-    // relaxed: parked_ is a counter; permits_ carries the hand-off.
-    std::int32_t parked = parked_.load(std::memory_order_relaxed);
-    while (parked > 0) {
-      if (parked_.compare_exchange_weak(parked, parked - 1,
-                                        std::memory_order_relaxed)) {
-        return;
-      }
-    }
+  // relaxed: ordered by the fence above (retire_requested() too; it pairs
+  // with the fence in wake_all_parked()).
+  if ((source_.has_work() || stopping_.load(std::memory_order_relaxed) ||
+       retire_requested(index)) &&
+      withdraw_parked()) {
+    return;
   }
-  acquire_wake_permit();
+  acquire_wake_permit(index);
 }
 
-void ThreadPool::acquire_wake_permit() noexcept {
+bool ThreadPool::withdraw_parked() noexcept {
+  // Only while some parked worker is unclaimed: once a waker has claimed
+  // one, its permit is ours to consume (keeping parked_ = sleepers -
+  // permits). relaxed: parked_ is a counter; permits_ carries the hand-off.
+  std::int32_t parked = parked_.load(std::memory_order_relaxed);
+  while (parked > 0) {
+    if (parked_.compare_exchange_weak(parked, parked - 1,
+                                      std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void ThreadPool::acquire_wake_permit(std::size_t index) noexcept {
   for (;;) {
-    // acquire: pairs with the release in wake_one() / stop_and_join().
-    std::int32_t permits = permits_.load(std::memory_order_acquire);
-    while (permits > 0) {
+    // acquire: pairs with the release in wake_one() / wake_all_parked() /
+    // stop_and_join() (and, through the release sequence, makes a
+    // kRetiring stored before wake_all_parked() visible below).
+    std::uint32_t word = permits_.load(std::memory_order_acquire);
+    while ((word & kPermitMask) > 0) {
       // acquire: as above.
-      if (permits_.compare_exchange_weak(permits, permits - 1,
+      if (permits_.compare_exchange_weak(word, word - 1,
                                          std::memory_order_acquire,
                                          std::memory_order_relaxed)) {
         return;
       }
     }
-    // Sleeps until permits_ changes from `permits` (atomic wait re-checks
+    // Permits are not addressed: a worker that re-parked may have taken
+    // the one wake_all_parked() meant for us. A retiring worker does not
+    // go back to sleep: it uncounts itself, or -- if every sleeper is
+    // already claimed -- waits for the permit that is on its way.
+    if (retire_requested(index)) {
+      if (withdraw_parked()) return;
+      std::this_thread::yield();
+      continue;
+    }
+    // Sleeps until permits_ changes from `word` (atomic wait re-checks
     // the value under the futex, so a release in between is not lost).
-    permits_.wait(permits, std::memory_order_acquire);
+    permits_.wait(word, std::memory_order_acquire);
   }
 }
 
@@ -172,15 +345,24 @@ void ThreadPool::notify_work() noexcept {
 
 void ThreadPool::stop_and_join() noexcept {
   // seq_cst: ordered before the permits below and against park()'s fence.
+  // Set before taking resize_mutex_, so that a worker inside resize()
+  // sees it and returns instead of waiting for us to join it.
   stopping_.store(true, std::memory_order_seq_cst);
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(resize_mutex_);
+    for (std::size_t i = 0; i < max_; ++i) {
+      if (slots_[i].thread.joinable()) {
+        threads.push_back(std::move(slots_[i].thread));
+      }
+    }
+  }
   // release: as in wake_one(); enough permits for every worker to leave.
-  permits_.fetch_add(static_cast<std::int32_t>(threads_.size()),
+  permits_.fetch_add(static_cast<std::uint32_t>(max_),
                      std::memory_order_release);
   permits_.notify_all();
-  for (auto& thread : threads_) {
-    if (thread.joinable() && thread.get_id() != std::this_thread::get_id()) {
-      thread.join();
-    }
+  for (auto& thread : threads) {
+    if (thread.get_id() != std::this_thread::get_id()) thread.join();
   }
 }
 
@@ -188,9 +370,17 @@ ThreadPoolStats ThreadPool::stats() const noexcept {
   // relaxed: a snapshot for display.
   const auto spinning = spinning_.load(std::memory_order_relaxed);
   const auto parked = parked_.load(std::memory_order_relaxed);
-  return {threads_.size(),
-          static_cast<std::size_t>(spinning < 0 ? 0 : spinning),
-          static_cast<std::size_t>(parked < 0 ? 0 : parked)};
+  const auto starting = starting_.load(std::memory_order_relaxed);
+  const auto retiring = retiring_.load(std::memory_order_relaxed);
+  const auto count = [](std::int32_t n) {
+    return static_cast<std::size_t>(n < 0 ? 0 : n);
+  };
+  return {.workers = size(),
+          .starting = count(starting),
+          .retiring = count(retiring),
+          .spinning = count(spinning),
+          .parked = count(parked),
+          .max_workers = max_};
 }
 
 }  // namespace fnbus

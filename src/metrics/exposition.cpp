@@ -173,9 +173,17 @@ constexpr GaugeFamily kGauges[] = {
     {"fnbus_in_flight", "Events being handled now.", &Gauges::in_flight},
     {"fnbus_workers", "Worker threads in the pool.", &Gauges::workers},
     {"fnbus_workers_busy", "Workers handling an event.", &Gauges::workers_busy},
-    {"fnbus_workers_idle", "Workers polling for work.", &Gauges::workers_idle},
+    {"fnbus_workers_idle", "Workers awake without an event (polling for work).",
+     &Gauges::workers_idle},
     {"fnbus_workers_parked", "Workers asleep until work arrives.",
      &Gauges::workers_parked},
+    {"fnbus_workers_starting", "Workers started and not yet running.",
+     &Gauges::workers_starting},
+    {"fnbus_workers_retiring",
+     "Workers asked to leave that are finishing an event.",
+     &Gauges::workers_retiring},
+    {"fnbus_workers_max", "The most workers the pool may grow to.",
+     &Gauges::workers_max},
 };
 
 void append_header(std::string& out, std::string_view name,

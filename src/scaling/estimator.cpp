@@ -104,7 +104,10 @@ TickObservation observe(const metrics::MetricsSnapshot& previous,
   out.completions_total = now.dispatched + now.dead_lettered;
   out.queue_depth = current.gauges.queue_depth;
   out.in_flight = current.gauges.in_flight;
-  out.workers_running = current.gauges.workers;
+  // The pool's size counts threads still starting; the policy sees both.
+  out.workers_starting =
+      std::min(current.gauges.workers_starting, current.gauges.workers);
+  out.workers_running = current.gauges.workers - out.workers_starting;
   if (current.gauges.workers > 0) {
     out.busy_fraction = static_cast<double>(current.gauges.workers_busy) /
                         static_cast<double>(current.gauges.workers);

@@ -1,5 +1,7 @@
 #include "fnbus/testing/manual_clock.hpp"
 
+#include <iterator>
+
 namespace fnbus::testing {
 
 TimePoint ManualClock::now() const noexcept {
@@ -10,14 +12,14 @@ TimePoint ManualClock::now() const noexcept {
 
 bool ManualClock::sleep_until(TimePoint deadline, std::stop_token stop) {
   std::unique_lock lock(mutex_);
-  ++sleepers_;
+  const auto entry = deadlines_.insert(deadline);
   changed_.notify_all();  // for wait_for_sleepers()
   const bool reached =
       // relaxed: now_ is only written under mutex_, which we hold.
       changed_.wait(lock, stop, [&] {
         return now_.load(std::memory_order_relaxed) >= deadline;
       });
-  --sleepers_;
+  deadlines_.erase(entry);
   return reached;
 }
 
@@ -41,15 +43,23 @@ void ManualClock::advance_to(TimePoint when) {
   changed_.notify_all();
 }
 
+std::size_t ManualClock::sleepers_locked() const {
+  // relaxed: now_ is only written under mutex_, which the caller holds.
+  const TimePoint now = now_.load(std::memory_order_relaxed);
+  return static_cast<std::size_t>(
+      std::distance(deadlines_.upper_bound(now), deadlines_.end()));
+}
+
 std::size_t ManualClock::sleepers() const {
   std::lock_guard lock(mutex_);
-  return sleepers_;
+  return sleepers_locked();
 }
 
 bool ManualClock::wait_for_sleepers(std::size_t count,
                                     std::chrono::milliseconds timeout) const {
   std::unique_lock lock(mutex_);
-  return changed_.wait_for(lock, timeout, [&] { return sleepers_ >= count; });
+  return changed_.wait_for(lock, timeout,
+                           [&] { return sleepers_locked() >= count; });
 }
 
 }  // namespace fnbus::testing

@@ -34,7 +34,7 @@ using fnbus::testing_support::wait_until;
 class TicketSource : public fnbus::WorkSource {
  public:
   TicketSource(std::size_t max_units, std::size_t workers)
-      : ran_by(max_units), per_worker(workers) {
+      : ran_by(max_units), per_worker(workers), active_(workers) {
     for (auto& slot : ran_by) slot.store(kNotRun, std::memory_order_relaxed);
   }
 
@@ -72,8 +72,11 @@ class TicketSource : public fnbus::WorkSource {
       }
     }
     taken();
+    const bool index_free = enter(worker);
     record(ticket, worker);
     if (ticket == hold_ticket_.load(std::memory_order_relaxed)) hold();
+    if (ticket < gate_units_.load(std::memory_order_relaxed)) gate.pass();
+    if (index_free) leave(worker);
     // release: the records above are visible to whoever sees completed().
     completed_.fetch_add(1, std::memory_order_release);
     return true;
@@ -90,6 +93,13 @@ class TicketSource : public fnbus::WorkSource {
     hold_ticket_.store(ticket, std::memory_order_relaxed);
   }
 
+  // Makes the workers that run units 0 .. units-1 wait at `gate` inside
+  // the unit until the test opens it.
+  void hold_units_at_gate(std::uint64_t units) {
+    gate_units_.store(units, std::memory_order_relaxed);
+  }
+  fnbus::testing_support::Gate gate;
+
   // Checked after the pool is joined.
   std::atomic<std::uint64_t> held_unit_timed_out{0};
   static constexpr std::size_t kNotRun = ~std::size_t{0};
@@ -100,8 +110,24 @@ class TicketSource : public fnbus::WorkSource {
   std::atomic<std::uint64_t> not_own_worker{0};
   std::atomic<std::uint64_t> own_worker_of_other{0};
   std::atomic<std::uint64_t> wrong_thread_name{0};
+  // Units run by a worker index while another thread ran under it.
+  std::atomic<std::uint64_t> index_shared{0};
 
  private:
+  // Marks worker index `worker` busy; false (and counted) if another
+  // thread already held it. relaxed: the count is read after the join.
+  bool enter(std::size_t worker) noexcept {
+    if (worker >= active_.size()) return false;
+    if (active_[worker].exchange(true, std::memory_order_relaxed)) {
+      index_shared.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
+  void leave(std::size_t worker) noexcept {
+    active_[worker].store(false, std::memory_order_relaxed);
+  }
+
   void record(std::uint64_t ticket, std::size_t worker) noexcept {
     if (ticket < ran_by.size() &&
         ran_by[ticket].exchange(worker, std::memory_order_relaxed) != kNotRun) {
@@ -154,6 +180,8 @@ class TicketSource : public fnbus::WorkSource {
   alignas(64) std::atomic<std::uint64_t> limit_{0};
   alignas(64) std::atomic<std::uint64_t> completed_{0};
   std::atomic<std::uint64_t> hold_ticket_{~std::uint64_t{0}};
+  std::atomic<std::uint64_t> gate_units_{0};
+  std::vector<std::atomic<bool>> active_;  // per worker index: in a unit
   std::atomic<const fnbus::ThreadPool*> own_pool_{nullptr};
   std::atomic<const fnbus::ThreadPool*> other_pool_{nullptr};
   std::string name_prefix_;  // written before the pool starts
@@ -399,4 +427,226 @@ TEST_CASE(
   pool->stop_and_join();
   CHECK(source.held_unit_timed_out.load() == 0);
   check_each_ran_once(source, kUnits);
+}
+
+// --- resizing ---------------------------------------------------------------
+
+namespace {
+
+// Waits until no worker of `pool` is still retiring; fails the test if
+// one never leaves.
+void require_no_retiring(const fnbus::ThreadPool& pool) {
+  const bool left =
+      wait_until([&] { return pool.stats().retiring == 0; }, kWaitBound);
+  INFO("retiring " << pool.stats().retiring);
+  REQUIRE(left);
+}
+
+fnbus::ThreadPoolOptions resizable(std::size_t workers,
+                                   std::size_t max_workers) {
+  return {.workers = workers,
+          .max_workers = max_workers,
+          .idle_spin = std::chrono::nanoseconds(0)};
+}
+
+}  // namespace
+
+TEST_CASE("thread_pool: resize grows at once and shrinks to the asked size",
+          "[thread_pool]") {
+  constexpr std::size_t kMax = 4;
+  constexpr std::uint64_t kUnits = 2000;
+  TicketSource source(2 * kUnits, kMax);
+  auto pool = start_watched_pool(source, resizable(1, kMax));
+  REQUIRE(pool->size() == 1);
+  REQUIRE(pool->max_workers() == kMax);
+
+  REQUIRE(pool->resize(kMax).ok());
+  CHECK(pool->size() == kMax);
+  CHECK(pool->stats().workers == kMax);
+  require_all_parked(*pool);  // all four threads exist and reach their loop
+  CHECK(pool->stats().starting == 0);
+  source.add(kUnits);
+  pool->notify_work();
+  require_completed(source, kUnits);
+
+  REQUIRE(pool->resize(1).ok());
+  CHECK(pool->size() == 1);
+  require_no_retiring(*pool);
+  require_all_parked(*pool);
+  CHECK(pool->stats().parked == 1);  // the retired threads are gone
+  // Only worker 0 is left to run what comes next.
+  std::vector<std::uint64_t> before;
+  for (const auto& count : source.per_worker) before.push_back(count.load());
+  source.add(kUnits);
+  pool->notify_work();
+  require_completed(source, 2 * kUnits);
+  pool->stop_and_join();
+  CHECK(source.per_worker[0].load() == before[0] + kUnits);
+  for (std::size_t i = 1; i < kMax; ++i) {
+    CHECK(source.per_worker[i].load() == before[i]);
+  }
+  check_each_ran_once(source, 2 * kUnits);
+  CHECK(source.index_shared.load() == 0);
+}
+
+TEST_CASE(
+    "thread_pool: shrinking lets a retiring worker finish its unit without "
+    "waiting for it",
+    "[thread_pool]") {
+  TicketSource source(10, 2);
+  auto pool = start_watched_pool(source, resizable(2, 2));
+  source.hold_units_at_gate(2);
+  source.add(2);
+  pool->notify_work();
+  // Both workers are inside a unit.
+  REQUIRE(wait_until([&] { return source.gate.waiting.load() == 2; }));
+
+  // resize() returns while the retiring worker is still in its unit.
+  REQUIRE(pool->resize(1).ok());
+  CHECK(pool->size() == 1);
+  CHECK(pool->stats().retiring == 1);
+  CHECK(source.completed() == 0);
+
+  source.gate.open();
+  require_completed(source, 2);  // the retiring worker finished its unit
+  require_no_retiring(*pool);
+  source.add(8);
+  pool->notify_work();
+  require_completed(source, 10);
+  pool->stop_and_join();
+  CHECK(source.gate.timeouts.load() == 0);
+  check_each_ran_once(source, 10);
+}
+
+TEST_CASE("thread_pool: growing again keeps a worker that was retiring",
+          "[thread_pool]") {
+  TicketSource source(2, 2);
+  auto pool = start_watched_pool(source, resizable(2, 2));
+  source.hold_units_at_gate(2);
+  source.add(2);
+  pool->notify_work();
+  REQUIRE(wait_until([&] { return source.gate.waiting.load() == 2; }));
+  REQUIRE(pool->resize(1).ok());
+  REQUIRE(pool->stats().retiring == 1);
+  // Had grow joined the retiring thread instead of keeping it, this call
+  // would wait for a unit held at the gate (and the gate would time out).
+  REQUIRE(pool->resize(2).ok());
+  CHECK(pool->size() == 2);
+  CHECK(pool->stats().retiring == 0);
+  source.gate.open();
+  require_completed(source, 2);
+  require_all_parked(*pool);
+  CHECK(pool->stats().parked == 2);
+  pool->stop_and_join();
+  CHECK(source.gate.timeouts.load() == 0);
+  check_each_ran_once(source, 2);
+}
+
+TEST_CASE(
+    "thread_pool: parked workers retire when asked and work after a shrink "
+    "is not lost",
+    "[thread_pool]") {
+  constexpr std::size_t kMax = 4;
+  constexpr std::uint64_t kRounds = 40;
+  TicketSource source(kRounds * 2, kMax);
+  auto pool = start_watched_pool(source, resizable(kMax, kMax));
+  std::uint64_t added = 0;
+  for (std::uint64_t round = 1; round <= kRounds; ++round) {
+    INFO("round " << round);
+    const std::size_t size = 1 + round % kMax;
+    REQUIRE(pool->resize(kMax).ok());
+    require_all_parked(*pool);
+    // Every worker is asleep: shrinking must wake the retiring ones.
+    REQUIRE(pool->resize(size).ok());
+    // Work published at once, racing with the workers' leaving: a wake-up
+    // taken by a leaving worker must be passed on.
+    source.add(2);
+    added += 2;
+    pool->notify_work();
+    require_completed(source, added);
+    require_no_retiring(*pool);
+    require_all_parked(*pool);
+    CHECK(pool->stats().parked == size);
+  }
+  pool->stop_and_join();
+  check_each_ran_once(source, added);
+  CHECK(source.index_shared.load() == 0);
+}
+
+TEST_CASE(
+    "thread_pool: resizing under load runs every unit once and never shares "
+    "a worker index",
+    "[thread_pool]") {
+  constexpr std::size_t kMax = 6;
+  constexpr std::uint64_t kBatches = 400;
+  constexpr std::uint64_t kBatchSize = 25;
+  constexpr std::uint64_t kUnits = kBatches * kBatchSize;
+  TicketSource source(kUnits, kMax);
+  auto pool =
+      start_watched_pool(source, {.workers = 2,
+                                  .max_workers = kMax,
+                                  .idle_spin = std::chrono::microseconds(5)});
+  std::atomic<bool> producing{true};
+  std::thread producer([&] {
+    for (std::uint64_t b = 0; b < kBatches; ++b) {
+      source.add(kBatchSize);
+      pool->notify_work();
+      if (b % 8 == 0) std::this_thread::yield();
+    }
+    // release: the resizer's acquire load sees every batch added.
+    producing.store(false, std::memory_order_release);
+  });
+  std::uint64_t resizes = 0;
+  std::uint64_t failed_resizes = 0;
+  // A fixed sequence of sizes (a linear congruential walk): 1 .. kMax.
+  std::uint64_t state = 12345;
+  // acquire: pairs with the producer's release store.
+  while (producing.load(std::memory_order_acquire) || resizes < 50) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    const std::size_t size = 1 + (state >> 33) % kMax;
+    if (!pool->resize(size).ok()) ++failed_resizes;
+    ++resizes;
+    if (resizes % 4 == 0) std::this_thread::yield();
+    if (resizes > 100'000) break;  // bound the stress
+  }
+  producer.join();
+  require_completed(source, kUnits);
+  pool->stop_and_join();
+  INFO("resizes " << resizes);
+  CHECK(failed_resizes == 0);
+  check_each_ran_once(source, kUnits);
+  CHECK(source.index_shared.load() == 0);
+  CHECK(source.not_own_worker.load() == 0);
+}
+
+TEST_CASE(
+    "thread_pool: bad sizes are InvalidArgument and resize after stop "
+    "is FailedPrecondition",
+    "[thread_pool]") {
+  TicketSource source(1, 3);
+  auto too_many = fnbus::ThreadPool::Start(source, resizable(4, 3));
+  REQUIRE(too_many.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(too_many.status().message().find("max_workers") != std::string::npos);
+  auto none = fnbus::ThreadPool::Start(source, resizable(0, 3));
+  REQUIRE(none.status().code() == absl::StatusCode::kInvalidArgument);
+
+  auto pool = start_watched_pool(source, resizable(2, 3));
+  const absl::Status zero = pool->resize(0);
+  CHECK(zero.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(zero.message().find("use 1 to max_workers (3)") != std::string::npos);
+  CHECK(pool->resize(4).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(pool->size() == 2);  // unchanged by refused calls
+
+  // A pool without max_workers can shrink and grow back to its size.
+  TicketSource fixed_source(1, 2);
+  auto fixed = start_watched_pool(fixed_source, parking(2));
+  CHECK(fixed->max_workers() == 2);
+  CHECK(fixed->resize(1).ok());
+  CHECK(fixed->resize(2).ok());
+  CHECK(fixed->resize(3).code() == absl::StatusCode::kInvalidArgument);
+
+  pool->stop_and_join();
+  CHECK(pool->resize(1).code() == absl::StatusCode::kFailedPrecondition);
+  source.add(1);
+  CHECK(source.completed() == 0);  // nothing runs after the stop
 }

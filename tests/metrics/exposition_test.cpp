@@ -375,6 +375,9 @@ TEST_CASE("exposition: HELP and TYPE once per family, before its samples",
       "fnbus_workers_busy",
       "fnbus_workers_idle",
       "fnbus_workers_parked",
+      "fnbus_workers_starting",
+      "fnbus_workers_retiring",
+      "fnbus_workers_max",
   };
   REQUIRE(types.size() == expected.size());
   for (const std::string& name : expected) REQUIRE(types.count(name) == 1);
@@ -520,7 +523,7 @@ TEST_CASE("exposition: an empty snapshot has only the gauges", "[exposition]") {
     REQUIRE(sample.value == "0");
     ++samples;
   }
-  REQUIRE(samples == 7);
+  REQUIRE(samples == 10);
 }
 
 TEST_CASE("exposition: to_json is valid JSON with the documented keys",
@@ -540,7 +543,8 @@ TEST_CASE("exposition: to_json is valid JSON with the documented keys",
         "\"timed_out\":1", "\"run_time\":{\"count\":9990,\"sum_ns\":",
         "\"gauges\":{\"queue_depth\":12,\"queue_capacity\":4096,"
         "\"in_flight\":2,\"workers\":4,\"workers_busy\":2,\"workers_idle\":1,"
-        "\"workers_parked\":1}}"}) {
+        "\"workers_parked\":1,\"workers_starting\":0,"
+        "\"workers_retiring\":0,\"workers_max\":0}}"}) {
     INFO(key);
     REQUIRE(json.find(key) != std::string::npos);
   }

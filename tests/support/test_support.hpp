@@ -31,6 +31,24 @@ bool wait_until(Pred pred,
   return true;
 }
 
+// How many of per-event delivery counters (one per event id, read after
+// the workers are joined) show an event never handled, or handled twice.
+struct DeliveryCount {
+  std::uint64_t missing = 0;
+  std::uint64_t repeated = 0;
+};
+template <typename Counters>
+DeliveryCount count_deliveries(const Counters& counters) {
+  DeliveryCount result;
+  for (const auto& counter : counters) {
+    // relaxed: the writers were joined before the call.
+    const auto n = counter.load(std::memory_order_relaxed);
+    if (n == 0) ++result.missing;
+    if (n > 1) ++result.repeated;
+  }
+  return result;
+}
+
 // A gate a handler waits at (bounded) until the test opens it.
 struct Gate {
   std::atomic<bool> opened{false};

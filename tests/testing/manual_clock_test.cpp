@@ -124,6 +124,47 @@ TEST_CASE(
   late.join();
 }
 
+TEST_CASE(
+    "manual_clock: a sleeper stops counting as soon as advance passes its "
+    "deadline, and counts again when it sleeps anew",
+    "[manual_clock]") {
+  ManualClock clock;
+  const TimePoint start = clock.now();
+  {
+    // A one-shot sleeper is counted out the moment advance() passes its
+    // deadline, woken or not (it never sleeps again, so 0 is stable).
+    Sleeper once(clock, start + 5ms);
+    REQUIRE(clock.wait_for_sleepers(1));
+    clock.advance(5ms);
+    CHECK(clock.sleepers() == 0);
+    REQUIRE(wait_until([&] { return once.done(); }));
+    once.join();
+  }
+  // A periodic task: sleeps to the next 10 ms boundary, counts a round,
+  // five times.
+  std::atomic<int> rounds{0};
+  std::jthread task([&](std::stop_token stop) {
+    for (int i = 1; i <= 5; ++i) {
+      if (!clock.sleep_until(start + i * 10ms, stop)) return;
+      // release: the test's acquire load sees the round.
+      rounds.fetch_add(1, std::memory_order_release);
+    }
+  });
+  for (int i = 1; i <= 4; ++i) {
+    REQUIRE(clock.wait_for_sleepers(1));
+    clock.advance(10ms);
+    // Counted out at once (whether or not it has woken yet), so that a
+    // count of one again means it is back asleep: the round is done.
+    REQUIRE(clock.wait_for_sleepers(1));
+    // acquire: pairs with the task's release.
+    CHECK(rounds.load(std::memory_order_acquire) == i);
+  }
+  clock.advance(10ms);
+  task.join();
+  CHECK(rounds.load() == 5);
+  CHECK(clock.sleepers() == 0);
+}
+
 TEST_CASE("manual_clock: a stop request ends a sleep with false",
           "[manual_clock]") {
   ManualClock clock;

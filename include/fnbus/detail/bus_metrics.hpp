@@ -165,6 +165,9 @@ struct alignas(kCacheLineSize) FunctionSeries {
 struct alignas(kCacheLineSize) WorkerShard {
   LazyTable<TypeSeries> types;
   LazyTable<FunctionSeries> functions;
+  // Whether the owner is handling an event now (the in-flight gauge).
+  // Stored (relaxed) by the owner around each event, read by metrics().
+  std::atomic<bool> in_event{false};
 };
 
 // The metrics of one bus.
@@ -181,6 +184,9 @@ class BusMetrics {
 
   [[nodiscard]] bool timed() const noexcept { return timed_; }
   [[nodiscard]] WorkerShard& shard(std::size_t index) noexcept {
+    return shards_[index];
+  }
+  [[nodiscard]] const WorkerShard& shard(std::size_t index) const noexcept {
     return shards_[index];
   }
   [[nodiscard]] std::size_t shard_count() const noexcept {

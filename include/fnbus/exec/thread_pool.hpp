@@ -1,17 +1,20 @@
 #pragma once
 
 // Worker threads that run what a WorkSource offers, spinning briefly when
-// idle and then parking.
+// idle and then parking; the number of workers can change while they run.
 
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 #include "fnbus/detail/config.hpp"
@@ -29,7 +32,8 @@ class WorkSource {
   // A cheaper check that spinning workers poll; may miss work that
   // has_work() sees (spinners call has_work() now and then as well).
   [[nodiscard]] virtual bool poll_work() const noexcept { return has_work(); }
-  // Takes and runs one unit of work on worker `worker` (0 .. size-1),
+  // Takes and runs one unit of work on worker `worker` (0 .. max_workers-1;
+  // no two live threads share an index, so per-worker state needs no lock),
   // calling `taken()` after taking it and before running it (so the pool
   // can wake a helper for the rest while this unit runs). Returns false,
   // without calling `taken`, if there was none.
@@ -38,7 +42,11 @@ class WorkSource {
 };
 
 struct ThreadPoolOptions {
+  // Workers started by Start(): 1 .. max_workers.
   std::size_t workers = 2;
+  // The most workers resize() may ask for; 0 means `workers` (a pool that
+  // can only shrink and grow back).
+  std::size_t max_workers = 0;
   // How long an idle worker polls before it parks.
   std::chrono::nanoseconds idle_spin = std::chrono::microseconds(50);
   // Threads are named "<name_prefix><index>" where the OS allows.
@@ -47,13 +55,23 @@ struct ThreadPoolOptions {
 
 // A snapshot of what the workers are doing.
 struct ThreadPoolStats {
-  std::size_t workers = 0;
-  std::size_t spinning = 0;  // polling for work
-  std::size_t parked = 0;    // asleep until notified
+  std::size_t workers = 0;   // the size: running, or starting
+  std::size_t starting = 0;  // of those, threads not yet in their loop
+  std::size_t retiring = 0;  // asked to leave, finishing their event
+  std::size_t spinning = 0;  // polling for work (retiring ones too)
+  std::size_t parked = 0;    // asleep until notified (retiring ones too)
+  std::size_t max_workers = 0;
 };
 
-// A fixed set of worker threads (the count will become adjustable; the
-// wake protocol below does not assume it is constant).
+// A set of worker threads whose size resize() changes between 1 and
+// max_workers while they run.
+//
+// Resizing: growing starts threads at once (or keeps workers that were
+// asked to retire and have not left yet). Shrinking asks the workers with
+// the highest indices to retire: each leaves when it next looks for work,
+// so an event being handled is always finished first. Parked workers are
+// woken to notice. A worker index is reused only after its previous
+// thread has exited and been joined (by the next resize() or stop).
 //
 // Wake protocol: a worker that finds no work spins for `idle_spin`, then
 // announces itself parked and checks once more before sleeping.
@@ -64,10 +82,15 @@ struct ThreadPoolStats {
 // No wake-up is lost: both sides use a seq_cst fence between their
 // announcement and their check (a Dekker handshake).
 //
-// Thread safety: notify_work() and stats() from any thread;
-// stop_and_join() from one thread that is not a worker.
+// A retiring worker that leaves while work is queued passes the wake-up
+// on (it may have consumed the one meant for that work).
+//
+// Thread safety: notify_work(), resize() and stats() from any thread,
+// workers included; stop_and_join() from a thread that is not a worker.
 class ThreadPool {
  public:
+  static constexpr std::size_t kMaxWorkers = 4096;
+
   // Starts the workers. Fails with ResourceExhausted if the OS refuses a
   // thread (those already started are stopped again).
   static absl::StatusOr<std::unique_ptr<ThreadPool>> Start(
@@ -82,28 +105,69 @@ class ThreadPool {
   // before this call is seen by the worker it wakes.
   void notify_work() noexcept;
 
+  // Sets the number of workers: 1 .. max_workers. Returns when the new
+  // threads are started (not necessarily running yet) and the retiring
+  // ones are told, without waiting for them to finish their events.
+  // InvalidArgument out of range; FailedPrecondition once stopping;
+  // ResourceExhausted if the OS refuses a thread (the pool keeps those it
+  // could start). Thread safety: any thread, also a worker; calls are
+  // serialised.
+  absl::Status resize(std::size_t workers);
+
   // Workers run all the work they can still find, then exit; joins them.
   // Idempotent. Thread safety: not from a worker of this pool.
   void stop_and_join() noexcept;
 
-  [[nodiscard]] std::size_t size() const noexcept { return threads_.size(); }
+  // The size asked for by Start() or the last resize() (running + starting).
+  [[nodiscard]] std::size_t size() const noexcept {
+    // relaxed: a snapshot; written under resize_mutex_.
+    return size_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::size_t max_workers() const noexcept { return max_; }
   [[nodiscard]] ThreadPoolStats stats() const noexcept;
 
   // True on one of this pool's worker threads.
   [[nodiscard]] bool is_own_worker() const noexcept;
 
  private:
+  // Life of a worker slot. Changes under resize_mutex_, except
+  // kRetiring -> kExited, which the worker itself makes.
+  enum class SlotState : std::uint8_t { kEmpty, kRunning, kRetiring, kExited };
+  struct Slot {
+    std::thread thread;  // guarded by resize_mutex_
+    std::atomic<SlotState> state{SlotState::kEmpty};
+  };
+
   ThreadPool(WorkSource& source, ThreadPoolOptions options);
   void worker_loop(std::size_t index) noexcept;
-  bool spin_for_work() noexcept;
-  void park() noexcept;
+  [[nodiscard]] bool retire_requested(std::size_t index) const noexcept;
+  bool try_retire(std::size_t index) noexcept;
+  bool spin_for_work(std::size_t index) noexcept;
+  void park(std::size_t index) noexcept;
   void wake_one() noexcept;
+  void wake_all_parked() noexcept;
   void on_work_taken() noexcept;
-  void acquire_wake_permit() noexcept;
+  bool withdraw_parked() noexcept;
+  void acquire_wake_permit(std::size_t index) noexcept;
+  // resize()'s steps; the caller holds resize_mutex_.
+  absl::Status grow_to(std::size_t workers);
+  void shrink_to(std::size_t workers) noexcept;
+  absl::Status start_worker(std::size_t index);
+  void reap(Slot& slot) noexcept;
 
   WorkSource& source_;
   const ThreadPoolOptions options_;
-  std::vector<std::thread> threads_;
+  const std::size_t max_;
+  const std::unique_ptr<Slot[]> slots_;  // max_ of them
+  std::mutex resize_mutex_;  // serialises resize() and stop_and_join()
+  // Slots in kRunning: written under resize_mutex_, read by stats().
+  std::atomic<std::size_t> size_{0};
+  // Threads started but not yet in their loop (a gauge): incremented by
+  // resize(), decremented by the worker.
+  std::atomic<std::int32_t> starting_{0};
+  // Slots in kRetiring (a gauge): incremented by shrink_to(), decremented
+  // by whoever moves the slot on (the worker leaving, or a grow_to()).
+  std::atomic<std::int32_t> retiring_{0};
 
   // Workers in spin_for_work(). RMW by workers (seq_cst: the announcement
   // half of the wake handshake), read by notify_work().
@@ -112,8 +176,12 @@ class ThreadPool {
   // Incremented by a parking worker, decremented by whoever claims it
   // (a waker, or the worker itself cancelling its park).
   alignas(detail::kCacheLineSize) std::atomic<std::int32_t> parked_{0};
-  // Wake permits not yet consumed; parked workers wait on it.
-  std::atomic<std::int32_t> permits_{0};
+  // Wake permits not yet consumed (low 16 bits; at most 2 x kMaxWorkers)
+  // and a generation that wake_all_parked() steps (high bits); parked
+  // workers wait on the whole word.
+  static constexpr std::uint32_t kPermitMask = 0xFFFF;
+  static constexpr std::uint32_t kPermitGeneration = 0x10000;
+  std::atomic<std::uint32_t> permits_{0};
   // Set once by stop_and_join(); read by workers.
   std::atomic<bool> stopping_{false};
 };

@@ -46,13 +46,16 @@ struct FunctionMetrics {
 
 // Instantaneous values.
 struct Gauges {
-  std::uint64_t queue_depth = 0;     // events waiting in the queue
-  std::uint64_t queue_capacity = 0;  // slots in the queue
-  std::uint64_t in_flight = 0;       // events being handled now
-  std::uint64_t workers = 0;         // pool threads
-  std::uint64_t workers_busy = 0;    // handling an event
-  std::uint64_t workers_idle = 0;    // polling for work
-  std::uint64_t workers_parked = 0;  // asleep until work arrives
+  std::uint64_t queue_depth = 0;       // events waiting in the queue
+  std::uint64_t queue_capacity = 0;    // slots in the queue
+  std::uint64_t in_flight = 0;         // events being handled now
+  std::uint64_t workers = 0;           // pool size: running + starting
+  std::uint64_t workers_busy = 0;      // of `workers`, handling an event
+  std::uint64_t workers_idle = 0;      // awake without an event (polling)
+  std::uint64_t workers_parked = 0;    // asleep until work arrives
+  std::uint64_t workers_starting = 0;  // of `workers`, not yet running
+  std::uint64_t workers_retiring = 0;  // asked to leave, finishing an event
+  std::uint64_t workers_max = 0;       // BusConfig::max_workers
 };
 
 // Everything at once. Counters are exact; they are read at slightly

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <mutex>
+#include <set>
 #include <stop_token>
 
 #include "fnbus/clock.hpp"
@@ -41,12 +42,16 @@ class ManualClock final : public Clock {
   // Moves time forward to `when` if it is later than now().
   void advance_to(TimePoint when);
 
-  // Threads blocked in sleep_until() now.
+  // Threads in sleep_until() whose deadline is still ahead. A thread stops
+  // counting the moment advance() passes its deadline (not when it gets
+  // round to waking), so after advance() a test can wait for the count to
+  // come back, i.e. for a periodic task (an autoscaler's tick) to have done
+  // its work and gone back to sleep.
   [[nodiscard]] std::size_t sleepers() const;
-  // Blocks until at least `count` threads are in sleep_until() (so a test
-  // can advance the clock knowing the controller is asleep), or until
-  // `timeout` of real time passes, a guard against a hung test. Returns
-  // whether the count was reached.
+  // Blocks until at least `count` threads are asleep as counted by
+  // sleepers() (so a test can advance the clock knowing the controller is
+  // asleep), or until `timeout` of real time passes, a guard against a
+  // hung test. Returns whether the count was reached.
   bool wait_for_sleepers(std::size_t count, std::chrono::milliseconds timeout =
                                                 std::chrono::seconds(10)) const;
 
@@ -56,7 +61,9 @@ class ManualClock final : public Clock {
   // Written under mutex_ (so sleepers cannot miss a change); read without
   // it by now(), which the bus calls on hot paths.
   std::atomic<TimePoint> now_{TimePoint{} + std::chrono::hours(1)};
-  std::size_t sleepers_ = 0;
+  // Deadlines of the threads in sleep_until(), guarded by mutex_.
+  std::multiset<TimePoint> deadlines_;
+  [[nodiscard]] std::size_t sleepers_locked() const;
 };
 
 }  // namespace fnbus::testing
