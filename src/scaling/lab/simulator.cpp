@@ -42,13 +42,41 @@ std::vector<std::string> problems_of(const SimulationInput& input,
   if (!std::is_sorted(input.arrivals_ns.begin(), input.arrivals_ns.end())) {
     problems.emplace_back("arrivals_ns must be sorted ascending");
   }
+  for (const Burst& burst : input.bursts) {
+    if (burst.start_ns < 0 || burst.end_ns <= burst.start_ns ||
+        burst.workers == 0) {
+      problems.emplace_back(
+          "each burst needs start_ns >= 0, end_ns > start_ns, workers >= 1");
+      break;
+    }
+  }
+  if (options.recovery_ticks == 0) {
+    problems.emplace_back("recovery_ticks must be 1 or more");
+  }
   return problems;
 }
+
+// Whether a tick's exact p99 wait is within the SLO: the ceil(0.99 n)-th
+// smallest wait is at most the SLO iff at most n - ceil(0.99 n) waited
+// longer (integer arithmetic, so that n = 100 allows exactly 1).
+bool p99_within(std::uint64_t taken, std::uint64_t late) {
+  const std::uint64_t allowed = taken - (99 * taken + 99) / 100;
+  return late <= allowed;
+}
+
+// Recovery from one burst, as it is being measured.
+struct RecoveryTracker {
+  Burst burst;
+  BurstRecovery result;
+  std::size_t good_ticks = 0;  // in-SLO ticks in a row so far
+  std::int64_t run_begin = 0;  // when the current run of them began
+};
 
 // What the ticks measure between two of them.
 struct TickStats {
   std::uint64_t arrivals = 0;
   std::uint64_t started = 0;
+  std::uint64_t late = 0;     // started after waiting longer than the SLO
   double service_sum = 0;     // seconds
   double service_sq_sum = 0;  // seconds^2
   metrics::HistogramSnapshot service;
@@ -65,7 +93,13 @@ class Simulation {
         policy_(policy),
         options_(options),
         governor_(std::move(governor)),
-        estimator_(std::move(estimator)) {}
+        estimator_(std::move(estimator)) {
+    for (const Burst& burst : input_.bursts) {
+      trackers_.push_back({.burst = burst});
+      marks_.push_back(burst.start_ns);
+    }
+    std::sort(marks_.begin(), marks_.end());
+  }
 
   SimulationResult run() {
     const std::size_t initial =
@@ -79,6 +113,8 @@ class Simulation {
       const std::int64_t completion =
           completions_.empty() ? kNever : completions_.top().first;
       const std::int64_t ready = starting_.empty() ? kNever : starting_.front();
+      const std::int64_t mark =
+          next_mark_ < marks_.size() ? marks_[next_mark_] : kNever;
       const bool drained = arrival == kNever && completion == kNever &&
                            queue_.empty() && now_ >= input_.duration_ns;
       if (drained) break;
@@ -88,16 +124,22 @@ class Simulation {
           now_ >= input_.duration_ns) {
         break;
       }
-      const std::int64_t t = std::min({arrival, completion, ready, next_tick});
+      const std::int64_t t =
+          std::min({arrival, completion, ready, mark, next_tick});
       advance_to(t);
-      // Fixed order at equal times: completions, starts, arrivals, tick.
+      // Fixed order at equal times: completions, starts, arrivals, burst
+      // starts, tick.
       if (t == completion) {
         finish(completions_.top().second);
       } else if (t == ready) {
         starting_.pop_front();
         take_work(add_worker());
+        note_capacity();
       } else if (t == arrival) {
         arrive(t);
+      } else if (t == mark) {
+        ++next_mark_;
+        note_capacity();
       } else {
         tick(t);
         next_tick += ns(options_.tick);
@@ -110,6 +152,9 @@ class Simulation {
                     : 0;
     result_.invalid_targets = governor_.invalid_count();
     result_.clamped_targets = governor_.clamped_count();
+    for (const RecoveryTracker& tracker : trackers_) {
+      result_.recoveries.push_back(tracker.result);
+    }
     return std::move(result_);
   }
 
@@ -158,7 +203,10 @@ class Simulation {
     const auto service_u = static_cast<std::uint64_t>(service);
     result_.wait.add(wait_u);
     result_.response.add(wait_u + service_u);
-    if (wait > ns(options_.wait_slo)) ++result_.slo_violations;
+    if (wait > ns(options_.wait_slo)) {
+      ++result_.slo_violations;
+      ++tick_.late;
+    }
     ++result_.events;
     ++tick_.started;
     const double seconds = static_cast<double>(service) / 1e9;
@@ -176,6 +224,7 @@ class Simulation {
     if (workers_[w].retiring) {
       workers_[w].alive = false;
       --alive_;
+      --retiring_;
       return;
     }
     take_work(w);
@@ -193,13 +242,48 @@ class Simulation {
     }
   }
 
-  // Workers that will be there: running and not retiring, plus starting.
-  std::size_t capacity() const {
-    std::size_t retiring = 0;
-    for (const Worker& worker : workers_) {
-      retiring += worker.alive && worker.retiring ? 1 : 0;
+  // Workers taking events: running and not retiring.
+  std::size_t running() const { return alive_ - retiring_; }
+
+  // Workers that will be there: running, plus starting.
+  std::size_t capacity() const { return running() + starting_.size(); }
+
+  // Records the capacity recovery of every burst under way whose need the
+  // running workers now meet (called when a burst starts and whenever a
+  // worker becomes ready: the only moments its need can first be met).
+  void note_capacity() {
+    for (RecoveryTracker& tracker : trackers_) {
+      const Burst& burst = tracker.burst;
+      if (tracker.result.capacity_ns || now_ < burst.start_ns ||
+          now_ > burst.end_ns || running() < burst.workers) {
+        continue;
+      }
+      tracker.result.capacity_ns = now_ - burst.start_ns;
     }
-    return alive_ - retiring + starting_.size();
+  }
+
+  // Scores the tick ending at `t` for the SLO recovery of every burst it
+  // overlaps.
+  void note_slo(std::int64_t t) {
+    const std::int64_t begin = t - ns(options_.tick);
+    const bool within = p99_within(tick_.started, tick_.late);
+    for (RecoveryTracker& tracker : trackers_) {
+      const Burst& burst = tracker.burst;
+      if (tracker.result.slo_ns || t <= burst.start_ns ||
+          begin >= burst.end_ns) {
+        continue;
+      }
+      if (!within) {
+        tracker.good_ticks = 0;
+        continue;
+      }
+      if (tracker.good_ticks++ == 0) {
+        tracker.run_begin = std::max(begin, burst.start_ns);
+      }
+      if (tracker.good_ticks >= options_.recovery_ticks) {
+        tracker.result.slo_ns = tracker.run_begin - burst.start_ns;
+      }
+    }
   }
 
   void resize(std::size_t target) {
@@ -224,6 +308,7 @@ class Simulation {
       if (current <= target) break;
       if (worker.alive && worker.busy && !worker.retiring) {
         worker.retiring = true;
+        ++retiring_;
         --current;
       }
     }
@@ -285,6 +370,7 @@ class Simulation {
       row.queue_depth = queue_.size();
       row.wait_p99_ms = obs.wait_p99 * 1e3;
       result_.timeline.push_back(row);
+      note_slo(t);
     }
     tick_ = {};
   }
@@ -306,6 +392,7 @@ class Simulation {
   std::vector<std::size_t> idle_;
   std::size_t alive_ = 0;
   std::size_t busy_ = 0;
+  std::size_t retiring_ = 0;  // alive, busy, and going after this event
   // (finish time, worker): earliest first; ties by worker id.
   std::priority_queue<std::pair<std::int64_t, std::size_t>,
                       std::vector<std::pair<std::int64_t, std::size_t>>,
@@ -313,6 +400,9 @@ class Simulation {
       completions_;
   double worker_ns_ = 0;
   TickStats tick_;
+  std::vector<RecoveryTracker> trackers_;  // in SimulationInput order
+  std::vector<std::int64_t> marks_;        // burst starts, ascending
+  std::size_t next_mark_ = 0;
 };
 
 }  // namespace

@@ -204,6 +204,102 @@ TEST_CASE("simulator: bad input is InvalidArgument", "[simulator]") {
   CHECK_FALSE(simulate(fine, *policy, {.governor = {.min_workers = 0}}).ok());
 }
 
+// 1 event per 10 ms, 5 ms each, until 1 s; then a burst of 1 per ms, 4 ms
+// each (4 workers busy on average), until 2 s.
+SimulationInput burst_input(std::vector<fnbus::scaling::lab::Burst> bursts) {
+  std::vector<std::int64_t> arrivals = every(10, 1'000);
+  for (std::int64_t t : every(1, 2'000, 1'000)) arrivals.push_back(t);
+  return {arrivals,
+          [](std::int64_t start) {
+            return start < 1'000 * kMs ? 5 * kMs : 4 * kMs;
+          },
+          2'000 * kMs, std::move(bursts)};
+}
+
+// One worker until the tick at 1.2 s asks for 16 (panic: no rate limit).
+auto late_scaler() {
+  return make_policy("late", [](const LoadSnapshot& load) -> ScalingDecision {
+    const bool scaled = load.now.time_since_epoch() >= 1'200ms;
+    return {scaled ? 16.0 : 1.0, "scripted", /*panic=*/true};
+  });
+}
+
+TEST_CASE("simulator: recovery from a burst, by capacity and by SLO",
+          "[simulator]") {
+  // The 16 workers asked for at 1.2 s are ready at 1.205 s. Meanwhile one
+  // worker takes the j-th burst event (arrived at 1 s + j ms) at
+  // 1 s + 4j ms: it waits 3j ms, over the 20 ms SLO from j = 7, so the
+  // ticks ending 1.1, 1.2 and 1.3 s (when the backlog of ~150 events is
+  // drained by 16 workers, net 3 per ms) are out of the SLO; from 1.3 s
+  // every event is taken at once.
+  auto policy = late_scaler();
+  const SimulationInput input = burst_input({
+      {.start_ns = 1'000 * kMs, .end_ns = 2'000 * kMs, .workers = 16},
+      {.start_ns = 1'000 * kMs, .end_ns = 2'000 * kMs, .workers = 17},
+      {.start_ns = 500 * kMs, .end_ns = 900 * kMs, .workers = 1},
+  });
+  const SimulationOptions options{
+      .thread_start_delay = 5ms,
+      .wait_slo = 20ms,
+      .governor = {.min_workers = 1, .max_workers = 16},
+      .initial_workers = 1,
+      .recovery_ticks = 3};
+  const SimulationResult result = run(input, *policy, options);
+  REQUIRE(result.recoveries.size() == 3);
+  // Capacity: 16 running at 1.205 s; 17 never (the maximum is 16).
+  CHECK(result.recoveries[0].capacity_ns == 205 * kMs);
+  CHECK_FALSE(result.recoveries[1].capacity_ns.has_value());
+  // SLO: the run of in-SLO ticks 1.3-1.4, 1.4-1.5, 1.5-1.6 s begins at
+  // 1.3 s, whatever the burst needs in workers.
+  CHECK(result.recoveries[0].slo_ns == 300 * kMs);
+  CHECK(result.recoveries[1].slo_ns == 300 * kMs);
+  // Before the burst one worker is enough and the SLO holds: 0 for both.
+  CHECK(result.recoveries[2].capacity_ns == 0);
+  CHECK(result.recoveries[2].slo_ns == 0);
+}
+
+TEST_CASE("simulator: recovery needs recovery_ticks in a row, inside the burst",
+          "[simulator]") {
+  auto policy = late_scaler();
+  const SimulationInput input = burst_input(
+      {{.start_ns = 1'000 * kMs, .end_ns = 2'000 * kMs, .workers = 16}});
+  SimulationOptions options{.thread_start_delay = 5ms,
+                            .wait_slo = 20ms,
+                            .governor = {.min_workers = 1, .max_workers = 16},
+                            .initial_workers = 1,
+                            .recovery_ticks = 1};
+  // One in-SLO tick is enough: still 1.3 s (the tick before is out).
+  CHECK(run(input, *policy, options).recoveries[0].slo_ns == 300 * kMs);
+  // A run that cannot fit in the burst: 1.3 s + 8 ticks > 2 s.
+  options.recovery_ticks = 8;
+  CHECK_FALSE(
+      run(input, *late_scaler(), options).recoveries[0].slo_ns.has_value());
+  // A pool that never grows never recovers.
+  options.recovery_ticks = 3;
+  auto one = fixed(1);
+  const SimulationResult stuck = run(input, *one, options);
+  CHECK_FALSE(stuck.recoveries[0].capacity_ns.has_value());
+  CHECK_FALSE(stuck.recoveries[0].slo_ns.has_value());
+}
+
+TEST_CASE("simulator: bad bursts are InvalidArgument", "[simulator]") {
+  auto policy = fixed(1);
+  using fnbus::scaling::lab::Burst;
+  for (const Burst& burst :
+       {Burst{.start_ns = -1, .end_ns = 10},
+        Burst{.start_ns = 10, .end_ns = 10},
+        Burst{.start_ns = 0, .end_ns = 10, .workers = 0}}) {
+    SimulationInput input = constant_service({}, 1, 100);
+    input.bursts = {burst};
+    auto result = simulate(input, *policy, {});
+    REQUIRE_FALSE(result.ok());
+    CHECK(std::string(result.status().message()).find("burst") !=
+          std::string::npos);
+  }
+  const SimulationInput fine = constant_service({}, 1, 100);
+  CHECK_FALSE(simulate(fine, *policy, {.recovery_ticks = 0}).ok());
+}
+
 TEST_CASE("simulator: SloGuard meets the wait SLO through a step",
           "[simulator]") {
   // 0-3 s: 1 event per 2 ms; 3-8 s: 1 per 0.25 ms (x8); 3 ms each.

@@ -52,6 +52,40 @@ TEST_CASE("lab_traces: rates follow their definitions", "[lab_traces]") {
   }
 }
 
+TEST_CASE("lab_traces: bursts are where the load is at its burst level",
+          "[lab_traces]") {
+  auto traces = fnbus::scaling::lab::standard_traces(1'000);
+  REQUIRE(traces.ok());
+  // The load a trace puts on the pool: rate x service time.
+  const auto work = [](const Trace& trace, std::int64_t t) {
+    return trace.rate(t) * trace.service_multiplier(t);
+  };
+  for (const Trace& trace : *traces) {
+    INFO(trace.name);
+    CHECK(trace.bursts.empty() == (trace.name == "ramp"));
+    std::int64_t previous_end = 0;
+    for (const auto& burst : trace.bursts) {
+      CHECK(burst.start_ns >= previous_end);
+      CHECK(burst.end_ns > burst.start_ns);
+      CHECK(burst.end_ns <= trace.duration_ns);
+      previous_end = burst.end_ns;
+      const double level = work(trace, burst.start_ns);
+      // Level throughout (up to rounding), and more than just before.
+      for (std::int64_t t = burst.start_ns; t < burst.end_ns;
+           t += kSecond / 10) {
+        CHECK(work(trace, t) == Approx(level));
+      }
+      CHECK(work(trace, burst.end_ns - 1) == Approx(level));
+      CHECK(work(trace, burst.start_ns - kSecond / 10) < level);
+    }
+  }
+  const Trace& flash = find(*traces, "flash_sale");
+  REQUIRE(flash.bursts.size() == 1);
+  CHECK(flash.bursts[0].start_ns == 11 * kSecond);  // after the 1 s rise
+  CHECK(find(*traces, "diurnal").bursts.size() == 4);
+  CHECK(find(*traces, "on_off").bursts.size() == 3);
+}
+
 TEST_CASE("lab_traces: thinning yields about the integral of the rate",
           "[lab_traces]") {
   auto traces = fnbus::scaling::lab::standard_traces(2'000);

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,35 @@
 #include "fnbus/scaling/policy.hpp"
 
 namespace fnbus::scaling::lab {
+
+// A burst to score recovery from: the load is at its burst level from
+// `start_ns` (for a load that rises over a while, when it gets there: no
+// causal policy can staff for a peak it has not seen) until `end_ns`, and
+// needs `workers` to be served, e.g. the clairvoyant oracle's staffing
+// (ErlangSlo on the true arrival rate) at the burst level.
+struct Burst {
+  std::int64_t start_ns = 0;  // >= 0
+  std::int64_t end_ns = 0;    // > start_ns
+  std::size_t workers = 1;    // >= 1
+};
+
+// How fast a run recovered from one Burst, in ns after its start; empty
+// when it did not recover before the burst ended.
+//
+// capacity_ns: until the running workers (taking events: not starting,
+//   not retiring) first reach Burst::workers; 0 if they already had.
+//   Measured at the event (a worker becoming ready), not at a tick.
+// slo_ns: until the first run of SimulationOptions::recovery_ticks
+//   consecutive ticks in which the queue wait was within the SLO -- the
+//   tick's exact p99 (the ceil(0.99 n)-th smallest wait of the n events
+//   taken in it) at most wait_slo; a tick that took none is within. The
+//   time is when the run's first tick began (the burst's start if
+//   earlier), so 0 means the SLO held from the start. Only ticks that
+//   begin before end_ns count: the whole run lies inside the burst.
+struct BurstRecovery {
+  std::optional<std::int64_t> capacity_ns;
+  std::optional<std::int64_t> slo_ns;
+};
 
 // The load: when events arrive, and how long each takes.
 struct SimulationInput {
@@ -38,6 +68,9 @@ struct SimulationInput {
   // queued or running at the end count as handled when they finish
   // (the run goes on without arrivals until the queue is empty).
   std::int64_t duration_ns = 0;
+  // Bursts to score recovery from (SimulationResult::recoveries), in any
+  // order; they may overlap.
+  std::vector<Burst> bursts;
 };
 
 struct SimulationOptions {
@@ -51,6 +84,9 @@ struct SimulationOptions {
   Duration slow_window = std::chrono::seconds(60);
   // Workers at the start: clamped to the governor's bounds.
   std::size_t initial_workers = 1;
+  // In-SLO ticks in a row that count as recovered from a burst (>= 1):
+  // more than one, so that a lucky tick in a standing queue does not.
+  std::size_t recovery_ticks = 3;
 };
 
 // One controller tick, for plots and CSV.
@@ -81,10 +117,13 @@ struct SimulationResult {
   std::uint64_t invalid_targets = 0;
   std::uint64_t clamped_targets = 0;
   std::vector<TimelineRow> timeline;
+  // One per SimulationInput::bursts, in its order.
+  std::vector<BurstRecovery> recoveries;
 };
 
 // Runs `policy` against `input`. InvalidArgument for bad options or input
-// (unsorted or negative arrivals, no service function, duration <= 0).
+// (unsorted or negative arrivals, no service function, duration <= 0, a
+// burst with start < 0, end <= start or workers 0, recovery_ticks 0).
 absl::StatusOr<SimulationResult> simulate(const SimulationInput& input,
                                           ScalingPolicy& policy,
                                           const SimulationOptions& options);

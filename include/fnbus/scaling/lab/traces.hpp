@@ -12,6 +12,10 @@
 //               0.6C by day, 5 s bursts to 0.9C every 30 s        (120 s)
 //   on_off      30 s at 0.02C, 5 s bursts at 0.9C                 (105 s)
 //   slowdown    0.4C throughout; service time x3 from 20 s to 40 s (60 s)
+//
+// Each trace but ramp also lists its bursts: the intervals in which the
+// load is at its burst level (for the flash sale, from the end of its 1 s
+// rise to the end of the plateau), for scoring recovery.
 
 #include <cstdint>
 #include <functional>
@@ -24,6 +28,12 @@
 
 namespace fnbus::scaling::lab {
 
+// [start_ns, end_ns): the load is at a burst level.
+struct BurstWindow {
+  std::int64_t start_ns = 0;
+  std::int64_t end_ns = 0;
+};
+
 struct Trace {
   std::string name;
   std::int64_t duration_ns = 0;
@@ -32,6 +42,7 @@ struct Trace {
   // Service times of events starting at t are multiplied by this.
   std::function<double(std::int64_t t_ns)> service_multiplier =
       [](std::int64_t) { return 1.0; };
+  std::vector<BurstWindow> bursts;  // ascending
 };
 
 // Every trace above for capacity `capacity` (> 0, events/s), in the order
