@@ -17,5 +17,6 @@
 #include "fnbus/scaling/policies.hpp"
 #include "fnbus/scaling/policy.hpp"
 #include "fnbus/scaling/response_time_model.hpp"
+#include "fnbus/scaling/scaling_loop.hpp"
 #include "fnbus/scaling/slo_policies.hpp"
 #include "fnbus/subscription.hpp"

@@ -15,17 +15,6 @@ namespace {
 
 constexpr Duration kMaxTick = std::chrono::hours(1);
 
-// The message of the exception being handled.
-std::string current_exception_message() {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "an exception not derived from std::exception";
-  }
-}
-
 template <typename Sink, typename Arg>
 void call_quietly(const Sink& sink, const Arg& arg) noexcept {
   if (!sink) return;
@@ -68,18 +57,14 @@ absl::StatusOr<std::unique_ptr<Autoscaler>> Autoscaler::Start(
         "(100ms is the default)",
         options.tick));
   }
-  auto governor = Governor::Create(options.governor);
-  if (!governor.ok()) return governor.status();
   if (absl::Status status = check_bus(bus, options); !status.ok()) {
     return status;
   }
-  auto estimator =
-      LoadEstimator::Create({.fast_window = options.fast_window,
-                             .slow_window = options.slow_window,
-                             .min_workers = options.governor.min_workers,
-                             .max_workers = options.governor.max_workers});
-  if (!estimator.ok()) return estimator.status();
-
+  auto loop =
+      ScalingLoop::Create(*policy, {.governor = options.governor,
+                                    .fast_window = options.fast_window,
+                                    .slow_window = options.slow_window});
+  if (!loop.ok()) return loop.status();
   // Into [min, max] at once, so that the first tick starts from a size
   // the governor allows. (Also when nothing changes: the call tells us
   // whether the bus still runs.)
@@ -89,9 +74,8 @@ absl::StatusOr<std::unique_ptr<Autoscaler>> Autoscaler::Start(
   if (absl::Status status = bus.resize_workers(bounded); !status.ok()) {
     return status;
   }
-  std::unique_ptr<Autoscaler> autoscaler(
-      new Autoscaler(bus, std::move(policy), std::move(options),
-                     *std::move(governor), *std::move(estimator)));
+  std::unique_ptr<Autoscaler> autoscaler(new Autoscaler(
+      bus, std::move(policy), std::move(options), *std::move(loop)));
   autoscaler->thread_ =
       std::jthread([p = autoscaler.get()](std::stop_token stop) {
         p->run(std::move(stop));
@@ -100,16 +84,14 @@ absl::StatusOr<std::unique_ptr<Autoscaler>> Autoscaler::Start(
 }
 
 Autoscaler::Autoscaler(EventBus& bus, std::unique_ptr<ScalingPolicy> policy,
-                       AutoscalerOptions options, Governor governor,
-                       LoadEstimator estimator)
+                       AutoscalerOptions options, ScalingLoop loop)
     : bus_(bus),
       policy_(std::move(policy)),
       options_(std::move(options)),
-      governor_(std::move(governor)),
-      estimator_(std::move(estimator)),
+      loop_(std::move(loop)),
       previous_(bus_.metrics()) {
   // The estimator's baseline: counts so far, no rates yet.
-  (void)estimator_.update(observe(previous_, previous_));
+  loop_.start(observe(previous_, previous_));
   stats_.workers = bus_.pool_stats().workers;
 }
 
@@ -136,19 +118,6 @@ void Autoscaler::run(std::stop_token stop) {
   }
 }
 
-ScalingDecision Autoscaler::decide(const LoadSnapshot& load,
-                                   absl::Status& error) {
-  try {
-    return policy_->decide(load);
-  } catch (...) {
-    error = absl::InternalError(fmt::format(
-        "scaling policy {} threw ({}); the pool keeps its {} "
-        "workers; fix the policy",
-        policy_->name(), current_exception_message(), load.workers()));
-    return {static_cast<double>(load.workers()), "policy-error"};
-  }
-}
-
 AutoscalerTick Autoscaler::tick_now() { return tick(); }
 
 AutoscalerTick Autoscaler::tick() {
@@ -159,11 +128,13 @@ AutoscalerTick Autoscaler::tick() {
 
   AutoscalerTick result;
   result.number = ++tick_number_;
-  result.load = estimator_.update(observation);
+  ScalingStep step = loop_.step(observation);
+  result.load = step.load;
+  result.decision = step.decision;
+  result.governed = step.governed;
+  result.error = std::move(step.error);
   result.workers_before = result.load.workers();
-  result.decision = decide(result.load, result.error);
   const bool policy_failed = !result.error.ok();
-  result.governed = governor_.apply(result.decision, result.load);
   result.workers_after = result.workers_before;
   bool resize_failed = false;
   if (result.governed.workers != result.workers_before) {
@@ -189,8 +160,8 @@ void Autoscaler::record(const AutoscalerTick& tick, bool policy_failed,
   if (tick.workers_after != tick.workers_before) ++stats_.resizes;
   if (policy_failed) ++stats_.policy_errors;
   if (resize_failed) ++stats_.resize_errors;
-  stats_.invalid_targets = governor_.invalid_count();
-  stats_.clamped_targets = governor_.clamped_count();
+  stats_.invalid_targets = loop_.governor().invalid_count();
+  stats_.clamped_targets = loop_.governor().clamped_count();
   stats_.workers = tick.workers_after;
   stats_.last_target = tick.decision.target;
   stats_.last_reason = tick.governed.reason;

@@ -37,6 +37,7 @@
 #include "fnbus/metrics/snapshot.hpp"
 #include "fnbus/scaling/estimator.hpp"
 #include "fnbus/scaling/policy.hpp"
+#include "fnbus/scaling/scaling_loop.hpp"
 
 namespace fnbus {
 class EventBus;
@@ -120,11 +121,9 @@ class Autoscaler {
 
  private:
   Autoscaler(EventBus& bus, std::unique_ptr<ScalingPolicy> policy,
-             AutoscalerOptions options, Governor governor,
-             LoadEstimator estimator);
+             AutoscalerOptions options, ScalingLoop loop);
   void run(std::stop_token stop);
   AutoscalerTick tick();
-  ScalingDecision decide(const LoadSnapshot& load, absl::Status& error);
   void record(const AutoscalerTick& tick, bool policy_failed,
               bool resize_failed);
 
@@ -134,8 +133,7 @@ class Autoscaler {
   // Serialises ticks (the controller's and tick_now()'s), and guards the
   // members below it.
   std::mutex tick_mutex_;
-  Governor governor_;
-  LoadEstimator estimator_;
+  ScalingLoop loop_;
   metrics::MetricsSnapshot previous_;
   std::uint64_t tick_number_ = 0;
 

@@ -13,6 +13,8 @@
 #include "absl/strings/str_join.h"
 #include "fmt/format.h"
 
+#include "fnbus/scaling/scaling_loop.hpp"
+
 namespace fnbus::scaling::lab {
 namespace {
 
@@ -86,14 +88,9 @@ struct TickStats {
 
 class Simulation {
  public:
-  Simulation(const SimulationInput& input, ScalingPolicy& policy,
-             const SimulationOptions& options, Governor governor,
-             LoadEstimator estimator)
-      : input_(input),
-        policy_(policy),
-        options_(options),
-        governor_(std::move(governor)),
-        estimator_(std::move(estimator)) {
+  Simulation(const SimulationInput& input, const SimulationOptions& options,
+             ScalingLoop loop)
+      : input_(input), options_(options), loop_(std::move(loop)) {
     for (const Burst& burst : input_.bursts) {
       trackers_.push_back({.burst = burst});
       marks_.push_back(burst.start_ns);
@@ -150,8 +147,8 @@ class Simulation {
     result_.actions_per_minute =
         minutes > 0 ? static_cast<double>(result_.scaling_actions) / minutes
                     : 0;
-    result_.invalid_targets = governor_.invalid_count();
-    result_.clamped_targets = governor_.clamped_count();
+    result_.invalid_targets = loop_.governor().invalid_count();
+    result_.clamped_targets = loop_.governor().clamped_count();
     for (const RecoveryTracker& tracker : trackers_) {
       result_.recoveries.push_back(tracker.result);
     }
@@ -345,41 +342,33 @@ class Simulation {
 
   void tick(std::int64_t t) {
     const TickObservation obs = observation(t);
-    const LoadSnapshot load = estimator_.update(obs);
-    ScalingDecision decision{static_cast<double>(load.workers()), "kept"};
-    if (t > 0) {
-      try {
-        decision = policy_.decide(load);
-      } catch (...) {
-        ++result_.policy_errors;  // keep the size
-        decision = {static_cast<double>(load.workers()), "policy-error"};
-      }
+    if (t == 0) {
+      loop_.start(obs);  // the estimator's baseline
+      tick_ = {};
+      return;
     }
-    const GovernedDecision verdict = governor_.apply(decision, load);
+    const ScalingStep step = loop_.step(obs);
+    if (!step.error.ok()) ++result_.policy_errors;  // the size was kept
     const std::size_t before = capacity();
-    resize(verdict.workers);
+    resize(step.governed.workers);
     if (capacity() != before) ++result_.scaling_actions;
-    if (t > 0) {
-      TimelineRow row;
-      row.time_s = static_cast<double>(t) / 1e9;
-      row.arrival_rate = static_cast<double>(tick_.arrivals) /
-                         std::chrono::duration<double>(options_.tick).count();
-      row.estimated_rate = load.arrival_rate_slow;
-      row.workers = capacity();
-      row.policy_target = decision.target;
-      row.queue_depth = queue_.size();
-      row.wait_p99_ms = obs.wait_p99 * 1e3;
-      result_.timeline.push_back(row);
-      note_slo(t);
-    }
+    TimelineRow row;
+    row.time_s = static_cast<double>(t) / 1e9;
+    row.arrival_rate = static_cast<double>(tick_.arrivals) /
+                       std::chrono::duration<double>(options_.tick).count();
+    row.estimated_rate = step.load.arrival_rate_slow;
+    row.workers = capacity();
+    row.policy_target = step.decision.target;
+    row.queue_depth = queue_.size();
+    row.wait_p99_ms = obs.wait_p99 * 1e3;
+    result_.timeline.push_back(row);
+    note_slo(t);
     tick_ = {};
   }
 
   const SimulationInput& input_;
-  ScalingPolicy& policy_;
   const SimulationOptions& options_;
-  Governor governor_;
-  LoadEstimator estimator_;
+  ScalingLoop loop_;
   SimulationResult result_;
 
   std::int64_t now_ = 0;
@@ -414,16 +403,11 @@ absl::StatusOr<SimulationResult> simulate(const SimulationInput& input,
     return absl::InvalidArgumentError("invalid simulation: " +
                                       absl::StrJoin(problems, "; "));
   }
-  auto governor = Governor::Create(options.governor);
-  if (!governor.ok()) return governor.status();
-  auto estimator =
-      LoadEstimator::Create({.fast_window = options.fast_window,
-                             .slow_window = options.slow_window,
-                             .min_workers = options.governor.min_workers,
-                             .max_workers = options.governor.max_workers});
-  if (!estimator.ok()) return estimator.status();
-  Simulation simulation(input, policy, options, *std::move(governor),
-                        *std::move(estimator));
+  auto loop = ScalingLoop::Create(policy, {.governor = options.governor,
+                                           .fast_window = options.fast_window,
+                                           .slow_window = options.slow_window});
+  if (!loop.ok()) return loop.status();
+  Simulation simulation(input, options, *std::move(loop));
   return simulation.run();
 }
 
