@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   fnbus_bench::register_pingpong_benchmark("BM_PingPong_Before");
   fnbus_bench::register_latency_benchmarks();
   fnbus_bench::register_throughput_benchmarks();
+  fnbus_bench::register_scaling_benchmarks();
   fnbus_bench::register_pingpong_benchmark("BM_PingPong_After");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

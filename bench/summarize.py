@@ -166,6 +166,20 @@ TARGETS = [
      "cpu_time", "value", ("<=", 10.0)),
     ("metrics: histogram record vs plain-array baseline", "BM_Histogram_Record",
      "BM_Histogram_PlainArray", "cpu_time", "ratio", None),
+    ("scaling: autoscaler tick, % of one core at 100 ms (64 workers)",
+     "BM_Autoscaler_Tick/max_workers:64/warmed:64", None, "core_pct_at_100ms",
+     "value", ("<", 1.0)),
+    ("scaling: autoscaler tick, % of one core at 100 ms (16 workers)",
+     "BM_Autoscaler_Tick/max_workers:16/warmed:16", None, "core_pct_at_100ms",
+     "value", ("<", 1.0)),
+    ("scaling: throughput, autoscaled (held at 2) / fixed pool of 2",
+     "BM_Throughput_Autoscaled/workers:2/min_time:2.000/real_time",
+     "BM_Throughput_FixedPool/workers:2/min_time:2.000/real_time",
+     "items_per_second", "gain", (">=", 0.95)),
+    ("scaling: throughput, resizable without controller / fixed pool of 2",
+     "BM_Throughput_ResizableNoAutoscaler/workers:2/min_time:2.000/real_time",
+     "BM_Throughput_FixedPool/workers:2/min_time:2.000/real_time",
+     "items_per_second", "gain", None),
 ]
 
 

@@ -128,5 +128,6 @@ void register_idle_benchmarks();
 void register_pingpong_benchmark(const char* name);
 void register_latency_benchmarks();
 void register_throughput_benchmarks();
+void register_scaling_benchmarks();
 
 }  // namespace fnbus_bench

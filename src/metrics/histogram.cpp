@@ -71,8 +71,17 @@ void LatencyRecorder::add_to(HistogramSnapshot& out) const {
   // The snapshot's count is the sum of the buckets read here, not count_,
   // so that its invariant (count == sum of buckets) holds even while
   // record() runs on another thread.
+  // Only the buckets between the smallest and the largest sample can be
+  // non-zero. relaxed: a sample whose min_/max_ store we miss, we may miss
+  // in the buckets too (a torn view, as documented); after synchronising
+  // with the writer every sample is in range.
+  const std::uint64_t smallest = min_.load(std::memory_order_relaxed);
+  const std::uint64_t largest = max_.load(std::memory_order_relaxed);
+  if (smallest > largest) return;  // nothing recorded yet
+  const std::size_t first = HistogramLayout::bucket_of(smallest);
+  const std::size_t last = HistogramLayout::bucket_of(largest);
   std::uint64_t counted = 0;
-  for (std::size_t i = 0; i < buckets_.size(); ++i) {
+  for (std::size_t i = first; i <= last; ++i) {
     // relaxed: a statistic; coherence gives a value the writer stored, no
     // older than one this thread read before.
     const std::uint64_t n = buckets_[i].load(std::memory_order_relaxed);

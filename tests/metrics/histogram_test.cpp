@@ -300,6 +300,28 @@ TEST_CASE("histogram: values above kMaxTrackable land in the last bucket",
   REQUIRE(s.count_at_or_below(kHuge) == 2);
 }
 
+TEST_CASE(
+    "histogram: add_to reads every bucket from the smallest to the largest "
+    "sample",
+    "[histogram]") {
+  // add_to() scans only [bucket_of(min), bucket_of(max)]: samples at both
+  // ends, at 0 and in the middle must all be found, also after the range
+  // widens in either direction.
+  LatencyRecorder recorder;
+  recorder.record(5 * kMicrosecond);
+  REQUIRE(snapshot_of(recorder).count() == 1);
+  recorder.record(7 * kMicrosecond, 3);
+  recorder.record(2 * kSecond);  // widens upwards
+  recorder.record(0);            // and down to the first bucket
+  recorder.record(kMicrosecond);
+  const HistogramSnapshot s = snapshot_of(recorder);
+  REQUIRE(s.count() == 7);
+  CHECK(s.buckets()[0] == 1);
+  CHECK(s.buckets()[HistogramLayout::bucket_of(2 * kSecond)] == 1);
+  CHECK(s.buckets()[HistogramLayout::bucket_of(7 * kMicrosecond)] == 3);
+  CHECK(s.count_at_or_below(2 * kSecond) == 7);
+}
+
 TEST_CASE("histogram: empty recorder and snapshot", "[histogram]") {
   HistogramSnapshot s;
   REQUIRE(s.empty());

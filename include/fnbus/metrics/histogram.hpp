@@ -136,6 +136,10 @@ class LatencyRecorder {
   std::atomic<std::uint64_t> count_{0};
   std::atomic<std::uint64_t> sum_{0};
   std::atomic<std::uint64_t> max_{0};
+  // The smallest sample (all ones until the first): with max_ it bounds
+  // the buckets add_to() reads -- latencies occupy a few octaves, so a
+  // scrape reads a few hundred counters instead of all 1984.
+  std::atomic<std::uint64_t> min_{~std::uint64_t{0}};
   std::array<std::atomic<std::uint64_t>, HistogramLayout::kBucketCount>
       buckets_{};
 };
@@ -187,9 +191,13 @@ inline void LatencyRecorder::record(std::uint64_t nanos,
   // x86 a reader that sees it also sees max_ and sum_; not relied upon.)
   //
   // relaxed: single writer, so the compare and the store cannot race with
-  // another store; max_ only grows.
+  // another store; max_ only grows, min_ only shrinks.
   if (nanos > max_.load(std::memory_order_relaxed)) {
     max_.store(nanos, std::memory_order_relaxed);
+  }
+  // relaxed: as above.
+  if (nanos < min_.load(std::memory_order_relaxed)) {
+    min_.store(nanos, std::memory_order_relaxed);
   }
   // relaxed: single writer (wraps after 584 years of samples).
   sum_.store(sum_.load(std::memory_order_relaxed) + nanos * weight,
