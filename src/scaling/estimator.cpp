@@ -92,6 +92,21 @@ double ewma(double average, double value, double dt, double tau) noexcept {
   return average + alpha * (value - average);
 }
 
+// How long the oldest of `queued` events has waited, estimated from the
+// tick's `arrivals` over `tick` seconds (the queue itself is lock-free and
+// not read here): a FIFO queue holds the latest arrivals, so with arrivals
+// spread evenly the oldest came queued / arrivals of a tick ago. More
+// queued than arrived means it came before the tick: the same rate is
+// assumed for earlier ticks (with no arrival at all, one tick per queued
+// event, a deliberately alarming figure for a queue that does not move).
+double estimated_oldest_wait(std::uint64_t queued, std::uint64_t arrivals,
+                             double tick) noexcept {
+  if (queued == 0 || !(tick > 0)) return 0;
+  const double per_arrival =
+      tick / static_cast<double>(std::max<std::uint64_t>(arrivals, 1));
+  return per_arrival * static_cast<double>(queued);
+}
+
 }  // namespace
 
 TickObservation observe(const metrics::MetricsSnapshot& previous,
@@ -137,6 +152,11 @@ TickObservation observe(const metrics::MetricsSnapshot& previous,
   }
   const HistogramSnapshot waits = difference(now.queue_wait, before.queue_wait);
   out.wait_p99 = waits.quantile_nanos(0.99) / kNanosPerSecond;
+  out.oldest_wait = estimated_oldest_wait(
+      out.queue_depth,
+      now.published - std::min(now.published, before.published),
+      std::chrono::duration<double>(current.taken_at - previous.taken_at)
+          .count());
   return out;
 }
 

@@ -173,6 +173,33 @@ TEST_CASE("estimator: observe differences two metrics snapshots",
   CHECK(tick.service_time_scv == Approx(0).margin(1e-6));
   CHECK(tick.service_time_p99 == Approx(0.004).epsilon(0.01));
   CHECK(tick.wait_p99 == Approx(0.001).epsilon(0.01));
+  // 20 arrivals in 1 s and 1 queued: the oldest came 1/20 s ago.
+  CHECK(tick.oldest_wait == Approx(0.05));
+  CHECK(tick.workers_starting == 0);
+}
+
+TEST_CASE("estimator: observe estimates the oldest queued event's wait",
+          "[estimator]") {
+  fnbus::metrics::MetricsSnapshot before;
+  before.taken_at = TimePoint{} + 1s;
+  before.events.emplace_back().event = "E";
+  fnbus::metrics::MetricsSnapshot after = before;
+  after.taken_at = TimePoint{} + 1100ms;  // a 100 ms tick
+  after.events[0].published = 50;
+  after.gauges.workers = 3;
+  after.gauges.workers_starting = 1;
+
+  CHECK(fnbus::scaling::observe(before, after).oldest_wait == 0);  // empty
+  after.gauges.queue_depth = 10;  // the last 10 of 50: 1/5 of the tick
+  CHECK(fnbus::scaling::observe(before, after).oldest_wait == Approx(0.02));
+  after.gauges.queue_depth = 100;  // more than arrived: older than the tick
+  CHECK(fnbus::scaling::observe(before, after).oldest_wait == Approx(0.2));
+  after.events[0].published = 0;  // nothing arrived, the queue stood still
+  after.gauges.queue_depth = 3;
+  CHECK(fnbus::scaling::observe(before, after).oldest_wait == Approx(0.3));
+  const TickObservation tick = fnbus::scaling::observe(before, after);
+  CHECK(tick.workers_starting == 1);
+  CHECK(tick.workers_running == 2);
 }
 
 TEST_CASE("estimator: bad options are InvalidArgument naming each",

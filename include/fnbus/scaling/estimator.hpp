@@ -37,8 +37,10 @@ struct TickObservation {
   double service_time_mean = 0;
   double service_time_scv = 1;
   double service_time_p99 = 0;
-  double wait_p99 = 0;       // queue wait of the events taken in this tick
-  double oldest_wait = 0;    // of the oldest event still queued, if known
+  double wait_p99 = 0;  // queue wait of the events taken in this tick
+  // Of the oldest event still queued: exact in the lab; observe()
+  // estimates it from the queue depth and the tick's arrivals.
+  double oldest_wait = 0;
   double busy_fraction = 0;  // busy worker time / running worker time
   std::size_t workers_running = 0;
   std::size_t workers_starting = 0;
@@ -47,7 +49,9 @@ struct TickObservation {
 // Builds a TickObservation from two successive metrics snapshots of one
 // bus (all event types together): counts and histograms are differenced,
 // service time is end-to-end minus queue wait (exact for the mean; the
-// spread and p99 come from the handlers' run-time histograms).
+// spread and p99 come from the handlers' run-time histograms); the oldest
+// queued event's wait is estimated as queue_depth / (the tick's arrival
+// rate), i.e. assuming a FIFO queue fed evenly.
 [[nodiscard]] TickObservation observe(const metrics::MetricsSnapshot& previous,
                                       const metrics::MetricsSnapshot& current);
 
