@@ -611,10 +611,12 @@ metrics::MetricsSnapshot EventBus::metrics() const {
   // workers.
   if (pool_) {
     const ThreadPoolStats pool = pool_->stats();
+    std::uint64_t busy = 0;  // in an event and not retiring
     for (std::size_t i = 0; i < max_workers_; ++i) {
       // relaxed: a gauge.
       if (metrics_.shard(i).in_event.load(std::memory_order_relaxed)) {
         ++gauges.in_flight;
+        if (pool_->is_running(i)) ++busy;
       }
     }
     gauges.workers = pool.workers;
@@ -622,8 +624,7 @@ metrics::MetricsSnapshot EventBus::metrics() const {
     gauges.workers_retiring = pool.retiring;
     gauges.workers_max = pool.max_workers;
     // busy + idle + parked == workers; retiring threads are left out.
-    gauges.workers_busy =
-        std::min<std::uint64_t>(gauges.in_flight, pool.workers);
+    gauges.workers_busy = std::min<std::uint64_t>(busy, pool.workers);
     gauges.workers_parked = std::min<std::uint64_t>(
         pool.parked, pool.workers - gauges.workers_busy);
     gauges.workers_idle =

@@ -127,20 +127,36 @@ TEST_CASE(
   CHECK(metrics.events[0].end_to_end.count() == kEvents);
 }
 
-TEST_CASE("event_bus resize: a handler can resize its own bus",
+TEST_CASE("event_bus resize: a handler can grow and shrink its own bus",
           "[event_bus][resize]") {
   auto bus = make_bus({.workers = 1, .max_workers = 3});
   std::atomic<int> status_code{-1};
+  std::atomic<int> handled{0};
   auto subscription = bus->subscribe<Job>([&](const Job& job) {
-    // release: pairs with the test's acquire load.
-    status_code.store(static_cast<int>(bus->resize_workers(job.id).code()),
-                      std::memory_order_release);
+    if (job.id > 0) {
+      // release: pairs with the test's acquire load.
+      status_code.store(static_cast<int>(bus->resize_workers(job.id).code()),
+                        std::memory_order_release);
+    }
+    // release: as above.
+    handled.fetch_add(1, std::memory_order_release);
   });
-  REQUIRE(bus->publish(Job{3}).ok());
-  REQUIRE(wait_until(
-      [&] { return status_code.load(std::memory_order_acquire) != -1; }));
-  CHECK(status_code.load() == static_cast<int>(absl::StatusCode::kOk));
+  const auto resize_from_handler = [&](std::uint32_t size) {
+    status_code.store(-1);
+    REQUIRE(bus->publish(Job{size}).ok());
+    REQUIRE(wait_until(
+        [&] { return status_code.load(std::memory_order_acquire) != -1; }));
+    CHECK(status_code.load() == static_cast<int>(absl::StatusCode::kOk));
+  };
+  resize_from_handler(3);
   CHECK(bus->pool_stats().workers == 3);
+  // Shrinking may retire the very worker that asks: it finishes its event.
+  resize_from_handler(1);
+  CHECK(bus->pool_stats().workers == 1);
+  REQUIRE(wait_until([&] { return bus->pool_stats().retiring == 0; }));
+  for (std::uint32_t i = 0; i < 50; ++i) REQUIRE(bus->publish(Job{0}).ok());
+  REQUIRE(wait_until(
+      [&] { return handled.load(std::memory_order_acquire) == 52; }));
   REQUIRE(bus->shutdown().ok());
 }
 

@@ -1,6 +1,8 @@
 #include "fnbus/exec/thread_pool.hpp"
 
 #include <algorithm>
+#include <exception>
+#include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -14,6 +16,17 @@ namespace {
 
 // The pool whose worker this thread is, if any.
 constinit thread_local const ThreadPool* tls_current_pool = nullptr;
+
+// The message of the exception being handled.
+std::string current_exception_message() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
 
 void name_this_thread(const std::string& prefix, std::size_t index) {
   // Linux limits names to 15 characters.
@@ -120,13 +133,17 @@ absl::Status ThreadPool::start_worker(std::size_t index) {
   starting_.fetch_add(1, std::memory_order_relaxed);
   try {
     slot.thread = std::thread([this, index] { worker_loop(index); });
-  } catch (const std::system_error& error) {
+  } catch (...) {
+    // std::system_error (no thread) or std::bad_alloc (no memory for it):
+    // undo the slot, keep what runs.
+    // relaxed: as above.
     slot.state.store(SlotState::kEmpty, std::memory_order_relaxed);
     starting_.fetch_sub(1, std::memory_order_relaxed);
     return absl::ResourceExhaustedError(fmt::format(
         "could not start worker thread {} ({}); the pool has {} workers; "
         "lower the worker count or raise the process's thread limit",
-        index, error.what(), size_.load(std::memory_order_relaxed)));
+        index, current_exception_message(),
+        size_.load(std::memory_order_relaxed)));
   }
   return absl::OkStatus();
 }
@@ -150,8 +167,8 @@ void ThreadPool::shrink_to(std::size_t workers) noexcept {
     // relaxed: a gauge, raised before the worker can lower it.
     retiring_.fetch_add(1, std::memory_order_relaxed);
     // seq_cst: the announcement half of the handshake with park(): the
-    // worker either sees this before sleeping or is counted as parked by
-    // wake_all_parked() below.
+    // worker either sees this before sleeping, or it sleeps on a permit
+    // word that wake_all_parked() below then changes (and it re-checks).
     slot.state.store(SlotState::kRetiring, std::memory_order_seq_cst);
     size_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -162,18 +179,25 @@ void ThreadPool::wake_all_parked() noexcept {
   // Pairs with the fence in park(), as in notify_work(): a worker we do
   // not count here sees its kRetiring before it sleeps.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  // relaxed: ordered by the fence; claims every sleeper at once (parked
-  // workers that find nothing to do simply park again).
-  const std::int32_t parked = parked_.exchange(0, std::memory_order_relaxed);
-  if (parked <= 0) return;
-  // release: as in wake_one(). The generation step makes the word differ
-  // from any value a sleeper saw before, even once the permits are
-  // consumed again: a worker that read the word before our kRetiring store
-  // and then sleeps on that value does not sleep through this wake-up
-  // (an ABA that otherwise loses it).
+  // relaxed: ordered by the fence; claims every unclaimed sleeper at once
+  // (parked workers that find nothing to do simply park again).
+  std::int32_t parked = parked_.exchange(0, std::memory_order_relaxed);
+  if (parked < 0) parked = 0;
+  // release: as in wake_one(). Always, even with no sleeper left to claim:
+  // the sleepers may all have been claimed by notify_work() already, and
+  // their permits taken by other workers that parked again, leaving the
+  // word at the value a retiring sleeper last saw (ABA: its futex wait
+  // would go on). The generation step makes the word differ from any
+  // value seen before this shrink, so every sleeper wakes and re-checks.
   permits_.fetch_add(static_cast<std::uint32_t>(parked) + kPermitGeneration,
                      std::memory_order_release);
   permits_.notify_all();
+}
+
+bool ThreadPool::is_running(std::size_t index) const noexcept {
+  // relaxed: a snapshot for gauges.
+  return index < max_ && slots_[index].state.load(std::memory_order_relaxed) ==
+                             SlotState::kRunning;
 }
 
 bool ThreadPool::retire_requested(std::size_t index) const noexcept {
@@ -362,7 +386,13 @@ void ThreadPool::stop_and_join() noexcept {
                      std::memory_order_release);
   permits_.notify_all();
   for (auto& thread : threads) {
-    if (thread.get_id() != std::this_thread::get_id()) thread.join();
+    // Called from a worker (a documented misuse): do not join ourselves,
+    // nor destroy a joinable thread (std::terminate).
+    if (thread.get_id() == std::this_thread::get_id()) {
+      thread.detach();
+    } else {
+      thread.join();
+    }
   }
 }
 

@@ -76,10 +76,10 @@ absl::StatusOr<std::unique_ptr<Autoscaler>> Autoscaler::Start(
   }
   std::unique_ptr<Autoscaler> autoscaler(new Autoscaler(
       bus, std::move(policy), std::move(options), *std::move(loop)));
-  autoscaler->thread_ =
-      std::jthread([p = autoscaler.get()](std::stop_token stop) {
-        p->run(std::move(stop));
-      });
+  // The stop source exists before the thread, which may request a stop
+  // itself (the bus shut down) before this assignment completes.
+  autoscaler->thread_ = std::thread(
+      [p = autoscaler.get()] { p->run(p->stop_source_.get_token()); });
   return autoscaler;
 }
 
@@ -98,10 +98,14 @@ Autoscaler::Autoscaler(EventBus& bus, std::unique_ptr<ScalingPolicy> policy,
 Autoscaler::~Autoscaler() { stop(); }
 
 void Autoscaler::stop() {
-  if (thread_.joinable()) {
-    thread_.request_stop();
-    thread_.join();
-  }
+  // Serialises concurrent stop() calls: one joins, the others wait for it.
+  std::lock_guard lock(stop_mutex_);
+  stop_source_.request_stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Autoscaler::stopping() const noexcept {
+  return stop_source_.stop_requested();
 }
 
 void Autoscaler::run(std::stop_token stop) {
@@ -142,7 +146,7 @@ AutoscalerTick Autoscaler::tick() {
     if (!status.ok()) {
       resize_failed = true;
       // The bus is shutting down: nothing left to scale.
-      if (absl::IsFailedPrecondition(status)) thread_.request_stop();
+      if (absl::IsFailedPrecondition(status)) stop_source_.request_stop();
       if (!policy_failed) result.error = std::move(status);
     }
     result.workers_after = bus_.pool_stats().workers;

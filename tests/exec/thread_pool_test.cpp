@@ -574,6 +574,36 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "thread_pool: a shrink right after every sleeper was claimed by "
+    "notify_work still retires the sleepers",
+    "[thread_pool]") {
+  // All workers parked; three notify_work() calls claim every sleeper (the
+  // parked count drops to 0 with three permits outstanding); then a
+  // shrink. One worker may take all the units and every permit while the
+  // retiring ones have not woken yet: they must not go back to sleep.
+  // (Found in review: this hung on the first round.)
+  constexpr std::size_t kWorkers = 3;
+  constexpr std::uint64_t kRounds = 200;
+  TicketSource source(kRounds * kWorkers, kWorkers);
+  auto pool = start_watched_pool(source, resizable(kWorkers, kWorkers));
+  std::uint64_t added = 0;
+  for (std::uint64_t round = 1; round <= kRounds; ++round) {
+    INFO("round " << round);
+    REQUIRE(pool->resize(kWorkers).ok());
+    require_no_retiring(*pool);
+    require_all_parked(*pool);
+    source.add(kWorkers);
+    added += kWorkers;
+    for (std::size_t i = 0; i < kWorkers; ++i) pool->notify_work();
+    REQUIRE(pool->resize(1).ok());
+    require_completed(source, added);
+    require_no_retiring(*pool);
+  }
+  pool->stop_and_join();
+  check_each_ran_once(source, added);
+}
+
+TEST_CASE(
     "thread_pool: resizing under load runs every unit once and never shares "
     "a worker index",
     "[thread_pool]") {

@@ -329,7 +329,8 @@ TEST_CASE("autoscaler: a bus that shuts down ends the controller's resizing",
   target->store(4);
   REQUIRE(clock->wait_for_sleepers(1));
   clock->advance(100ms);
-  // The refused resize stops the controller: it does not sleep again.
+  // The refused resize stops the controller by itself.
+  CHECK(wait_until([&] { return autoscaler->stopping(); }));
   autoscaler->stop();
   CHECK(autoscaler->stats().resize_errors == 1);
   std::lock_guard lock(log.mutex);
@@ -355,4 +356,7 @@ TEST_CASE("autoscaler: tick_now runs one tick in the caller", "[autoscaler]") {
   CHECK(autoscaler->tick_now().number == 2);
   CHECK(autoscaler->stats().ticks == 2);
   CHECK(autoscaler->policy_name() == "scripted");
+  CHECK_FALSE(autoscaler->stopping());
+  autoscaler->stop();
+  CHECK(autoscaler->stopping());
 }

@@ -124,6 +124,9 @@ class ThreadPool {
     return size_.load(std::memory_order_relaxed);
   }
   [[nodiscard]] std::size_t max_workers() const noexcept { return max_; }
+  // Whether worker index `index` is one of the pool's size now (not
+  // retiring, exited or never started). A snapshot, for gauges.
+  [[nodiscard]] bool is_running(std::size_t index) const noexcept;
   [[nodiscard]] ThreadPoolStats stats() const noexcept;
 
   // True on one of this pool's worker threads.
@@ -176,8 +179,11 @@ class ThreadPool {
   // Incremented by a parking worker, decremented by whoever claims it
   // (a waker, or the worker itself cancelling its park).
   alignas(detail::kCacheLineSize) std::atomic<std::int32_t> parked_{0};
-  // Wake permits not yet consumed (low 16 bits; at most 2 x kMaxWorkers)
-  // and a generation that wake_all_parked() steps (high bits); parked
+  // Wake permits not yet consumed (low 16 bits: at most the sleepers,
+  // <= kMaxWorkers, plus max_workers per stop_and_join() call, which joins
+  // every thread the first time) and a generation that wake_all_parked()
+  // steps (high 16 bits; it would take 65536 shrinks while one worker is
+  // between reading the word and sleeping to wrap it round); parked
   // workers wait on the whole word.
   static constexpr std::uint32_t kPermitMask = 0xFFFF;
   static constexpr std::uint32_t kPermitGeneration = 0x10000;

@@ -103,8 +103,12 @@ class Autoscaler {
 
   // Stops ticking and joins the controller thread; the pool keeps its
   // current size. Idempotent. Thread safety: any thread but the
-  // controller's own (not from error_sink or on_tick).
+  // controller's own (not from error_sink or on_tick); concurrent calls
+  // are fine.
   void stop();
+  // Whether stop() was called or the controller stopped itself because
+  // the bus shut down. Thread safety: any thread.
+  [[nodiscard]] bool stopping() const noexcept;
 
   // Runs one tick now, in the calling thread, and returns what it did
   // (the controller thread keeps its own schedule). For callers with a
@@ -138,8 +142,10 @@ class Autoscaler {
   std::uint64_t tick_number_ = 0;
 
   mutable std::mutex stats_mutex_;
-  AutoscalerStats stats_;  // guarded by stats_mutex_
-  std::jthread thread_;
+  AutoscalerStats stats_;         // guarded by stats_mutex_
+  std::stop_source stop_source_;  // thread-safe; asked by stop() or tick()
+  std::mutex stop_mutex_;         // serialises stop()
+  std::thread thread_;            // the controller; joined by stop()
 };
 
 }  // namespace fnbus::scaling
