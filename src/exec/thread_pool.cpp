@@ -1,7 +1,6 @@
 #include "fnbus/exec/thread_pool.hpp"
 
 #include <algorithm>
-#include <exception>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -11,22 +10,13 @@
 #include "fmt/format.h"
 #include <pthread.h>
 
+#include "fnbus/detail/exception_message.hpp"
+
 namespace fnbus {
 namespace {
 
 // The pool whose worker this thread is, if any.
 constinit thread_local const ThreadPool* tls_current_pool = nullptr;
-
-// The message of the exception being handled.
-std::string current_exception_message() {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown exception";
-  }
-}
 
 void name_this_thread(const std::string& prefix, std::size_t index) {
   // Linux limits names to 15 characters.
@@ -142,7 +132,7 @@ absl::Status ThreadPool::start_worker(std::size_t index) {
     return absl::ResourceExhaustedError(fmt::format(
         "could not start worker thread {} ({}); the pool has {} workers; "
         "lower the worker count or raise the process's thread limit",
-        index, current_exception_message(),
+        index, detail::current_exception_message(),
         size_.load(std::memory_order_relaxed)));
   }
   return absl::OkStatus();

@@ -1,26 +1,12 @@
 #include "fnbus/scaling/scaling_loop.hpp"
 
-#include <exception>
-#include <string>
 #include <utility>
 
 #include "fmt/format.h"
 
+#include "fnbus/detail/exception_message.hpp"
+
 namespace fnbus::scaling {
-namespace {
-
-// The message of the exception being handled.
-std::string current_exception_message() {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "an exception not derived from std::exception";
-  }
-}
-
-}  // namespace
 
 absl::StatusOr<ScalingLoop> ScalingLoop::Create(ScalingPolicy& policy,
                                                 ScalingLoopOptions options) {
@@ -48,10 +34,11 @@ ScalingStep ScalingLoop::step(const TickObservation& observation) {
   try {
     step.decision = policy_->decide(step.load);
   } catch (...) {
-    step.error = absl::InternalError(fmt::format(
-        "scaling policy {} threw ({}); the pool keeps its {} "
-        "workers; fix the policy",
-        policy_->name(), current_exception_message(), step.load.workers()));
+    step.error = absl::InternalError(
+        fmt::format("scaling policy {} threw ({}); the pool keeps its {} "
+                    "workers; fix the policy",
+                    policy_->name(), detail::current_exception_message(),
+                    step.load.workers()));
     step.decision = {static_cast<double>(step.load.workers()), "policy-error"};
   }
   step.governed = governor_.apply(step.decision, step.load);
