@@ -154,9 +154,12 @@ TEST_CASE("event_bus resize: a handler can grow and shrink its own bus",
   resize_from_handler(1);
   CHECK(bus->pool_stats().workers == 1);
   REQUIRE(wait_until([&] { return bus->pool_stats().retiring == 0; }));
+  // Growing again from a handler joins the exited threads first.
+  resize_from_handler(3);
+  CHECK(bus->pool_stats().workers == 3);
   for (std::uint32_t i = 0; i < 50; ++i) REQUIRE(bus->publish(Job{0}).ok());
   REQUIRE(wait_until(
-      [&] { return handled.load(std::memory_order_acquire) == 52; }));
+      [&] { return handled.load(std::memory_order_acquire) == 53; }));
   REQUIRE(bus->shutdown().ok());
 }
 

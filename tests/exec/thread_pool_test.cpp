@@ -650,6 +650,38 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "thread_pool: resize racing stop_and_join neither deadlocks nor fails "
+    "otherwise than FailedPrecondition",
+    "[thread_pool]") {
+  for (int round = 0; round < 50; ++round) {
+    INFO("round " << round);
+    TicketSource source(1, 4);
+    auto pool = start_watched_pool(source, resizable(2, 4));
+    std::atomic<bool> go{false};
+    std::uint64_t other_errors = 0;
+    std::thread resizer([&] {
+      // acquire: pairs with the release store below (start together).
+      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+      for (std::size_t i = 0; i < 200; ++i) {
+        const absl::Status status = pool->resize(1 + i % 4);
+        if (!status.ok() &&
+            status.code() != absl::StatusCode::kFailedPrecondition) {
+          ++other_errors;
+        }
+      }
+    });
+    // release: see above.
+    go.store(true, std::memory_order_release);
+    pool->stop_and_join();
+    resizer.join();
+    CHECK(other_errors == 0);
+    // Once stopping, every later resize is refused (threads a resize
+    // started before the stop were joined by it).
+    CHECK(pool->resize(2).code() == absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+TEST_CASE(
     "thread_pool: bad sizes are InvalidArgument and resize after stop "
     "is FailedPrecondition",
     "[thread_pool]") {
