@@ -225,17 +225,20 @@ void run_tick_loop(benchmark::State& state, Body body) {
   state.counters["core_pct_at_100ms"] = cpu_per_call / kTickPeriodNs * 100;
 }
 
-// range(0): BusConfig::max_workers; range(1): workers that dispatched every
-// type during warm-up.
-void BM_Autoscaler_Tick(benchmark::State& state) {
-  TickRig rig;
+// build_tick_rig() with the benchmark's arguments -- range(0):
+// BusConfig::max_workers; range(1): workers that dispatched every type
+// during warm-up. False (and the benchmark skipped) on failure.
+bool build_tick_rig(benchmark::State& state, TickRig& rig) {
   const std::string error =
       build_tick_rig(rig, static_cast<std::size_t>(state.range(0)),
                      static_cast<std::size_t>(state.range(1)));
-  if (!error.empty()) {
-    state.SkipWithError(error.c_str());
-    return;
-  }
+  if (!error.empty()) state.SkipWithError(error.c_str());
+  return error.empty();
+}
+
+void BM_Autoscaler_Tick(benchmark::State& state) {
+  TickRig rig;
+  if (!build_tick_rig(state, rig)) return;
   run_tick_loop(state, [&] {
     fnbus::scaling::AutoscalerTick tick = rig.autoscaler->tick_now();
     benchmark::DoNotOptimize(&tick);
@@ -251,13 +254,7 @@ void BM_Autoscaler_Tick(benchmark::State& state) {
 // The baseline: EventBus::metrics() alone, on the same bus.
 void BM_Bus_MetricsSnapshot(benchmark::State& state) {
   TickRig rig;
-  const std::string error =
-      build_tick_rig(rig, static_cast<std::size_t>(state.range(0)),
-                     static_cast<std::size_t>(state.range(1)));
-  if (!error.empty()) {
-    state.SkipWithError(error.c_str());
-    return;
-  }
+  if (!build_tick_rig(state, rig)) return;
   std::size_t functions = 0;
   run_tick_loop(state, [&] {
     fnbus::metrics::MetricsSnapshot snapshot = rig.bus->metrics();
@@ -276,72 +273,10 @@ struct Item {
   std::uint32_t value;
 };
 
-// Counts handled events, one cache line per handler thread, like
-// HandledCounter but for one producer and with room for the threads a
-// resized pool starts during a run: each growth after a shrink may start a
-// new thread, which claims a new cell.
-// Thread safety: add() from handlers (up to kMaxThreads distinct threads);
-// handled() and wait_for() from any thread.
-class ThreadCellCounter {
- public:
-  static constexpr std::size_t kMaxThreads = 256;
-
-  void add() noexcept {
-    std::atomic<std::uint64_t>& count = cells_[thread_slot()].count;
-    // relaxed: one writer per cell; readers only compare counts.
-    count.store(count.load(std::memory_order_relaxed) + 1,
-                std::memory_order_relaxed);
-  }
-
-  [[nodiscard]] std::uint64_t handled() const noexcept {
-    // relaxed: a stale (smaller) slot count leaves out a cell for now,
-    // which only makes the sum smaller: wait_for() waits a little longer.
-    const std::size_t used =
-        std::min(next_slot_.load(std::memory_order_relaxed), kMaxThreads);
-    std::uint64_t sum = 0;
-    for (std::size_t i = 0; i < used; ++i) {
-      // relaxed: a count; no data is read on the strength of it.
-      sum += cells_[i].count.load(std::memory_order_relaxed);
-    }
-    return sum;
-  }
-
-  void wait_for(std::uint64_t target) const noexcept {
-    wait_until([&] { return handled() >= target; });
-  }
-
- private:
-  struct alignas(kCacheLineSize) Cell {
-    std::atomic<std::uint64_t> count{0};
-  };
-
-  std::size_t thread_slot() noexcept {
-    thread_local std::uint64_t owner = 0;
-    thread_local std::size_t slot = 0;
-    if (owner != id_) [[unlikely]] {
-      // relaxed: only hands out distinct indices.
-      slot = next_slot_.fetch_add(1, std::memory_order_relaxed);
-      owner = id_;
-      if (slot >= kMaxThreads) {
-        std::fputs("ThreadCellCounter: more than kMaxThreads threads\n",
-                   stderr);
-        std::abort();
-      }
-    }
-    return slot;
-  }
-
-  static std::uint64_t next_id() noexcept {
-    static std::atomic<std::uint64_t> next{1};
-    // relaxed: only hands out distinct ids.
-    return next.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  const std::uint64_t id_ = next_id();
-  // Cells handed out so far (may exceed kMaxThreads just before abort()).
-  std::atomic<std::size_t> next_slot_{0};
-  Cell cells_[kMaxThreads];
-};
+// One producer, and room for the threads a resized pool starts during a
+// run: each growth after a shrink may start a new thread, which claims a
+// new cell.
+using ThreadCellCounter = BasicHandledCounter<256, 1>;
 
 constexpr std::uint64_t kBatch = 1024;  // events per iteration
 
@@ -410,7 +345,7 @@ void BM_Throughput_Scaled(benchmark::State& state, ThroughputSetup setup) {
   }
   rig->bus = *std::move(bus);
   rig->subscription = rig->bus->subscribe<Item>(
-      [handled = &rig->handled](const Item&) noexcept { handled->add(); },
+      [handled = &rig->handled](const Item&) noexcept { handled->add(0); },
       {.name = "count"});
   if (setup.scaling != Scaling::kNone) {
     if (absl::Status status = start_autoscaler(*rig, workers, setup.scaling);
@@ -430,7 +365,7 @@ void BM_Throughput_Scaled(benchmark::State& state, ThroughputSetup setup) {
         ++refused;
       }
     }
-    rig->handled.wait_for(accepted);
+    rig->handled.wait_for(0, accepted);
   }
 
   state.SetItemsProcessed(static_cast<std::int64_t>(accepted));
@@ -448,7 +383,7 @@ void BM_Throughput_Scaled(benchmark::State& state, ThroughputSetup setup) {
   }
   if (!rig->bus->shutdown().ok()) state.SkipWithError("shutdown failed");
   const fnbus::BusStats stats = rig->bus->stats();
-  if (rig->handled.handled() != stats.published ||
+  if (rig->handled.handled(0) != stats.published ||
       stats.dispatched != stats.published || stats.published != accepted) {
     state.SkipWithError("accepted events went unhandled");
   }

@@ -60,28 +60,35 @@ struct Percentiles {
   }
 };
 
-// Counts handled events per producer. Each worker thread writes its own
+// Counts handled events per producer. Each handler thread writes its own
 // cache lines, so counting adds no sharing between workers; a producer sums
-// the workers' cells to learn when its events have all been handled.
-// Thread safety: add() from handlers (up to kMaxWorkers distinct threads
-// per counter); handled() and wait_for() from any thread.
-class HandledCounter {
+// the threads' cells to learn when its events have all been handled.
+// MaxThreads bounds the distinct handler threads per counter (a resized
+// pool starts new threads, so the scaling benchmarks need many).
+// Thread safety: add() from handlers (up to MaxThreads distinct threads);
+// handled() and wait_for() from any thread.
+template <std::size_t MaxThreads, std::size_t MaxProducers>
+class BasicHandledCounter {
  public:
-  static constexpr std::size_t kMaxWorkers = 8;
-  static constexpr std::size_t kMaxProducers = 4;
+  static constexpr std::size_t kMaxThreads = MaxThreads;
+  static constexpr std::size_t kMaxProducers = MaxProducers;
 
   void add(std::size_t producer) noexcept {
-    std::atomic<std::uint64_t>& count = cells_[worker_slot()][producer].count;
+    std::atomic<std::uint64_t>& count = cells_[thread_slot()][producer].count;
     // relaxed: one writer per cell; readers only compare counts.
     count.store(count.load(std::memory_order_relaxed) + 1,
                 std::memory_order_relaxed);
   }
 
   [[nodiscard]] std::uint64_t handled(std::size_t producer) const noexcept {
+    // relaxed: a stale (smaller) slot count leaves out a cell for now,
+    // which only makes the sum smaller: wait_for() waits a little longer.
+    const std::size_t used =
+        std::min(next_slot_.load(std::memory_order_relaxed), kMaxThreads);
     std::uint64_t sum = 0;
-    for (const auto& row : cells_) {
+    for (std::size_t i = 0; i < used; ++i) {
       // relaxed: a count; no data is read on the strength of it.
-      sum += row[producer].count.load(std::memory_order_relaxed);
+      sum += cells_[i][producer].count.load(std::memory_order_relaxed);
     }
     return sum;
   }
@@ -95,15 +102,16 @@ class HandledCounter {
     std::atomic<std::uint64_t> count{0};
   };
 
-  std::size_t worker_slot() noexcept {
+  std::size_t thread_slot() noexcept {
     thread_local std::uint64_t owner = 0;
     thread_local std::size_t slot = 0;
     if (owner != id_) [[unlikely]] {
       // relaxed: only hands out distinct indices.
       slot = next_slot_.fetch_add(1, std::memory_order_relaxed);
       owner = id_;
-      if (slot >= kMaxWorkers) {
-        std::fputs("HandledCounter: more than kMaxWorkers threads\n", stderr);
+      if (slot >= kMaxThreads) {
+        std::fputs("HandledCounter: more handler threads than kMaxThreads\n",
+                   stderr);
         std::abort();
       }
     }
@@ -117,9 +125,13 @@ class HandledCounter {
   }
 
   const std::uint64_t id_ = next_id();
+  // Cells handed out so far (may exceed kMaxThreads just before abort()).
   std::atomic<std::size_t> next_slot_{0};
-  Cell cells_[kMaxWorkers][kMaxProducers];
+  Cell cells_[kMaxThreads][kMaxProducers];
 };
+
+// The fixed-pool benchmarks' counter: up to 8 workers, 4 producers.
+using HandledCounter = BasicHandledCounter<8, 4>;
 
 // Registration, called by main() in the order the benchmarks should run.
 void register_trigger_benchmarks();
