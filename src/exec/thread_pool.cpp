@@ -129,6 +129,7 @@ absl::Status ThreadPool::start_worker(std::size_t index) {
     // relaxed: as above.
     slot.state.store(SlotState::kEmpty, std::memory_order_relaxed);
     starting_.fetch_sub(1, std::memory_order_relaxed);
+    // relaxed (size_ below): only written under resize_mutex_ (held).
     return absl::ResourceExhaustedError(fmt::format(
         "could not start worker thread {} ({}); the pool has {} workers; "
         "lower the worker count or raise the process's thread limit",

@@ -132,11 +132,7 @@ AutoscalerTick Autoscaler::tick() {
 
   AutoscalerTick result;
   result.number = ++tick_number_;
-  ScalingStep step = loop_.step(observation);
-  result.load = step.load;
-  result.decision = step.decision;
-  result.governed = step.governed;
-  result.error = std::move(step.error);
+  static_cast<ScalingStep&>(result) = loop_.step(observation);
   result.workers_before = result.load.workers();
   const bool policy_failed = !result.error.ok();
   result.workers_after = result.workers_before;

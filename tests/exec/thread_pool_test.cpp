@@ -75,6 +75,7 @@ class TicketSource : public fnbus::WorkSource {
     const bool index_free = enter(worker);
     record(ticket, worker);
     if (ticket == hold_ticket_.load(std::memory_order_relaxed)) hold();
+    // relaxed: set before add(), whose release the acquire above pairs with.
     if (ticket < gate_units_.load(std::memory_order_relaxed)) gate.pass();
     if (index_free) leave(worker);
     // release: the records above are visible to whoever sees completed().
@@ -96,6 +97,7 @@ class TicketSource : public fnbus::WorkSource {
   // Makes the workers that run units 0 .. units-1 wait at `gate` inside
   // the unit until the test opens it.
   void hold_units_at_gate(std::uint64_t units) {
+    // relaxed: published to the workers by the next add() (release).
     gate_units_.store(units, std::memory_order_relaxed);
   }
   fnbus::testing_support::Gate gate;
@@ -125,6 +127,8 @@ class TicketSource : public fnbus::WorkSource {
     return true;
   }
   void leave(std::size_t worker) noexcept {
+    // relaxed: the exchange in enter() is an RMW, so two threads holding
+    // one index at once cannot both read false, whatever the order.
     active_[worker].store(false, std::memory_order_relaxed);
   }
 

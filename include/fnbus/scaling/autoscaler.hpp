@@ -45,15 +45,13 @@ class EventBus;
 
 namespace fnbus::scaling {
 
-// What one tick saw and did (for logs, metrics and tests).
-struct AutoscalerTick {
-  std::uint64_t number = 0;   // 1, 2, ...
-  LoadSnapshot load;          // what the policy saw
-  ScalingDecision decision;   // what it answered ("policy-error" if it threw)
-  GovernedDecision governed;  // what the governor made of it
+// What one tick saw and did (for logs, metrics and tests): the loop's step
+// (load, decision, governed; `error` is the policy's exception or else a
+// failed resize, OK if none) and what it did to the pool.
+struct AutoscalerTick : ScalingStep {
+  std::uint64_t number = 0;  // 1, 2, ...
   std::size_t workers_before = 0;
   std::size_t workers_after = 0;
-  absl::Status error;  // the policy's exception or a failed resize; OK if none
 };
 
 struct AutoscalerOptions {
