@@ -10,6 +10,9 @@
 #include "fmt/chrono.h"
 #include "fmt/format.h"
 
+#include "fnbus/detail/exception_message.hpp"
+#include "fnbus/detail/saturating_time.hpp"
+
 namespace fnbus {
 namespace {
 
@@ -17,6 +20,7 @@ constexpr std::size_t kMaxWorkers = 1024;
 // 2^24 slots of 128 bytes: 2 GiB, more than a bounded queue should hold.
 constexpr std::size_t kMaxQueueCapacity = std::size_t{1} << 24;
 constexpr auto kMaxBlockTimeout = std::chrono::hours(1);
+constexpr auto kMaxDrainTimeout = std::chrono::hours(1);
 constexpr auto kMaxIdleSpin = std::chrono::seconds(1);
 constexpr std::uint32_t kMaxLatencySampleEvery = 65536;
 // A blocked publisher re-checks at least this often: the consumers' wake-up
@@ -52,6 +56,13 @@ std::vector<std::string> config_problems(const BusConfig& config) {
     problems.push_back(
         fmt::format("block_timeout is {}; use more than 0 and at most 1 hour",
                     config.block_timeout));
+  }
+  if (config.drain_timeout <= std::chrono::nanoseconds::zero() ||
+      config.drain_timeout > kMaxDrainTimeout) {
+    problems.push_back(fmt::format(
+        "drain_timeout is {}; use more than 0 and at most 1 hour (30s is "
+        "the default)",
+        config.drain_timeout));
   }
   if (config.idle_spin < std::chrono::nanoseconds::zero() ||
       config.idle_spin > kMaxIdleSpin) {
@@ -118,6 +129,8 @@ std::string_view to_string(DeadLetterReason reason) noexcept {
   switch (reason) {
     case DeadLetterReason::kCancelledAtShutdown:
       return "cancelled_at_shutdown";
+    case DeadLetterReason::kDrainTimeout:
+      return "drain_timeout";
   }
   return "unknown";
 }
@@ -167,6 +180,7 @@ EventBus::EventBus(BusConfig config)
                           ? detail::tsc_nanos_per_tick()
                           : 1.0),
       latency_sample_every_(config_.latency_sample_every),
+      sample_countdowns_(config_.latency_sample_every),
       inline_(config_.execution == Execution::kInline),
       ambient_hook_(static_cast<bool>(config_.trace.ambient)),
       handler_hooks_(config_.trace.on_handler_start ||
@@ -186,12 +200,41 @@ EventBus::~EventBus() {
   registry_->remove_all();
 }
 
-bool EventBus::accepting(const detail::ThreadRecord& record) const noexcept {
+bool EventBus::accepting(const detail::ThreadRecord& record) noexcept {
   // Observe (see thread_activity.hpp): ordered after the PublishScope
   // announcement; pairs with the store + heavy barrier in shutdown().
   const int state = state_.load(detail::kObserveOrder);
-  return state == kRunning ||
-         (state == kDraining && record.dispatching_for(this));
+  if (state == kRunning) [[likely]]
+    return true;
+  return state == kDraining && record.dispatching_for(this) && !drain_expired();
+}
+
+bool EventBus::drain_expired() noexcept {
+  // relaxed: once set it stays set; a thread that reads it late reads the
+  // clock instead and comes to the same answer.
+  if (drain_expired_.load(std::memory_order_relaxed)) return true;
+  // relaxed: stored before the state that makes anyone ask (shutdown());
+  // a stale TimePoint::max() only delays the expiry to the next check.
+  const TimePoint deadline(
+      Duration(drain_deadline_.load(std::memory_order_relaxed)));
+  if (clock_->now() < deadline) return false;
+  // relaxed: as above.
+  drain_expired_.store(true, std::memory_order_relaxed);
+  return true;
+}
+
+EventBus::Fate EventBus::fate() noexcept {
+  // relaxed: a late view only dispatches an event that a cancel or an
+  // expired drain would have dead-lettered (or the reverse); either way it
+  // is accounted for, and shutdown()'s barriers make the view current.
+  const int state = state_.load(std::memory_order_relaxed);
+  if (state == kRunning) [[likely]]
+    return Fate::kDispatch;
+  // relaxed: written before the state left kRunning (shutdown()).
+  if (state == kCancelling || cancel_at_stop_.load(std::memory_order_relaxed)) {
+    return Fate::kCancelledAtShutdown;
+  }
+  return drain_expired() ? Fate::kDrainTimeout : Fate::kDispatch;
 }
 
 TraceContext EventBus::ambient_trace() const noexcept {
@@ -227,11 +270,27 @@ absl::Status EventBus::reject(detail::TypeInfo& type,
 }
 
 absl::Status EventBus::reject_closed(detail::TypeInfo& type) noexcept {
-  return reject(type, absl::FailedPreconditionError(fmt::format(
-                          "publish<{}> after shutdown(): the bus no longer "
-                          "accepts events; publish before shutting down, or "
-                          "handle this status",
-                          type.name)));
+  return reject(
+      type, absl::FailedPreconditionError(fmt::format(
+                "publish<{}> after shutdown() began: the bus no longer "
+                "accepts events (while it drains, only its own handlers may "
+                "publish, until BusConfig::drain_timeout passes); publish "
+                "before shutting down, or handle this status",
+                type.name)));
+}
+
+absl::Status EventBus::move_threw(detail::TypeInfo& type) noexcept {
+  std::string what;
+  try {
+    what = detail::current_exception_message();
+  } catch (...) {
+    // Out of memory for the message: say less.
+  }
+  return reject(type, absl::InvalidArgumentError(fmt::format(
+                          "publish<{}>: the event's move constructor threw "
+                          "({}); it was not published. Give {} a noexcept "
+                          "move constructor, or catch this status",
+                          type.name, what, type.name)));
 }
 
 absl::Status EventBus::heap_alloc_failed(detail::TypeInfo& type) noexcept {
@@ -298,7 +357,7 @@ absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
   // The deadline is on the bus clock (a manual clock in tests); the waits
   // below are on real time, re-reading the bus clock at least every
   // kBlockedRecheck.
-  const TimePoint deadline = clock_->now() + timeout;
+  const TimePoint deadline = detail::saturating_add(clock_->now(), timeout);
   // A queue is often full only for a moment: poll briefly before sleeping.
   for (int i = 0; i < 256; ++i) {
     if (try_push()) {
@@ -378,23 +437,26 @@ bool EventBus::run_one(std::size_t worker,
   detail::WorkerShard& shard = metrics_.shard(worker);
   // relaxed: a gauge for metrics(); this worker is the only writer.
   shard.in_event.store(true, std::memory_order_relaxed);
-  // relaxed: a late view only dispatches an event that shutdown(kCancel-
-  // Pending) would have dead-lettered; either way it is accounted for.
-  handle(envelope, shard,
-         state_.load(std::memory_order_relaxed) == kCancelling);
+  handle(envelope, shard, fate());
   // relaxed: as above.
   shard.in_event.store(false, std::memory_order_relaxed);
   return true;
 }
 
 void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
-                      bool cancel) noexcept {
+                      Fate fate) noexcept {
   detail::TypeSeries& series = metrics_.type_series(shard, envelope.slot());
   detail::ThreadRecord& record = detail::this_thread_record();
   const EventTrace trace = detail::event_trace(record, envelope.context());
-  if (cancel) {
+  if (fate != Fate::kDispatch) [[unlikely]] {
     detail::bump(series.dead_lettered);
-    report_dead_letter(envelope, DeadLetterReason::kCancelledAtShutdown, trace);
+    // The sink runs under the rules of a handler (see dispatch()).
+    detail::DispatchScope scope(record, this, trace);
+    report_dead_letter(envelope,
+                       fate == Fate::kDrainTimeout
+                           ? DeadLetterReason::kDrainTimeout
+                           : DeadLetterReason::kCancelledAtShutdown,
+                       trace);
     return;
   }
   // Only the clock read stands between the dequeue and the first handler;
@@ -405,8 +467,7 @@ void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
   WorkerCounts counts{*this, shard, taken, weight};
   if (!dispatch(record, envelope.slot(), envelope.type_name(), envelope.event(),
                 trace, counts)) {
-    detail::bump(series.unhandled);
-    report_unhandled(envelope.ref());
+    detail::bump(series.unhandled);  // reported to the sink by dispatch()
   }
   if (timed) {
     const std::int64_t accepted = envelope.accepted_ticks();
@@ -454,9 +515,7 @@ class EventBus::CallerLoop {
     while (ran < max_events) {
       detail::Envelope envelope;  // fresh each time, as in sweep()
       if (!bus_.queue_.try_pop(envelope)) break;
-      // relaxed: as in run_one(worker).
-      bus_.handle(envelope, bus_.caller_shard(),
-                  bus_.state_.load(std::memory_order_relaxed) == kCancelling);
+      bus_.handle(envelope, bus_.caller_shard(), bus_.fate());
       ++ran;
     }
     return ran;
@@ -471,7 +530,7 @@ bool EventBus::in_caller_loop() const noexcept {
   return CallerLoop::on_this_thread(*this);
 }
 
-void EventBus::sweep(bool cancel) noexcept {
+void EventBus::sweep() noexcept {
   CallerLoop loop(*this);
   for (;;) {
     // A fresh envelope each time: try_pop must not run the previous
@@ -479,7 +538,7 @@ void EventBus::sweep(bool cancel) noexcept {
     detail::Envelope envelope;
     if (!queue_.try_pop(envelope)) return;
     wake_blocked_publishers();
-    handle(envelope, caller_shard(), cancel);
+    handle(envelope, caller_shard(), fate());
   }
 }
 
@@ -538,9 +597,9 @@ absl::Status EventBus::shutdown(ShutdownMode mode) {
   if (detail::this_thread_record().dispatching_for(this) ||
       (pool_ && pool_->is_own_worker())) {
     return absl::FailedPreconditionError(
-        "shutdown() called from inside a handler of this bus, which would "
-        "wait for itself; call it from a thread that is not running one of "
-        "the bus's handlers");
+        "shutdown() called from inside a handler (or a sink run for an "
+        "event) of this bus, which would wait for itself; call it from a "
+        "thread that is not running one of the bus's handlers");
   }
   // relaxed: only this thread can have stored its own id.
   if (shutdown_thread_.load(std::memory_order_relaxed) ==
@@ -568,17 +627,27 @@ absl::Status EventBus::shutdown(ShutdownMode mode) {
     return absl::OkStatus();
   }
   const bool cancel = mode == ShutdownMode::kCancelPending;
+  // relaxed, both: read only once the state below has left kRunning, and
+  // made visible to every thread by the heavy barrier that follows it (a
+  // stale view only delays a drain's expiry by one event).
+  cancel_at_stop_.store(cancel, std::memory_order_relaxed);
+  drain_deadline_.store(
+      detail::saturating_add(clock_->now(), config_.drain_timeout)
+          .time_since_epoch()
+          .count(),
+      std::memory_order_relaxed);
   // Retract (the writer's half of the handshake in thread_activity.hpp);
-  // wait_for_publishers() runs the heavy barrier.
+  // wait_for_publishers() runs the heavy barrier. Workers and sweeps read
+  // the drain deadline per event from here on (fate()).
   state_.store(cancel ? kCancelling : kDraining, detail::kAnnounceOrder);
   notify_blocked_publishers();  // so they see the new state at once
   detail::wait_for_publishers(this);
   if (pool_) pool_->stop_and_join();
-  sweep(cancel);  // left by the workers, or published by handlers since
+  sweep();  // left by the workers, or published by handlers since
   // From here on even this bus's handlers are refused.
   state_.store(kStopped, detail::kAnnounceOrder);
   detail::wait_for_publishers(this);
-  sweep(cancel);
+  sweep();
   return absl::OkStatus();
 }
 
@@ -681,20 +750,6 @@ void EventBus::report_dead_letter(const detail::Envelope& envelope,
                                   const EventTrace& trace) noexcept {
   call_sink(config_.dead_letter_sink,
             DeadLetter{envelope.ref(), reason, trace});
-}
-
-void Subscription::cancel() noexcept {
-  // acq_rel: exactly one caller takes the entry; later active() calls
-  // (acquire) see it gone.
-  if (detail::HandlerEntry* entry =
-          entry_.exchange(nullptr, std::memory_order_acq_rel)) {
-    registry_->remove(entry);
-  } else if (id_ != nullptr && !detail::running_on_this_thread(id_)) {
-    // Already cancelled, maybe by a cancel() of this object still waiting
-    // on another thread: give this caller the same guarantee. (From inside
-    // the handler, as in HandlerRegistry::remove(), nobody is waited for.)
-    detail::wait_until_not_running(id_);
-  }
 }
 
 }  // namespace fnbus

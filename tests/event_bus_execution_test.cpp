@@ -928,7 +928,9 @@ TEST_CASE(
   CHECK(bus->run_one());
   REQUIRE(from_sink.size() == 1);
   CHECK(from_sink[0].code() == absl::StatusCode::kFailedPrecondition);
-  CHECK(contains(message_of(from_sink[0]), "call it after they return"));
+  // The unhandled sink runs under a handler's rules, so the message names
+  // the handler case; either way the bus would wait for itself.
+  CHECK(contains(message_of(from_sink[0]), "would wait for itself"));
   // The bus still runs: the second event is queued and runs normally.
   CHECK(bus->run_one());
   CHECK(bus->stats().dispatched == 2);

@@ -3,6 +3,7 @@
 // starting size, and gauges.
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -194,4 +195,36 @@ TEST_CASE(
   REQUIRE(bus->shutdown().ok());
   CHECK(gate.timeouts.load() == 0);
   CHECK(bus->stats().dispatched == 4);
+}
+
+TEST_CASE(
+    "event_bus resize: after shutdown the worker gauges and pool stats "
+    "read zero",
+    "[event_bus][resize]") {
+  auto bus = make_bus({.workers = 4,
+                       .max_workers = 4,
+                       .idle_spin = std::chrono::nanoseconds(0)});
+  REQUIRE(
+      wait_until([&] { return bus->metrics().gauges.workers_parked == 4; }));
+  REQUIRE(bus->shutdown().ok());
+
+  // shutdown() joined every worker: none runs, sleeps, starts or retires.
+  const fnbus::metrics::Gauges gauges = bus->metrics().gauges;
+  CHECK(gauges.workers == 0);
+  CHECK(gauges.workers_busy == 0);
+  CHECK(gauges.workers_idle == 0);
+  CHECK(gauges.workers_parked == 0);
+  CHECK(gauges.workers_starting == 0);
+  CHECK(gauges.workers_retiring == 0);
+  CHECK(gauges.in_flight == 0);
+  // workers_max stays BusConfig::max_workers: a configured bound, like
+  // queue_capacity, not a count of threads.
+  CHECK(gauges.workers_max == 4);
+  const fnbus::ThreadPoolStats pool = bus->pool_stats();
+  CHECK(pool.workers == 0);
+  CHECK(pool.parked == 0);
+  CHECK(pool.spinning == 0);
+  CHECK(pool.starting == 0);
+  CHECK(pool.retiring == 0);
+  CHECK(pool.max_workers == 4);
 }

@@ -23,6 +23,7 @@
 #include "fnbus/detail/config.hpp"
 #include "fnbus/detail/envelope.hpp"
 #include "fnbus/detail/handler_registry.hpp"
+#include "fnbus/detail/sample_countdown.hpp"
 #include "fnbus/detail/thread_activity.hpp"
 #include "fnbus/detail/tick_clock.hpp"
 #include "fnbus/detail/type_slot.hpp"
@@ -71,6 +72,10 @@ concept HandlerFor =
 //   event silently: a refusal is a non-OK Status and counts as rejected.
 //   A handler publishing to its own bus does not block on a full queue
 //   (it could be waiting for itself): it gets ResourceExhausted at once.
+//   Sinks run for an event on a worker (unhandled, dead-letter, error)
+//   follow the same rules as handlers.
+// - shutdown(kDrain) handles what is queued for at most
+//   BusConfig::drain_timeout, then dead-letters the rest (kDrainTimeout).
 // - A handler that throws (or returns a non-OK Status) is reported to the
 //   error sink with its function name and event type; the bus goes on.
 // - Handlers of one event run one after another, in subscription order.
@@ -123,7 +128,8 @@ class EventBus : private WorkSource {
   // help); DeadlineExceeded when it stayed full for the block timeout (on
   // the bus clock) under kBlock; FailedPrecondition after shutdown() began
   // (except, while draining, for publishes from this bus's own handlers);
-  // InvalidArgument for bad options. On any error the event is not kept. Thread
+  // InvalidArgument for bad options, or when E's move constructor (not
+  // noexcept) throws. On any error the event is not kept. Thread
   // safety: any thread, also inside handlers. Memory ordering: actions before
   // publish(e) are visible to every handler that receives e.
   template <Event E>
@@ -131,7 +137,9 @@ class EventBus : private WorkSource {
 
   // Stops accepting events, then either handles (kDrain) or dead-letters
   // (kCancelPending) everything still queued, waits for running handlers
-  // and joins the workers. Idempotent: later calls return OK at once.
+  // and joins the workers. A drain accepts this bus's handlers' follow-ups
+  // until BusConfig::drain_timeout (bus clock) passes, then dead-letters
+  // what is left (kDrainTimeout). Idempotent: later calls return OK at once.
   // Returns FailedPrecondition if called from inside one of this bus's
   // handlers, since the bus would wait for itself.
   // Thread safety: any thread that is not running this bus's handlers.
@@ -228,6 +236,17 @@ class EventBus : private WorkSource {
   void run_handler(detail::HandlerEntry& entry, const void* event,
                    Context& context, absl::Status& failure,
                    Counts& counts) noexcept;
+  // After this thread's call of `entry` is over and announced so: a
+  // handler that cancelled itself is destroyed by the last call to end.
+  void finish_call(detail::HandlerEntry& entry) noexcept {
+    // Observe: after our retraction (begin_handler()/end_handler() and
+    // their light barrier); pairs with the canceller's store and heavy
+    // barrier (see HandlerRegistry::after_cancelled_call()).
+    if (entry.cancelled.load(detail::kObserveOrder) == detail::kCancelledInside)
+        [[unlikely]] {
+      registry_->after_cancelled_call(entry);
+    }
+  }
   template <bool kHooks, typename Counts>
   void run_handlers(detail::DispatchScope& scope,
                     const detail::HandlerList& list, const void* event,
@@ -280,19 +299,18 @@ class EventBus : private WorkSource {
     }
     return meta;
   }
-  // One publish in latency_sample_every_ (per thread) is timed.
+  // One publish in latency_sample_every_ (per thread, per bus) is timed.
   [[nodiscard]] bool take_latency_sample(
-      detail::ThreadRecord& record) const noexcept {
-    if (record.untimed_left == 0) {
-      record.untimed_left = latency_sample_every_ - 1;
-      return true;
-    }
-    --record.untimed_left;
-    return false;
+      const detail::ThreadRecord& record) const noexcept {
+    return sample_countdowns_.take(record);
   }
 
-  [[nodiscard]] bool accepting(
-      const detail::ThreadRecord& record) const noexcept;
+  [[nodiscard]] bool accepting(const detail::ThreadRecord& record) noexcept;
+  // What becomes of the next event a worker or sweep takes.
+  enum class Fate { kDispatch, kCancelledAtShutdown, kDrainTimeout };
+  [[nodiscard]] Fate fate() noexcept;
+  // Whether shutdown(kDrain) has passed BusConfig::drain_timeout.
+  [[nodiscard]] bool drain_expired() noexcept;
   // `inline_lock`: Execution::kInline's, from lock_for_inline().
   void on_accepted(
       detail::TypeInfo& type,
@@ -310,6 +328,8 @@ class EventBus : private WorkSource {
   static absl::Status reject_closed(detail::TypeInfo& type) noexcept;
   static absl::Status validate(const PublishOptions& options);
   static absl::Status heap_alloc_failed(detail::TypeInfo& type) noexcept;
+  // Call inside the catch block: reads the exception in flight.
+  static absl::Status move_threw(detail::TypeInfo& type) noexcept;
 
   // Execution::kInline and kManual.
   class CallerLoop;
@@ -327,12 +347,12 @@ class EventBus : private WorkSource {
                absl::FunctionRef<void()> taken) noexcept override;
 
   void handle(detail::Envelope& envelope, detail::WorkerShard& shard,
-              bool cancel) noexcept;
+              Fate fate) noexcept;
   // The shard of the thread running run_one() & co. or shutdown's sweeps.
   [[nodiscard]] detail::WorkerShard& caller_shard() noexcept {
     return metrics_.shard(max_workers_);
   }
-  void sweep(bool cancel) noexcept;
+  void sweep() noexcept;
   void wake_blocked_publishers() noexcept;
   void notify_blocked_publishers() noexcept;
 
@@ -348,6 +368,8 @@ class EventBus : private WorkSource {
   const TickSource tick_source_;
   const double nanos_per_tick_;  // for TickSource::kTsc
   const std::uint32_t latency_sample_every_;
+  // The threads' sampling countdowns for this bus (latency_sample_every_).
+  mutable detail::SampleCountdowns sample_countdowns_;
   const bool inline_;         // Execution::kInline
   const bool ambient_hook_;   // TraceHooks::ambient set
   const bool handler_hooks_;  // TraceHooks::on_handler_start or _end set
@@ -366,6 +388,13 @@ class EventBus : private WorkSource {
   // publish() after its PublishScope announcement and by workers.
   std::atomic<int> state_{kRunning};
   std::mutex shutdown_mutex_;  // serialises shutdown() calls
+  // Set by shutdown() before the state leaves kRunning; read by fate().
+  std::atomic<bool> cancel_at_stop_{false};  // shutdown(kCancelPending)
+  // shutdown(kDrain)'s deadline on the bus clock, in its nanoseconds.
+  std::atomic<TimePoint::rep> drain_deadline_{
+      TimePoint::max().time_since_epoch().count()};
+  // Set (once) by the first thread that finds the drain deadline passed.
+  std::atomic<bool> drain_expired_{false};
   // The thread inside shutdown(), so that a sink it calls cannot re-enter.
   std::atomic<std::thread::id> shutdown_thread_{};
 
@@ -424,7 +453,7 @@ Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
   detail::HandlerEntry* entry =
       registry_->add(slot, std::move(name), function_id,
                      erase_handler<E>(std::forward<F>(handler)));
-  return Subscription(registry_, entry);
+  return Subscription(registry_, entry, entry->serial);
 }
 
 template <bool kHooks, typename Counts>
@@ -465,8 +494,14 @@ bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
                         std::string_view type_name, const void* event,
                         const EventTrace& trace, Counts& counts) noexcept {
   detail::DispatchScope scope(record, this, trace);
-  const detail::HandlerList* list = registry_->find(slot);
-  if (list == nullptr || list->entries.empty()) return false;
+  const detail::HandlerList* list = registry_->find(slot, scope);
+  if (list == nullptr || list->entries.empty()) [[unlikely]] {
+    // Inside the scope: the sink runs under the rules of a handler (its
+    // publishes inherit the trace, never block on this bus's queue, and
+    // are accepted while the bus drains).
+    report_unhandled(EventRef(slot, type_name, event));
+    return false;
+  }
   Context context(type_name, {}, trace);
   // Two loops, so that buses without trace hooks do not test for them.
   if (handler_hooks_) [[unlikely]] {
@@ -482,11 +517,21 @@ void EventBus::run_handlers(detail::DispatchScope& scope,
                             const detail::HandlerList& list, const void* event,
                             Context& context, Counts& counts) noexcept {
   absl::Status failure;  // one per dispatch: set only when a handler fails
+  // The handler called (or skipped) last on this level: once the next
+  // begin_handler() or end_handler() has said it is over, one that
+  // cancelled itself may need its callable destroyed.
+  detail::HandlerEntry* previous = nullptr;
   for (detail::HandlerEntry* entry : list.entries) {
-    if (!scope.begin_handler(entry, entry->cancelled)) continue;
+    const bool runs = scope.begin_handler(entry, entry->cancelled);
+    if (previous != nullptr) finish_call(*previous);
+    previous = entry;
+    if (!runs) [[unlikely]]
+      continue;
     detail::ContextAccess::set_function(context, entry->name);
     run_handler<kHooks>(*entry, event, context, failure, counts);
   }
+  scope.end_handler();
+  finish_call(*previous);  // the list is not empty (see dispatch())
 }
 
 template <Event E>
@@ -496,10 +541,8 @@ void EventBus::trigger(const E& event) noexcept {
   const detail::TypeSlot slot = detail::type_slot<E>();
   const EventTrace trace =
       detail::event_trace(record, trace_origin(record, nullptr).context);
-  if (!dispatch(record, slot, event_type_name<E>(), &event, trace, none))
-      [[unlikely]] {
-    report_unhandled(EventRef(slot, event_type_name<E>(), &event));
-  }
+  // An event nobody handles goes to the unhandled sink (in dispatch()).
+  (void)dispatch(record, slot, event_type_name<E>(), &event, trace, none);
 }
 
 template <Event E>
@@ -534,7 +577,18 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
     }
     return publish_slow(record, options, type, try_push);
   } else {
-    std::unique_ptr<E> owned(new (std::nothrow) E(std::move(event)));
+    std::unique_ptr<E> owned;
+    if constexpr (std::is_nothrow_move_constructible_v<E>) {
+      owned.reset(new (std::nothrow) E(std::move(event)));
+    } else {
+      // A throwing move constructor: refuse and count, never let the
+      // exception escape half-way through a publish.
+      try {
+        owned.reset(new (std::nothrow) E(std::move(event)));
+      } catch (...) {
+        return move_threw(type);
+      }
+    }
     if (owned == nullptr) return heap_alloc_failed(type);
     auto try_push = [&]() noexcept {
       if (!queue_.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {

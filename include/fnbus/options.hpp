@@ -44,13 +44,17 @@ enum class Execution {
 
 // How shutdown() treats events still in the queue.
 enum class ShutdownMode {
-  kDrain,          // handle everything accepted, then stop
+  // Handle everything accepted (and what this bus's handlers publish
+  // meanwhile), then stop -- for at most BusConfig::drain_timeout: what is
+  // still queued then is dead-lettered (kDrainTimeout).
+  kDrain,
   kCancelPending,  // hand queued events to the dead-letter sink, then stop
 };
 
 // Why an event reached the dead-letter sink.
 enum class DeadLetterReason {
   kCancelledAtShutdown,  // queued when shutdown(kCancelPending) ran
+  kDrainTimeout,  // still queued when shutdown(kDrain) passed drain_timeout
 };
 
 [[nodiscard]] std::string_view to_string(OverflowPolicy policy) noexcept;
@@ -108,6 +112,15 @@ struct BusConfig {
   // How long an idle worker keeps polling before it parks: 0 .. 1 s.
   // Longer spins lower the latency of the next event and cost CPU.
   std::chrono::nanoseconds idle_spin = std::chrono::microseconds(50);
+  // Longest time shutdown(kDrain) (and the destructor) keeps handling
+  // queued events, on the bus clock: > 0, <= 1 hour. A handler that
+  // publishes its own event again (a retry or heartbeat loop) would keep a
+  // drain going forever; past this time what is queued goes to the
+  // dead-letter sink (DeadLetterReason::kDrainTimeout, counted as
+  // dead-lettered) and handlers' publishes are refused. Handlers still
+  // running are waited for: a handler that never returns keeps shutdown
+  // waiting.
+  std::chrono::nanoseconds drain_timeout = std::chrono::seconds(30);
   // Where published events run; kInline and kManual are for tests.
   Execution execution = Execution::kThreadPool;
   // The time source of everything the bus times; null means
@@ -117,7 +130,8 @@ struct BusConfig {
   // clock reads per timed event plus one per handler call). Counters are
   // always kept.
   bool record_latency = true;
-  // Time one published event in N, per publishing thread: 1 .. 65536.
+  // Time one published event in N, per publishing thread and bus:
+  // 1 .. 65536.
   // 1 (the default) times every event and histogram counts are exact.
   // With N > 1 each timed event counts N times (its weight), so counts,
   // sums and quantiles estimate all events while the clock is read N

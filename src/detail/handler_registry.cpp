@@ -5,6 +5,8 @@
 #include <new>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
+
 namespace fnbus::detail {
 
 HandlerRegistry::~HandlerRegistry() {
@@ -19,7 +21,7 @@ HandlerRegistry::~HandlerRegistry() {
       delete list.load(std::memory_order_relaxed);
     }
   }
-  for (HandlerEntry* entry : live_) delete entry;
+  for (auto& [serial, entry] : live_) delete entry;
 }
 
 HandlerRegistry::Chunk& HandlerRegistry::chunk_for(TypeSlot slot) {
@@ -38,66 +40,118 @@ HandlerEntry* HandlerRegistry::add(TypeSlot slot, std::string name,
                                    std::uint32_t function_id,
                                    ErasedHandler fn) {
   FNBUS_ASSERT(slot < kMaxTypes, "more than 65536 event types subscribed");
-  auto entry = std::make_unique<HandlerEntry>(slot, std::move(name),
-                                              function_id, std::move(fn));
-  std::vector<Retired> reclaim;
+  Reclaimed reclaim;  // destroyed after the lock is released
   std::lock_guard lock(mutex_);
   // Everything that can throw comes before the entry is shared: an
   // allocation failure leaves the registry as it was.
+  auto entry = std::make_unique<HandlerEntry>(
+      slot, std::move(name), function_id, next_serial_, std::move(fn));
   chunk_for(slot);
   auto list = std::make_unique<HandlerList>();
   if (const HandlerList* old = find_locked(slot)) list->entries = old->entries;
   list->entries.push_back(entry.get());
-  live_.insert(entry.get());
+  live_.emplace(entry->serial, entry.get());
+  ++next_serial_;
   HandlerEntry* added = entry.release();
-  publish_list(slot, std::move(list), nullptr);
+  publish_list(slot, std::move(list));
   reclaim = take_reclaimable();
   return added;
 }
 
-void HandlerRegistry::remove(HandlerEntry* entry) noexcept {
-  std::vector<Retired> reclaim;
+void HandlerRegistry::retract(HandlerEntry& entry, std::uint8_t how) noexcept {
+  live_.erase(entry.serial);
+  // Retract (the writer's half of the handshake in thread_activity.hpp):
+  // ordered before the scan in wait_until_not_running() or
+  // running_anywhere() by its heavy barrier; a dispatch that announced too
+  // late to be seen there sees this.
+  entry.cancelled.store(how, kAnnounceOrder);
+  std::unique_ptr<HandlerList> rest;
+  try {
+    rest = without(find_locked(entry.slot), &entry);
+  } catch (const std::bad_alloc&) {
+    // Out of memory for the shorter list: the flag alone keeps the handler
+    // from running; the current list keeps pointing at the entry, which is
+    // then never freed (see retire_entry()).
+    return;
+  }
+  publish_list(entry.slot, std::move(rest));
+}
+
+void HandlerRegistry::cancel(std::uint64_t serial,
+                             const void* handler) noexcept {
+  HandlerEntry* entry = nullptr;
+  bool inside = false;
+  Reclaimed reclaim;  // destroyed after the lock is released
   {
     std::lock_guard lock(mutex_);
-    if (!live_.contains(entry)) return;  // already removed
-    live_.erase(entry);
-    // Retract (the writer's half of the handshake in thread_activity.hpp):
-    // ordered before the scan in wait_until_not_running() by its heavy
-    // barrier; a dispatch that announced too late to be seen there sees this.
-    entry->cancelled.store(true, kAnnounceOrder);
-    publish_list(entry->slot, without(find_locked(entry->slot), entry),
-                 nullptr);
-    reclaim = take_reclaimable();
+    if (auto it = live_.find(serial); it != live_.end()) {
+      entry = it->second;
+      inside = running_on_this_thread(entry);
+      retract(*entry, inside ? kCancelledInside : kCancelledOutside);
+      if (inside) {
+        // Nobody waits: other calls of this handler on other threads may be
+        // cancelling it too, each waiting for the other. The last call to
+        // return destroys the callable (after_cancelled_call()).
+        retire_entry(entry);
+        reclaim = take_reclaimable();
+        return;
+      }
+    }
   }
+  if (entry == nullptr) {
+    // Retracted already, by a concurrent cancel() that took the lock first
+    // (or remove_all()): the retraction happened before our lock, so once
+    // no call runs, none starts. Wait as the winner does -- except inside
+    // the handler, where nobody waits.
+    if (!running_on_this_thread(handler)) wait_until_not_running(handler);
+    return;
+  }
+  // Not under mutex_: the handler we wait for may itself subscribe.
+  wait_until_not_running(entry);
+  // Nobody calls it any more: destroy its captures now, outside the lock.
   ErasedHandler doomed;
-  if (running_on_this_thread(entry)) {
-    // A self-cancel waits for nobody: other invocations of this handler on
-    // other threads may be cancelling it too, each waiting for the other.
-    // The callable lives until every dispatch that may run it has ended
-    // (the entry's grace period).
-  } else {
-    // Not under mutex_: the handler we wait for may itself subscribe.
-    wait_until_not_running(entry);
-    // Nobody can be calling it any more: destroy its captures now, outside
-    // the lock.
-    doomed = std::move(entry->fn);
-  }
   std::lock_guard lock(mutex_);
-  retire(nullptr, std::unique_ptr<HandlerEntry>(entry));
+  doomed = std::move(entry->fn);
+  retire_entry(entry);
+  reclaim = take_reclaimable();
+}
+
+void HandlerRegistry::after_cancelled_call(HandlerEntry& entry) noexcept {
+  // relaxed: written once under mutex_ before any call could see it; a
+  // stale kSubscribed cannot be read here (the caller saw it cancelled).
+  if (entry.cancelled.load(std::memory_order_relaxed) != kCancelledInside) {
+    return;  // the canceller destroys the callable itself
+  }
+  // Our end_handler() (retract) and this scan pair with every other
+  // caller's: of two calls ending together, at least one sees the other
+  // gone, so the last one destroys the callable.
+  if (running_anywhere(&entry)) return;
+  ErasedHandler doomed;  // destroyed after the lock is released
+  std::lock_guard lock(mutex_);
+  doomed = std::move(entry.fn);
 }
 
 void HandlerRegistry::remove_all() noexcept {
-  std::vector<HandlerEntry*> entries;
+  std::vector<std::pair<std::uint64_t, const void*>> subscriptions;
   {
     std::lock_guard lock(mutex_);
-    entries.assign(live_.begin(), live_.end());
+    try {
+      for (const auto& [serial, entry] : live_) {
+        subscriptions.emplace_back(serial, entry);
+      }
+    } catch (const std::bad_alloc&) {
+      // The destructor frees what is left.
+    }
   }
-  for (HandlerEntry* entry : entries) remove(entry);
-  // Free what no dispatch can still read (Subscriptions that outlive the
-  // bus keep the registry itself alive).
-  std::vector<Retired> reclaim;
+  for (const auto& [serial, entry] : subscriptions) cancel(serial, entry);
+  Reclaimed reclaim;  // destroyed after the lock is released
   std::lock_guard lock(mutex_);
   reclaim = take_reclaimable();
+}
+
+std::size_t HandlerRegistry::retired_count() {
+  std::lock_guard lock(mutex_);
+  return retired_lists_.size() + retired_entries_.size();
 }
 
 const HandlerList* HandlerRegistry::find_locked(TypeSlot slot) const noexcept {
@@ -114,55 +168,78 @@ std::unique_ptr<HandlerList> HandlerRegistry::without(
     const HandlerList* list, const HandlerEntry* entry) {
   auto result = std::make_unique<HandlerList>();
   if (list == nullptr) return result;
+  result->entries.reserve(list->entries.size());
   std::copy_if(list->entries.begin(), list->entries.end(),
                std::back_inserter(result->entries),
                [entry](const HandlerEntry* e) { return e != entry; });
   return result;
 }
 
-void HandlerRegistry::publish_list(
-    TypeSlot slot, std::unique_ptr<HandlerList> list,
-    std::unique_ptr<HandlerEntry> entry) noexcept {
+void HandlerRegistry::publish_list(TypeSlot slot,
+                                   std::unique_ptr<HandlerList> list) noexcept {
   // chunk_for() does not allocate here: every caller made the chunk first.
   auto& list_slot = chunk_for(slot).lists[slot & kChunkMask];
   // release: the list's contents are visible to the dispatch that loads it
-  // (kObserveOrder in find()); seq_cst under TSan for the grace handshake.
+  // (kObserveOrder in DispatchScope::protect()); seq_cst under TSan for
+  // the hazard handshake.
   std::unique_ptr<const HandlerList> old(list_slot.exchange(
       list.release(), kThreadSanitizer ? std::memory_order_seq_cst
                                        : std::memory_order_acq_rel));
-  retire(std::move(old), std::move(entry));
-}
-
-void HandlerRegistry::retire(std::unique_ptr<const HandlerList> list,
-                             std::unique_ptr<HandlerEntry> entry) noexcept {
+  if (old == nullptr) return;
   try {
-    retired_.push_back({GraceSnapshot::take(), std::move(list), nullptr});
-    retired_.back().entry = std::move(entry);
+    retired_lists_.push_back(std::move(old));
   } catch (const std::bad_alloc&) {
     // Out of memory: leak what a dispatch may still read rather than free
     // it early.
-    (void)list.release();
-    (void)entry.release();
+    (void)old.release();
   }
 }
 
-std::vector<HandlerRegistry::Retired>
-HandlerRegistry::take_reclaimable() noexcept {
-  // Oldest first, stopping at the first still in its grace period: a
-  // long dispatch somewhere holds back everything retired after it, and
-  // checking costs O(1) while it lasts.
-  const auto pending =
-      std::find_if(retired_.begin(), retired_.end(),
-                   [](const Retired& r) { return !r.grace.elapsed(); });
-  std::vector<Retired> ready;
-  try {
-    ready.assign(std::make_move_iterator(retired_.begin()),
-                 std::make_move_iterator(pending));
-  } catch (const std::bad_alloc&) {
-    return {};  // reclaim later
+void HandlerRegistry::retire_entry(HandlerEntry* entry) noexcept {
+  // An entry still in the current list (retract() ran out of memory) is
+  // never freed: dispatches keep reading it.
+  if (const HandlerList* current = find_locked(entry->slot);
+      current != nullptr &&
+      std::find(current->entries.begin(), current->entries.end(), entry) !=
+          current->entries.end()) {
+    return;
   }
-  retired_.erase(retired_.begin(), pending);
-  return ready;
+  try {
+    retired_entries_.emplace_back(entry);
+  } catch (const std::bad_alloc&) {
+    // Out of memory: leak it rather than free it early.
+  }
+}
+
+HandlerRegistry::Reclaimed HandlerRegistry::take_reclaimable() noexcept {
+  Reclaimed out;
+  if (retired_lists_.empty() && retired_entries_.empty()) return out;
+  try {
+    // Every list retired so far was unpublished before this barrier: a
+    // dispatch that does not announce it now will never read it.
+    const HazardSet hazards = HazardSet::take();
+    auto held = std::stable_partition(
+        retired_lists_.begin(), retired_lists_.end(),
+        [&](const auto& list) { return hazards.contains(list.get()); });
+    // Entries reachable from a list still read must stay too: the reader
+    // may be about to call one of them.
+    absl::flat_hash_set<const HandlerEntry*> reachable;
+    for (auto it = retired_lists_.begin(); it != held; ++it) {
+      reachable.insert((*it)->entries.begin(), (*it)->entries.end());
+    }
+    out.lists.reserve(static_cast<std::size_t>(retired_lists_.end() - held));
+    out.entries.reserve(retired_entries_.size());
+    std::move(held, retired_lists_.end(), std::back_inserter(out.lists));
+    retired_lists_.erase(held, retired_lists_.end());
+    auto kept = std::stable_partition(
+        retired_entries_.begin(), retired_entries_.end(),
+        [&](const auto& entry) { return reachable.contains(entry.get()); });
+    std::move(kept, retired_entries_.end(), std::back_inserter(out.entries));
+    retired_entries_.erase(kept, retired_entries_.end());
+  } catch (const std::bad_alloc&) {
+    // Reclaim later; keeping memory longer is always safe.
+  }
+  return out;
 }
 
 }  // namespace fnbus::detail

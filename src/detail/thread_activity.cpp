@@ -1,5 +1,6 @@
 #include "fnbus/detail/thread_activity.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <random>
@@ -61,6 +62,8 @@ class RecordRegistry {
     auto* record = new ThreadRecord;
     // relaxed: the record is not yet shared; publish() releases it.
     record->in_use.store(true, std::memory_order_relaxed);
+    // relaxed: only makes the indices distinct; publish() releases them.
+    record->index = next_index_.fetch_add(1, std::memory_order_relaxed);
     publish(record);
     return *record;
   }
@@ -107,6 +110,8 @@ class RecordRegistry {
   }
 
   const bool membarrier_;
+  // The index of the next record created.
+  std::atomic<std::uint32_t> next_index_{0};
   // Newest record first; records are never unlinked.
   std::atomic<ThreadRecord*> head_{nullptr};
 };
@@ -142,11 +147,19 @@ void wait_until(Done done) {
   }
 }
 
+// The nesting levels of `record` that may hold an announcement.
+std::uint32_t levels_used(const ThreadRecord& record) noexcept {
+  // Observe: stored before any announcement at a new level (see
+  // DispatchScope), so a scan after the heavy barrier covers it.
+  return record.levels_used.load(kObserveOrder);
+}
+
 bool is_running(const ThreadRecord& record, const void* handler) noexcept {
-  // acquire: pairs with the release stores in DispatchScope (begin_handler
-  // and the destructor), which also make the announcements seen here.
-  for (const auto& slot : record.running) {
-    if (slot.load(kObserveOrder) == handler) return true;
+  const std::uint32_t levels = levels_used(record);
+  for (std::uint32_t i = 0; i < levels; ++i) {
+    // acquire: pairs with the release stores in DispatchScope (begin_handler
+    // and the destructor), which also make the announcements seen here.
+    if (record.running[i].load(kObserveOrder) == handler) return true;
   }
   return false;
 }
@@ -184,7 +197,6 @@ ThreadRecord& register_this_thread() {
   thread_local RecordReleaser releaser;
   ThreadRecord& record = registry().claim();
   record.id_state = random_id_seed(record);
-  record.untimed_left = 0;  // a recycled record starts a fresh sample
   reseed_ids_after_fork();
   releaser.record = &record;
   tls_thread_record = &record;
@@ -224,6 +236,15 @@ bool running_on_this_thread(const void* handler) noexcept {
   return self != nullptr && is_running(*self, handler);
 }
 
+bool running_anywhere(const void* handler) noexcept {
+  heavy_barrier();
+  bool found = false;
+  registry().for_each([&](const ThreadRecord& record) {
+    found = found || is_running(record, handler);
+  });
+  return found;
+}
+
 void wait_for_publishers(const void* bus) noexcept {
   heavy_barrier();
   const ThreadRecord* self = tls_thread_record;
@@ -234,26 +255,25 @@ void wait_for_publishers(const void* bus) noexcept {
   });
 }
 
-GraceSnapshot GraceSnapshot::take() {
+HazardSet HazardSet::take() {
   heavy_barrier();
-  GraceSnapshot snapshot;
+  HazardSet set;
   registry().for_each([&](const ThreadRecord& record) {
-    // acquire: pairs with the release in ~DispatchScope.
-    const auto gen = record.dispatch_gen.load(kObserveOrder);
-    if (gen % 2 == 1) snapshot.in_dispatch_.push_back({&record, gen});
+    const std::uint32_t levels = levels_used(record);
+    for (std::uint32_t i = 0; i < levels; ++i) {
+      // acquire: pairs with the release in ~DispatchScope, so a reader's
+      // last use of an object happens before we free it.
+      if (const void* object = record.reading[i].load(kObserveOrder)) {
+        set.sorted_.push_back(object);
+      }
+    }
   });
-  return snapshot;
+  std::sort(set.sorted_.begin(), set.sorted_.end());
+  return set;
 }
 
-bool GraceSnapshot::elapsed() const noexcept {
-  for (const Entry& entry : in_dispatch_) {
-    // acquire: pairs with the release in ~DispatchScope, so the reader's
-    // last use of retired memory happens before we free it.
-    if (entry.record->dispatch_gen.load(kObserveOrder) == entry.gen) {
-      return false;
-    }
-  }
-  return true;
+bool HazardSet::contains(const void* object) const noexcept {
+  return std::binary_search(sorted_.begin(), sorted_.end(), object);
 }
 
 }  // namespace fnbus::detail

@@ -11,6 +11,7 @@
 #include <pthread.h>
 
 #include "fnbus/detail/exception_message.hpp"
+#include "fnbus/detail/saturating_time.hpp"
 
 namespace fnbus {
 namespace {
@@ -248,7 +249,11 @@ bool ThreadPool::spin_for_work(std::size_t index) noexcept {
   // seq_cst: announces a spinner before we look for work; pairs with the
   // fence in notify_work(), which skips waking anyone while we spin.
   spinning_.fetch_add(1, std::memory_order_seq_cst);
-  const auto deadline = std::chrono::steady_clock::now() + options_.idle_spin;
+  // Saturating: ThreadPoolOptions does not bound idle_spin (the bus does),
+  // and now() + nanoseconds::max() would overflow.
+  const TimePoint deadline = detail::saturating_add(
+      std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now()),
+      options_.idle_spin);
   bool found = false;
   for (std::uint32_t i = 1;; ++i) {
     if (source_.poll_work()) {
@@ -366,6 +371,7 @@ void ThreadPool::stop_and_join() noexcept {
   std::vector<std::thread> threads;
   {
     std::lock_guard lock(resize_mutex_);
+    ++joining_;
     for (std::size_t i = 0; i < max_; ++i) {
       if (slots_[i].thread.joinable()) {
         threads.push_back(std::move(slots_[i].thread));
@@ -385,6 +391,27 @@ void ThreadPool::stop_and_join() noexcept {
       thread.join();
     }
   }
+  std::lock_guard lock(resize_mutex_);
+  // The last call still joining clears the gauges (an earlier one that
+  // found no thread left to join must not, while threads still run).
+  if (--joining_ == 0) forget_joined_threads();
+}
+
+void ThreadPool::forget_joined_threads() noexcept {
+  // Every thread is joined, so none runs, parks or retires any more; but
+  // the counters still say what they were at the stop: the size is never
+  // lowered, and workers leave on the stop's permits without taking
+  // themselves off parked_. A stopped pool reports no threads.
+  // relaxed (all below): the joins synchronised with each worker's last
+  // write, and writers of slot states and size_ hold resize_mutex_
+  // (held); readers take snapshots. starting_ and spinning_ are already 0
+  // (every worker entered its loop and left its spin before exiting).
+  for (std::size_t i = 0; i < max_; ++i) {
+    slots_[i].state.store(SlotState::kEmpty, std::memory_order_relaxed);
+  }
+  size_.store(0, std::memory_order_relaxed);
+  retiring_.store(0, std::memory_order_relaxed);
+  parked_.store(0, std::memory_order_relaxed);
 }
 
 ThreadPoolStats ThreadPool::stats() const noexcept {

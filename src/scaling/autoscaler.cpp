@@ -1,13 +1,17 @@
 #include "fnbus/scaling/autoscaler.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 #include <exception>
+#include <mutex>
+#include <stop_token>
 #include <string>
 #include <utility>
 
 #include "fmt/chrono.h"
 #include "fmt/format.h"
 
+#include "fnbus/detail/saturating_time.hpp"
 #include "fnbus/event_bus.hpp"
 
 namespace fnbus::scaling {
@@ -39,6 +43,15 @@ absl::Status check_bus(const EventBus& bus, const AutoscalerOptions& options) {
         options.governor.max_workers, bus_max, options.governor.max_workers));
   }
   return absl::OkStatus();
+}
+
+// Blocks until `stop` is requested.
+void wait_for_stop(std::stop_token stop) {
+  std::mutex mutex;
+  std::condition_variable_any stopped;
+  std::unique_lock lock(mutex);
+  // The predicate is never true: only the stop request ends the wait.
+  (void)stopped.wait(lock, stop, [] { return false; });
 }
 
 }  // namespace
@@ -110,15 +123,24 @@ bool Autoscaler::stopping() const noexcept {
 
 void Autoscaler::run(std::stop_token stop) {
   Clock& clock = bus_.clock();
-  TimePoint next = clock.now() + options_.tick;
+  // Deadlines saturate: a manual clock may stand at (or near)
+  // TimePoint::max(), where now + tick would overflow.
+  TimePoint next = detail::saturating_add(clock.now(), options_.tick);
   while (clock.sleep_until(next, stop)) {
     tick();
-    next += options_.tick;
+    // The tick at the end of the time scale is the last: no later
+    // deadline exists, and an unreachable one would be "reached" at once
+    // and tick back to back. Time has stopped; wait for stop().
+    if (next == TimePoint::max()) {
+      wait_for_stop(stop);
+      return;
+    }
+    next = detail::saturating_add(next, options_.tick);
     // A controller that fell behind (a stalled machine, a manual clock
     // moved by several ticks) skips the missed ticks instead of running
     // them back to back on stale data.
     const TimePoint now = clock.now();
-    if (next <= now) next = now + options_.tick;
+    if (next <= now) next = detail::saturating_add(now, options_.tick);
   }
 }
 

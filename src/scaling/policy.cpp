@@ -9,6 +9,8 @@
 #include "fmt/chrono.h"
 #include "fmt/format.h"
 
+#include "fnbus/detail/saturating_time.hpp"
+
 namespace fnbus::scaling {
 namespace {
 
@@ -44,9 +46,10 @@ std::vector<std::string> option_problems(const GovernorOptions& options) {
                     options.max_workers, options.min_workers, kMaxWorkers));
   }
   if (!(options.max_up_factor >= 1.0) || std::isinf(options.max_up_factor)) {
-    problems.push_back(
-        fmt::format("max_up_factor is {}; use a finite number >= 1",
-                    options.max_up_factor));
+    problems.push_back(fmt::format(
+        "max_up_factor is {}; use a finite number >= 1 (any value of at least "
+        "max_workers lifts the factor limit)",
+        options.max_up_factor));
   }
   if (!(options.max_down_fraction > 0.0 && options.max_down_fraction <= 1.0)) {
     problems.push_back(
@@ -58,6 +61,24 @@ std::vector<std::string> option_problems(const GovernorOptions& options) {
                                    options.down_stabilisation));
   }
   return problems;
+}
+
+// ceil(current * factor), at most `ceiling`. A huge factor (1e300 is
+// valid) makes the product exceed SIZE_MAX or even overflow to +inf, and
+// casting such a double to an integer is undefined: compare first.
+std::size_t grown_by_factor(std::size_t current, double factor,
+                            std::size_t ceiling) noexcept {
+  const double grown = std::ceil(static_cast<double>(current) * factor);
+  if (!(grown < static_cast<double>(ceiling))) return ceiling;  // NaN too
+  return static_cast<std::size_t>(grown);
+}
+
+// current + step, at most `ceiling`: a step of SIZE_MAX means "no limit"
+// and must not wrap round to a small size.
+std::size_t grown_by_step(std::size_t current, std::size_t step,
+                          std::size_t ceiling) noexcept {
+  if (current >= ceiling || step >= ceiling - current) return ceiling;
+  return current + step;
 }
 
 }  // namespace
@@ -78,8 +99,12 @@ absl::StatusOr<Governor> Governor::Create(GovernorOptions options) {
 
 std::size_t Governor::window_max(TimePoint now, std::size_t recommendation) {
   recent_.emplace_back(now, recommendation);
-  while (!recent_.empty() &&
-         recent_.front().first < now - options_.down_stabilisation) {
+  // Saturating: a window of Duration::max() (valid: "never forget")
+  // reaches back past TimePoint::min() from any instant before the epoch.
+  // down_stabilisation >= 0 (validated), so negating it cannot overflow.
+  const TimePoint start =
+      detail::saturating_add(now, -options_.down_stabilisation);
+  while (!recent_.empty() && recent_.front().first < start) {
     recent_.pop_front();
   }
   std::size_t highest = 0;
@@ -105,6 +130,8 @@ GovernedDecision Governor::apply(const ScalingDecision& decision,
   // Round up (a fraction of a worker is a worker) and clamp; +inf clamps
   // to the maximum.
   std::size_t wanted = options_.max_workers;
+  // The cast below sees 0 <= target < max_workers (NaN and negatives left
+  // above), so it is in range.
   if (decision.target < static_cast<double>(options_.max_workers)) {
     wanted = static_cast<std::size_t>(std::ceil(decision.target));
   }
@@ -119,10 +146,11 @@ GovernedDecision Governor::apply(const ScalingDecision& decision,
   const std::size_t held = window_max(load.now, wanted);
   std::size_t next = wanted;
   if (wanted > current && !decision.panic) {
-    const auto by_factor = static_cast<std::size_t>(
-        std::ceil(static_cast<double>(current) * options_.max_up_factor));
-    const std::size_t limit =
-        std::max(by_factor, current + options_.max_up_step);
+    // Both bounds saturate at max_workers: the size cannot go beyond it
+    // anyway, and huge options mean "no limit".
+    const std::size_t limit = std::max(
+        grown_by_factor(current, options_.max_up_factor, options_.max_workers),
+        grown_by_step(current, options_.max_up_step, options_.max_workers));
     if (next > limit) {
       next = limit;
       out.rate_limited = true;
@@ -132,6 +160,7 @@ GovernedDecision Governor::apply(const ScalingDecision& decision,
       next = std::min(current, held);
       out.stabilised = next != wanted;
     }
+    // In range: current <= 1024 and max_down_fraction in (0, 1].
     const auto max_drop = std::max<std::size_t>(
         1, static_cast<std::size_t>(static_cast<double>(current) *
                                     options_.max_down_fraction));

@@ -2,6 +2,8 @@
 
 #include <iterator>
 
+#include "fnbus/detail/saturating_time.hpp"
+
 namespace fnbus::testing {
 
 TimePoint ManualClock::now() const noexcept {
@@ -28,9 +30,9 @@ void ManualClock::advance(Duration step) {
   std::lock_guard lock(mutex_);
   // relaxed load: writers hold mutex_. release store: see now().
   const TimePoint now = now_.load(std::memory_order_relaxed);
-  // Saturates at TimePoint::max() instead of overflowing.
-  const TimePoint later =
-      step > TimePoint::max() - now ? TimePoint::max() : now + step;
+  // Saturates at TimePoint::max() instead of overflowing (also from an
+  // early start, where TimePoint::max() - now itself would overflow).
+  const TimePoint later = fnbus::detail::saturating_add(now, step);
   now_.store(later, std::memory_order_release);
   changed_.notify_all();
 }

@@ -353,9 +353,57 @@ TEST_CASE("thread_pool: stop_and_join runs pending work and is idempotent",
   pool->stop_and_join();
   pool->stop_and_join();
   CHECK(source.completed() == kUnits);
-  CHECK(pool->size() == kWorkers);
+  CHECK(pool->size() == 0);  // every thread joined
   CHECK(source.not_own_worker.load() == 0);
   // The destructor calls stop_and_join() once more.
+}
+
+TEST_CASE(
+    "thread_pool: stats after stop_and_join count no workers, parked, "
+    "spinning, starting or retiring threads",
+    "[thread_pool]") {
+  constexpr std::size_t kWorkers = 4;
+  TicketSource source(1, kWorkers);
+  auto pool = start_watched_pool(source, parking(kWorkers));
+  require_all_parked(*pool);
+  REQUIRE(pool->stats().workers == kWorkers);
+  pool->stop_and_join();
+
+  // Every thread is joined: nothing runs, sleeps or waits to start.
+  const fnbus::ThreadPoolStats stats = pool->stats();
+  CHECK(stats.workers == 0);
+  CHECK(stats.parked == 0);
+  CHECK(stats.spinning == 0);
+  CHECK(stats.starting == 0);
+  CHECK(stats.retiring == 0);
+  CHECK(stats.max_workers == kWorkers);  // a bound, not a count of threads
+  CHECK(pool->size() == 0);
+  for (std::size_t i = 0; i < kWorkers; ++i) {
+    INFO("worker " << i);
+    CHECK_FALSE(pool->is_running(i));
+  }
+  // Stopping again, or a notify after the stop, changes nothing.
+  pool->notify_work();
+  pool->stop_and_join();
+  CHECK(pool->stats().workers == 0);
+  CHECK(pool->stats().parked == 0);
+}
+
+TEST_CASE(
+    "thread_pool: an idle_spin too long for the clock spins until work "
+    "or the stop without overflowing the deadline",
+    "[thread_pool]") {
+  // steady_clock::now() + nanoseconds::max() overflows: the worker's spin
+  // deadline must saturate (UBSan checks this in the asan build).
+  TicketSource source(1, 1);
+  auto pool = start_watched_pool(
+      source, {.workers = 1, .idle_spin = std::chrono::nanoseconds::max()});
+  REQUIRE(wait_until([&] { return pool->stats().spinning == 1; }, kWaitBound));
+  source.add(1);
+  pool->notify_work();
+  require_completed(source, 1);
+  pool->stop_and_join();
+  check_each_ran_once(source, 1);
 }
 
 TEST_CASE("thread_pool: stop_and_join on a busy pool finishes the backlog",

@@ -246,10 +246,12 @@ TEST_CASE("autoscaler: bad options are InvalidArgument or FailedPrecondition",
              .status(),
          Code::kFailedPrecondition, "Execution::kThreadPool");
 
+  CHECK(bus->pool_stats().workers == 2);  // no refused start touched it
   REQUIRE(bus->shutdown().ok());
   expect(status_of({.governor = {.max_workers = 8}}), Code::kFailedPrecondition,
          "shutdown");
-  CHECK(bus->pool_stats().workers == 2);  // no refused start touched it
+  // Joined by the shutdown, and not restarted by the refused start.
+  CHECK(bus->pool_stats().workers == 0);
 }
 
 TEST_CASE("autoscaler: Start moves the pool into [min_workers, max_workers]",
@@ -359,4 +361,46 @@ TEST_CASE("autoscaler: tick_now runs one tick in the caller", "[autoscaler]") {
   CHECK_FALSE(autoscaler->stopping());
   autoscaler->stop();
   CHECK(autoscaler->stopping());
+}
+
+TEST_CASE(
+    "autoscaler: a clock that reaches TimePoint::max() gives one last tick "
+    "and the controller then waits for stop without overflowing",
+    "[autoscaler]") {
+  // now() + tick would overflow: the deadline saturates at the clock's
+  // end, the tick there runs once, and no later tick can come (time stops).
+  auto clock = std::make_shared<ManualClock>(fnbus::TimePoint::max() - 50ms);
+  auto bus = make_bus({.workers = 1, .max_workers = 4, .clock = clock});
+  const auto target = std::make_shared<std::atomic<double>>(2.0);
+  auto autoscaler =
+      start(*bus, scripted(target), {.governor = {.max_workers = 4}});
+  // Asleep until TimePoint::max(), 50ms away.
+  REQUIRE(clock->wait_for_sleepers(1));
+  CHECK(autoscaler->stats().ticks == 0);
+  clock->advance(1h);  // saturates at TimePoint::max()
+  REQUIRE(wait_until([&] { return autoscaler->stats().ticks == 1; }));
+  CHECK(bus->pool_stats().workers == 2);
+  CHECK(clock->sleepers() == 0);  // waiting for stop, not for the clock
+  clock->advance(1h);
+  CHECK(autoscaler->tick_now().number == 2);  // ticking by hand still works
+  autoscaler->stop();
+  CHECK(autoscaler->stats().ticks == 2);
+  REQUIRE(bus->shutdown().ok());
+}
+
+TEST_CASE(
+    "autoscaler: a clock standing at TimePoint::max() from the start ticks "
+    "once and stops on request",
+    "[autoscaler]") {
+  auto clock = std::make_shared<ManualClock>(fnbus::TimePoint::max());
+  auto bus = make_bus({.workers = 1, .max_workers = 4, .clock = clock});
+  const auto target = std::make_shared<std::atomic<double>>(3.0);
+  auto autoscaler =
+      start(*bus, scripted(target), {.governor = {.max_workers = 4}});
+  // The first deadline, TimePoint::max(), is reached at once.
+  REQUIRE(wait_until([&] { return autoscaler->stats().ticks >= 1; }));
+  autoscaler->stop();
+  CHECK(autoscaler->stats().ticks == 1);
+  CHECK(bus->pool_stats().workers == 3);
+  REQUIRE(bus->shutdown().ok());
 }

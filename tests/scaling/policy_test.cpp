@@ -99,6 +99,99 @@ TEST_CASE("policy: growth per tick is rate-limited unless the policy panics",
   CHECK_FALSE(panic.rate_limited);
 }
 
+TEST_CASE("policy: an unlimited max_up_step grows to the target in one tick",
+          "[policy]") {
+  // SIZE_MAX means "no step limit": current + step must not wrap round.
+  constexpr std::size_t kUnlimited = std::numeric_limits<std::size_t>::max();
+  for (const double factor : {1.0, 2.0}) {
+    INFO("max_up_factor " << factor);
+    Governor governor = make_governor({.min_workers = 1,
+                                       .max_workers = 10,
+                                       .max_up_factor = factor,
+                                       .max_up_step = kUnlimited});
+    auto verdict = governor.apply({10, "p"}, load_at(0s, 2));
+    CHECK(verdict.workers == 10);
+    CHECK_FALSE(verdict.rate_limited);
+  }
+  // Any step beyond max_workers - R is as good as unlimited.
+  Governor near = make_governor({.min_workers = 1,
+                                 .max_workers = 1024,
+                                 .max_up_factor = 1.0,
+                                 .max_up_step = kUnlimited - 1});
+  CHECK(near.apply({1024, "p"}, load_at(0s, 1023)).workers == 1024);
+  CHECK(near.apply({1024, "p"}, load_at(1s, 1)).workers == 1024);
+}
+
+TEST_CASE(
+    "policy: a huge finite max_up_factor lifts the growth limit without "
+    "overflow",
+    "[policy]") {
+  // R * factor far beyond SIZE_MAX (or +inf in doubles) saturates at
+  // max_workers instead of being cast to an integer.
+  for (const double factor :
+       {1e300, std::numeric_limits<double>::max(), 1e19, 2e10}) {
+    INFO("max_up_factor " << factor);
+    Governor governor = make_governor({.min_workers = 1,
+                                       .max_workers = 1024,
+                                       .max_up_factor = factor,
+                                       .max_up_step = 0});
+    auto from_two = governor.apply({10, "p"}, load_at(0s, 2));
+    CHECK(from_two.workers == 10);
+    CHECK_FALSE(from_two.rate_limited);
+    CHECK(governor.apply({1024, "p"}, load_at(1s, 1000)).workers == 1024);
+  }
+  // Ordinary factors still limit: from 2 by 1.5 (ceil 3), step 0.
+  Governor modest = make_governor({.min_workers = 1,
+                                   .max_workers = 1024,
+                                   .max_up_factor = 1.5,
+                                   .max_up_step = 0});
+  auto limited = modest.apply({10, "p"}, load_at(0s, 2));
+  CHECK(limited.workers == 3);
+  CHECK(limited.rate_limited);
+}
+
+TEST_CASE("policy: max_up_factor must be a finite number of at least 1",
+          "[policy]") {
+  for (const double bad : {std::numeric_limits<double>::infinity(),
+                           std::numeric_limits<double>::quiet_NaN(), 0.5,
+                           -std::numeric_limits<double>::infinity()}) {
+    INFO("max_up_factor " << bad);
+    auto governor = Governor::Create({.max_up_factor = bad});
+    REQUIRE_FALSE(governor.ok());
+    CHECK(governor.status().code() == absl::StatusCode::kInvalidArgument);
+    const std::string message(governor.status().message());
+    CHECK(message.find("max_up_factor is ") != std::string::npos);
+    CHECK(message.find("use a finite number >= 1") != std::string::npos);
+  }
+  auto infinite = Governor::Create(
+      {.max_up_factor = std::numeric_limits<double>::infinity()});
+  CHECK(std::string(infinite.status().message()).find("max_up_factor is inf") !=
+        std::string::npos);
+  CHECK(Governor::Create({.max_up_factor = 1e300}).ok());
+  CHECK(Governor::Create({.max_up_factor = 1.0}).ok());
+}
+
+TEST_CASE(
+    "policy: a stabilisation window longer than the clock's range holds "
+    "shrinks at the earliest instants",
+    "[policy]") {
+  // now - down_stabilisation overflows near TimePoint::min(): the window's
+  // start must saturate, keeping every recommendation.
+  Governor governor =
+      make_governor({.min_workers = 1,
+                     .max_workers = 64,
+                     .max_up_step = 64,
+                     .down_stabilisation = fnbus::Duration::max()});
+  LoadSnapshot load;
+  load.now = TimePoint::min();
+  load.workers_running = 16;
+  CHECK(governor.apply({16, "burst"}, load).workers == 16);
+  load.now = TimePoint::min() + 10s;
+  auto held = governor.apply({2, "quiet"}, load);
+  CHECK(held.workers == 16);
+  CHECK(held.stabilised);
+}
+
 TEST_CASE(
     "policy: shrinking waits for the stabilisation window and halves at most",
     "[policy]") {

@@ -85,6 +85,30 @@ TEST_CASE("manual_clock: advance and advance_to move now() forward only",
   CHECK(clock.now() == start + 1s + 6ms);
 }
 
+TEST_CASE(
+    "manual_clock: advance saturates at TimePoint::max() from any start, "
+    "without overflowing",
+    "[manual_clock]") {
+  // From the earliest instant two Duration::max() steps are ordinary
+  // arithmetic (ending 1ns before the epoch, then 1ns before the end);
+  // only the next step clamps.
+  ManualClock earliest(TimePoint::min());
+  earliest.advance(Duration::max());
+  CHECK(earliest.now() == TimePoint{} - 1ns);
+  earliest.advance(Duration::max());
+  CHECK(earliest.now() == TimePoint::max() - 1ns);
+  earliest.advance(1h);
+  CHECK(earliest.now() == TimePoint::max());
+
+  ManualClock near_end(TimePoint::max() - 50ms);
+  near_end.advance(100ms);
+  CHECK(near_end.now() == TimePoint::max());
+  near_end.advance(1h);  // stays at the end
+  CHECK(near_end.now() == TimePoint::max());
+  std::stop_source stop;
+  CHECK(near_end.sleep_until(TimePoint::max(), stop.get_token()));
+}
+
 TEST_CASE("manual_clock: sleep_until a deadline already reached returns true",
           "[manual_clock]") {
   ManualClock clock;

@@ -17,6 +17,12 @@
 // under ThreadSanitizer (which does not model fences) both sides use seq_cst
 // operations, which give the same guarantee in the C++ memory model.
 //
+// Handler lists are protected by hazard pointers announced this way (one
+// per nesting level, DispatchScope::protect()): a retired list waits only
+// for the dispatches that read that very list, so neither a long handler
+// of another bus nor one of the same bus holds back the freeing of lists
+// it does not read.
+//
 // Records are process-wide, one per live thread that ever used a bus, and are
 // recycled when a thread exits. The registry is leaked on purpose so that
 // threads exiting after main() returns can still release their records.
@@ -50,14 +56,19 @@ inline constexpr std::memory_order kHandoverOrder = kRetractOrder;
 class DispatchScope;
 
 struct alignas(kCacheLineSize) ThreadRecord {
-  // Odd while this thread is inside a dispatch and may hold a handler list;
-  // bumped at the outermost entry and exit. Written by the owner, read by
-  // writers deciding whether a retired list may be freed.
-  std::atomic<std::uint64_t> dispatch_gen{0};
+  // reading[i]: the shared object (a handler list) the dispatch at nesting
+  // level i reads, or null -- a hazard pointer. Written by the owner (see
+  // DispatchScope::protect), read by writers deciding whether a retired
+  // list may be freed.
+  std::atomic<const void*> reading[kMaxNesting] = {};
   // running[i]: the handler running (or about to) at dispatch nesting level
   // i, or null. Written by the owner, read by cancel() waiting for that
   // handler to finish.
   std::atomic<const void*> running[kMaxNesting] = {};
+  // Nesting levels this thread has ever used (<= kMaxNesting): scanners
+  // read reading[] and running[] below it only. Only grows. Written by the
+  // owner before it announces anything at a new level, read by scanners.
+  std::atomic<std::uint32_t> levels_used{0};
   // The bus this thread is inside publish() of, or null. Written by the
   // owner, read by shutdown() waiting for publishes in progress.
   std::atomic<const void*> publishing_to{nullptr};
@@ -68,12 +79,14 @@ struct alignas(kCacheLineSize) ThreadRecord {
   std::atomic<bool> in_use{false};
   // Next record in the registry; immutable once the record is published.
   ThreadRecord* next = nullptr;
+  // Dense number of this record (0, 1, 2, ... in creation order), for
+  // per-thread tables of other objects; immutable once published.
+  std::uint32_t index = 0;
 
   // Owner-only state (never read by other threads).
   std::uint32_t depth = 0;  // dispatches running (nested) on this thread
   const DispatchScope* innermost = nullptr;  // chain of nested dispatches
-  std::uint64_t id_state = 0;      // event-id generator (next_event_id)
-  std::uint32_t untimed_left = 0;  // publishes until the next timed one
+  std::uint64_t id_state = 0;                // event-id generator
 
   // Whether this thread is inside a dispatch of `bus` at any nesting level.
   [[nodiscard]] bool dispatching_for(const void* bus) const noexcept;
@@ -110,9 +123,10 @@ inline void light_barrier() noexcept {
 // reader's light barrier that preceded this call is visible to the caller.
 void heavy_barrier() noexcept;
 
-// Marks the calling thread as inside a dispatch for the scope's lifetime,
-// and which of the dispatch's handlers it runs. Dispatches nest (a handler
-// may trigger), each on its own level of ThreadRecord::running.
+// Marks the calling thread as inside a dispatch for the scope's lifetime:
+// which shared list it reads (protect()) and which of the list's handlers
+// it runs (begin_handler()). Dispatches nest (a handler may trigger), each
+// on its own level of ThreadRecord::reading and ::running.
 class DispatchScope {
  public:
   DispatchScope(ThreadRecord& record, const void* bus,
@@ -126,45 +140,73 @@ class DispatchScope {
                  "dispatches nested more than 256 deep on one thread (a "
                  "handler that triggers its own event without end?)");
     record.innermost = this;
-    if (level_ == 0) {
-      // relaxed: the owner is the only writer of its own record.
-      const auto gen = record.dispatch_gen.load(std::memory_order_relaxed);
-      // Announce (see protocol): pairs with heavy_barrier() in
-      // GraceSnapshot::take(). Release as well, so that a writer reading
-      // this value instead of the exit store before it still synchronises
-      // with that exit (plain stores do not extend a release sequence).
-      record.dispatch_gen.store(gen + 1, kHandoverOrder);
-      light_barrier();
+    // relaxed: the owner is the only writer of its own record.
+    if (level_ >= record.levels_used.load(std::memory_order_relaxed))
+        [[unlikely]] {
+      // Announce: before this level's first announcement, so that a
+      // scanner that sees that one scans this level (see protect()).
+      record.levels_used.store(static_cast<std::uint32_t>(level_ + 1),
+                               kAnnounceOrder);
     }
   }
   ~DispatchScope() {
     // release: the last handler's effects happen before cancel() returns
     // (acquire load in wait_until_not_running()).
     record_.running[level_].store(nullptr, kRetractOrder);
+    // release: our reads of the protected list happen before a writer that
+    // sees null frees it (acquire in HazardSet::take()).
+    record_.reading[level_].store(nullptr, kRetractOrder);
     record_.innermost = outer_;
-    if (--record_.depth == 0) {
-      // relaxed: owner-only writer.
-      const auto gen = record_.dispatch_gen.load(std::memory_order_relaxed);
-      // release: our reads of the handler list happen before a writer that
-      // sees the even value frees it (acquire in GraceSnapshot::elapsed()).
-      record_.dispatch_gen.store(gen + 1, kRetractOrder);
-    }
+    --record_.depth;
   }
   DispatchScope(const DispatchScope&) = delete;
   DispatchScope& operator=(const DispatchScope&) = delete;
+
+  // Loads `source` and protects what it points to for the rest of the
+  // scope: a writer that replaces it afterwards and scans the hazards
+  // (HazardSet::take()) sees it and keeps it. Loops until the announced
+  // value is still current after the barrier (the classic hazard-pointer
+  // validation), which is almost always the first time.
+  template <typename T>
+  [[nodiscard]] const T* protect(const std::atomic<const T*>& source) noexcept {
+    // relaxed: validated below.
+    const T* seen = source.load(std::memory_order_relaxed);
+    for (;;) {
+      // Announce: pairs with heavy_barrier() in HazardSet::take().
+      record_.reading[level_].store(seen, kAnnounceOrder);
+      light_barrier();
+      // Observe: pairs with the writer's release exchange of `source`, so
+      // the object's contents are visible; either the writer's scan sees
+      // our announcement, or this load sees its replacement.
+      const T* current = source.load(kObserveOrder);
+      if (current == seen) [[likely]]
+        return seen;
+      seen = current;
+    }
+  }
 
   // Marks `handler` as the one running at this level (which also says the
   // previous one has finished), then tells whether it may run: false if
   // `cancelled` was set before the announcement could be seen.
   [[nodiscard]] bool begin_handler(
-      const void* handler, const std::atomic<bool>& cancelled) noexcept {
+      const void* handler,
+      const std::atomic<std::uint8_t>& cancelled) noexcept {
     // Announce: pairs with heavy_barrier() in wait_until_not_running().
     // Release as well: the previous handler's effects happen before a
     // canceller that sees this store stops waiting for it.
     record_.running[level_].store(handler, kHandoverOrder);
     light_barrier();
-    // Observe: pairs with the store in HandlerRegistry::remove().
-    return !cancelled.load(kObserveOrder);
+    // Observe: pairs with the store in HandlerRegistry::cancel().
+    return cancelled.load(kObserveOrder) == 0;
+  }
+  // Marks that no handler runs at this level any more (the last one has
+  // returned), before the scope ends. Retract + light barrier, so that a
+  // load after it and a scanner's heavy barrier form a Dekker pair (see
+  // HandlerRegistry::after_cancelled_call()).
+  void end_handler() noexcept {
+    // release: as in begin_handler().
+    record_.running[level_].store(nullptr, kHandoverOrder);
+    light_barrier();
   }
 
   [[nodiscard]] const void* bus() const noexcept { return bus_; }
@@ -265,22 +307,23 @@ class PublishScope {
 void wait_until_not_running(const void* handler) noexcept;
 // True if the calling thread is running `handler` (at any nesting level).
 [[nodiscard]] bool running_on_this_thread(const void* handler) noexcept;
+// True if any thread, the caller included, announces `handler` as running
+// (or about to run) after a heavy barrier. Never waits.
+[[nodiscard]] bool running_anywhere(const void* handler) noexcept;
 // Returns when no thread other than the caller is inside publish() on `bus`.
 void wait_for_publishers(const void* bus) noexcept;
 
-// Which threads were inside a dispatch at a moment, so that memory they may
-// have been reading can be freed once each has left that dispatch.
-class GraceSnapshot {
+// The objects protected by any thread's DispatchScope::protect() at a
+// moment after the call began: an object retired (unpublished) before the
+// call and not in the set is read by nobody and may be freed.
+class HazardSet {
  public:
-  static GraceSnapshot take();
-  [[nodiscard]] bool elapsed() const noexcept;
+  // Runs the heavy barrier, then scans every record.
+  static HazardSet take();
+  [[nodiscard]] bool contains(const void* object) const noexcept;
 
  private:
-  struct Entry {
-    const ThreadRecord* record;
-    std::uint64_t gen;
-  };
-  std::vector<Entry> in_dispatch_;
+  std::vector<const void*> sorted_;
 };
 
 }  // namespace fnbus::detail

@@ -53,7 +53,8 @@ struct ThreadPoolOptions {
   std::string name_prefix = "fnbus-w";
 };
 
-// A snapshot of what the workers are doing.
+// A snapshot of what the workers are doing. After stop_and_join() every
+// count is 0; max_workers, a bound, stays.
 struct ThreadPoolStats {
   std::size_t workers = 0;   // the size: running, or starting
   std::size_t starting = 0;  // of those, threads not yet in their loop
@@ -115,10 +116,12 @@ class ThreadPool {
   absl::Status resize(std::size_t workers);
 
   // Workers run all the work they can still find, then exit; joins them.
-  // Idempotent. Thread safety: not from a worker of this pool.
+  // Afterwards size() and every count in stats() are 0 (max_workers
+  // stays). Idempotent. Thread safety: not from a worker of this pool.
   void stop_and_join() noexcept;
 
-  // The size asked for by Start() or the last resize() (running + starting).
+  // The size asked for by Start() or the last resize() (running +
+  // starting); 0 once stop_and_join() has joined the workers.
   [[nodiscard]] std::size_t size() const noexcept {
     // relaxed: a snapshot; written under resize_mutex_.
     return size_.load(std::memory_order_relaxed);
@@ -157,12 +160,18 @@ class ThreadPool {
   void shrink_to(std::size_t workers) noexcept;
   absl::Status start_worker(std::size_t index);
   void reap(Slot& slot) noexcept;
+  // Zeroes the size, slot states and gauges once every thread is joined;
+  // the caller holds resize_mutex_.
+  void forget_joined_threads() noexcept;
 
   WorkSource& source_;
   const ThreadPoolOptions options_;
   const std::size_t max_;
   const std::unique_ptr<Slot[]> slots_;  // max_ of them
   std::mutex resize_mutex_;  // serialises resize() and stop_and_join()
+  // stop_and_join() calls between taking the threads and having joined
+  // them; guarded by resize_mutex_.
+  std::size_t joining_ = 0;
   // Slots in kRunning: written under resize_mutex_, read by stats().
   std::atomic<std::size_t> size_{0};
   // Threads started but not yet in their loop (a gauge): incremented by

@@ -55,7 +55,10 @@ struct AutoscalerTick : ScalingStep {
 };
 
 struct AutoscalerOptions {
-  // The controller's period, on the bus's clock: > 0 and <= 1 hour.
+  // The controller's period, on the bus's clock: > 0 and <= 1 hour. At
+  // the end of the clock's range (a ManualClock advanced to
+  // TimePoint::max()) the controller ticks once more, then waits for
+  // stop(); tick_now() still works.
   Duration tick = std::chrono::milliseconds(100);
   // Bounds and rate limits; max_workers must not exceed the bus's
   // BusConfig::max_workers.

@@ -101,8 +101,9 @@ struct GovernorOptions {
   std::size_t min_workers = 1;  // >= 1
   std::size_t max_workers = 8;  // >= min_workers, <= 1024
   // Growth per tick: to at most max(R * up_factor, R + up_step), unless the
-  // decision asks for panic.
-  double max_up_factor = 2.0;  // >= 1
+  // decision asks for panic. Both saturate at max_workers, so a huge value
+  // (a factor of 1e300, a step of SIZE_MAX) means "no limit".
+  double max_up_factor = 2.0;  // finite, >= 1
   std::size_t max_up_step = 4;
   // Shrinking per tick: by at most this fraction of R (at least one worker).
   double max_down_fraction = 0.5;  // in (0, 1]

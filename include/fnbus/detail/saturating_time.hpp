@@ -1,0 +1,27 @@
+#pragma once
+
+// Deadline arithmetic that cannot overflow. A ManualClock may stand at
+// TimePoint::max() and a caller may pass a huge timeout: `now + timeout`
+// in plain arithmetic is then signed overflow (undefined behaviour).
+// Every deadline fnbus computes goes through saturating_add().
+
+#include <limits>
+
+#include "fnbus/clock.hpp"
+
+namespace fnbus::detail {
+
+// `at + delta`, clamped to [TimePoint::min(), TimePoint::max()].
+[[nodiscard]] constexpr TimePoint saturating_add(TimePoint at,
+                                                 Duration delta) noexcept {
+  using Rep = Duration::rep;
+  const Rep base = at.time_since_epoch().count();
+  const Rep step = delta.count();
+  Rep sum = 0;
+  if (__builtin_add_overflow(base, step, &sum)) {
+    return step > 0 ? TimePoint::max() : TimePoint::min();
+  }
+  return TimePoint(Duration(sum));
+}
+
+}  // namespace fnbus::detail
