@@ -23,6 +23,7 @@ constexpr auto kMaxBlockTimeout = std::chrono::hours(1);
 constexpr auto kMaxDrainTimeout = std::chrono::hours(1);
 constexpr auto kMaxIdleSpin = std::chrono::seconds(1);
 constexpr std::uint32_t kMaxLatencySampleEvery = 65536;
+constexpr std::size_t kMaxFollowUpHeadroom = std::size_t{1} << 20;
 // A blocked publisher re-checks at least this often: the consumers' wake-up
 // hint is a relaxed read and may miss it (see wake_blocked_publishers()).
 constexpr auto kBlockedRecheck = std::chrono::milliseconds(1);
@@ -50,6 +51,11 @@ std::vector<std::string> config_problems(const BusConfig& config) {
         "max_workers is {}; use workers ({}) to {}, or 0 for a pool that "
         "never grows past workers",
         config.max_workers, config.workers, kMaxWorkers));
+  }
+  if (config.follow_up_headroom > kMaxFollowUpHeadroom) {
+    problems.push_back(fmt::format(
+        "follow_up_headroom is {}; use 0 (none) to {} (1024 is the default)",
+        config.follow_up_headroom, kMaxFollowUpHeadroom));
   }
   if (config.block_timeout <= std::chrono::nanoseconds::zero() ||
       config.block_timeout > kMaxBlockTimeout) {
@@ -189,7 +195,20 @@ EventBus::EventBus(BusConfig config)
       max_workers_(config_.max_workers == 0 ? config_.workers
                                             : config_.max_workers),
       metrics_(max_workers_ + 1, config_.record_latency),
-      queue_(config_.queue_capacity) {}
+      queue_(config_.queue_capacity),
+      follow_ups_(
+          config_.execution == Execution::kThreadPool
+              ? make_follow_up_buffers(max_workers_, config_.follow_up_headroom)
+              : nullptr) {}
+
+std::unique_ptr<detail::FollowUpBuffer[]> EventBus::make_follow_up_buffers(
+    std::size_t workers, std::size_t headroom) {
+  auto buffers = std::make_unique<detail::FollowUpBuffer[]>(workers);
+  for (std::size_t i = 0; i < workers; ++i) {
+    buffers[i] = detail::FollowUpBuffer(headroom);
+  }
+  return buffers;
+}
 
 EventBus::~EventBus() {
   FNBUS_ASSERT(!detail::this_thread_record().dispatching_for(this) &&
@@ -321,10 +340,10 @@ absl::Status EventBus::validate(const PublishOptions& options) {
   return absl::OkStatus();
 }
 
-absl::Status EventBus::publish_slow(detail::ThreadRecord& record,
-                                    const PublishOptions& options,
-                                    detail::TypeInfo& type,
-                                    absl::FunctionRef<bool()> try_push) {
+absl::Status EventBus::publish_slow(
+    detail::ThreadRecord& record, const PublishOptions& options,
+    detail::TypeInfo& type, absl::FunctionRef<bool()> try_push,
+    absl::FunctionRef<bool(detail::FollowUpBuffer&)> try_keep) {
   if (!pool_) {
     // Nothing but the caller empties the queue: waiting cannot help.
     return reject(
@@ -336,6 +355,11 @@ absl::Status EventBus::publish_slow(detail::ThreadRecord& record,
             "BusConfig::queue_capacity",
             queue_.capacity(), type.name,
             config_.execution == Execution::kInline ? "kInline" : "kManual")));
+  }
+  if (record.follow_ups_bus == this) {
+    // One of our workers: waiting could be waiting for itself, and
+    // refusing would break the handler's chain.
+    return keep_follow_up(record, type, try_keep);
   }
   const OverflowPolicy policy = options.overflow.value_or(config_.overflow);
   if (policy == OverflowPolicy::kBlock) {
@@ -409,6 +433,39 @@ absl::Status EventBus::publish_blocking(detail::ThreadRecord& record,
   return status;
 }
 
+absl::Status EventBus::keep_follow_up(
+    detail::ThreadRecord& record, detail::TypeInfo& type,
+    absl::FunctionRef<bool(detail::FollowUpBuffer&)> try_keep) {
+  auto& buffer = *static_cast<detail::FollowUpBuffer*>(record.follow_ups);
+  if (try_keep(buffer)) {
+    // relaxed: a gauge (stats().queue_depth).
+    follow_ups_held_.fetch_add(1, std::memory_order_relaxed);
+    // relaxed: a statistic.
+    type.published.fetch_add(1, std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+  return reject(
+      type,
+      absl::ResourceExhaustedError(fmt::format(
+          "queue full ({} slots) publishing {} from a handler, and this "
+          "worker already holds {} follow-ups (BusConfig::follow_up_headroom"
+          "); raise follow_up_headroom or queue_capacity, or publish fewer "
+          "events per handled one",
+          queue_.capacity(), type.name, buffer.capacity())));
+}
+
+void EventBus::run_follow_ups(detail::FollowUpBuffer& buffer,
+                              detail::WorkerShard& shard) noexcept {
+  for (;;) {
+    // A fresh envelope each time, as in sweep().
+    detail::Envelope envelope;
+    if (!buffer.try_pop(envelope)) return;
+    // relaxed: a gauge.
+    follow_ups_held_.fetch_sub(1, std::memory_order_relaxed);
+    handle(envelope, shard, fate());
+  }
+}
+
 void EventBus::notify_blocked_publishers() noexcept {
   std::lock_guard lock(blocked_mutex_);
   blocked_cv_.notify_all();
@@ -437,7 +494,15 @@ bool EventBus::run_one(std::size_t worker,
   detail::WorkerShard& shard = metrics_.shard(worker);
   // relaxed: a gauge for metrics(); this worker is the only writer.
   shard.in_event.store(true, std::memory_order_relaxed);
+  detail::FollowUpBuffer& follow_ups = follow_ups_[worker];
+  detail::ThreadRecord& record = detail::this_thread_record();
+  record.follow_ups_bus = this;  // owner-only fields
+  record.follow_ups = &follow_ups;
   handle(envelope, shard, fate());
+  // Before anything else from the queue (and before a retirement): what
+  // this worker's handlers could not queue.
+  if (!follow_ups.empty()) [[unlikely]]
+    run_follow_ups(follow_ups, shard);
   // relaxed: as above.
   shard.in_event.store(false, std::memory_order_relaxed);
   return true;
@@ -661,7 +726,9 @@ BusStats EventBus::stats() const noexcept {
   stats.failed = totals.failed;
   stats.unhandled = totals.unhandled;
   stats.dead_lettered = totals.dead_lettered;
-  stats.queue_depth = queue_.size();
+  // relaxed: a gauge.
+  stats.queue_depth =
+      queue_.size() + follow_ups_held_.load(std::memory_order_relaxed);
   return stats;
 }
 
@@ -670,7 +737,9 @@ metrics::MetricsSnapshot EventBus::metrics() const {
   snapshot.taken_at = clock_->now();
   metrics_.fill(snapshot);
   metrics::Gauges& gauges = snapshot.gauges;
-  gauges.queue_depth = queue_.size();
+  // relaxed: a gauge.
+  gauges.queue_depth =
+      queue_.size() + follow_ups_held_.load(std::memory_order_relaxed);
   gauges.queue_capacity = queue_.capacity();
   // A worker that is neither polling nor parked is handling an event (or
   // about to): the pool's own counts, so that dispatch writes no gauge.

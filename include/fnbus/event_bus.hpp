@@ -22,6 +22,7 @@
 #include "fnbus/detail/bus_metrics.hpp"
 #include "fnbus/detail/config.hpp"
 #include "fnbus/detail/envelope.hpp"
+#include "fnbus/detail/follow_up_buffer.hpp"
 #include "fnbus/detail/handler_registry.hpp"
 #include "fnbus/detail/sample_countdown.hpp"
 #include "fnbus/detail/thread_activity.hpp"
@@ -71,7 +72,10 @@ concept HandlerFor =
 // - publish never blocks longer than the block timeout and never drops an
 //   event silently: a refusal is a non-OK Status and counts as rejected.
 //   A handler publishing to its own bus does not block on a full queue
-//   (it could be waiting for itself): it gets ResourceExhausted at once.
+//   (it could be waiting for itself): on a pool worker the event is kept
+//   in that worker's follow-up headroom (BusConfig::follow_up_headroom)
+//   and run by it next; past the headroom, or elsewhere, it gets
+//   ResourceExhausted at once.
 //   Sinks run for an event on a worker (unhandled, dead-letter, error)
 //   follow the same rules as handlers.
 // - shutdown(kDrain) handles what is queued for at most
@@ -129,11 +133,25 @@ class EventBus : private WorkSource {
   // the bus clock) under kBlock; FailedPrecondition after shutdown() began
   // (except, while draining, for publishes from this bus's own handlers);
   // InvalidArgument for bad options, or when E's move constructor (not
-  // noexcept) throws. On any error the event is not kept. Thread
-  // safety: any thread, also inside handlers. Memory ordering: actions before
-  // publish(e) are visible to every handler that receives e.
+  // noexcept) throws. On any error the event is not kept (use
+  // try_publish() to keep it).
+  // From a handler running on one of this bus's workers, a full queue
+  // neither blocks nor refuses: the event is kept in that worker's
+  // follow-up headroom (BusConfig::follow_up_headroom) and the worker runs
+  // it before it takes anything else from the queue; only when that
+  // headroom is used up is it ResourceExhausted, at once.
+  // Thread safety: any thread, also inside handlers. Memory ordering:
+  // actions before publish(e) are visible to every handler that receives e.
   template <Event E>
   absl::Status publish(E event, PublishOptions options = {});
+
+  // publish(), except that a refused event stays with the caller: on any
+  // non-OK Status `event` holds what it held before the call (e.g. to keep
+  // it in an outbox and retry later); on OK it is moved from. Refusals
+  // count as rejected, as publish()'s do. (If E's move constructor throws,
+  // `event` is left as that constructor left it.)
+  template <Event E>
+  absl::Status try_publish(E& event, PublishOptions options = {});
 
   // Stops accepting events, then either handles (kDrain) or dead-letters
   // (kCancelPending) everything still queued, waits for running handlers
@@ -315,10 +333,20 @@ class EventBus : private WorkSource {
   void on_accepted(
       detail::TypeInfo& type,
       std::unique_lock<std::mutex>* inline_lock = nullptr) noexcept;
-  absl::Status publish_slow(detail::ThreadRecord& record,
-                            const PublishOptions& options,
-                            detail::TypeInfo& type,
-                            absl::FunctionRef<bool()> try_push);
+  template <bool kGiveBack, Event E>
+  absl::Status publish_event(E& event, const PublishOptions& options);
+  absl::Status publish_slow(
+      detail::ThreadRecord& record, const PublishOptions& options,
+      detail::TypeInfo& type, absl::FunctionRef<bool()> try_push,
+      absl::FunctionRef<bool(detail::FollowUpBuffer&)> try_keep);
+  // A handler on one of our workers publishing to a full queue: keeps the
+  // event in that worker's FollowUpBuffer (see follow_up_headroom).
+  absl::Status keep_follow_up(
+      detail::ThreadRecord& record, detail::TypeInfo& type,
+      absl::FunctionRef<bool(detail::FollowUpBuffer&)> try_keep);
+  // Runs the follow-ups `worker`'s handlers kept (see keep_follow_up()).
+  void run_follow_ups(detail::FollowUpBuffer& buffer,
+                      detail::WorkerShard& shard) noexcept;
   absl::Status publish_blocking(detail::ThreadRecord& record,
                                 std::chrono::nanoseconds timeout,
                                 detail::TypeInfo& type,
@@ -378,6 +406,14 @@ class EventBus : private WorkSource {
   // One shard per worker, and one for run_one() & co. and shutdown's sweeps.
   detail::BusMetrics metrics_;
   MpmcQueue<detail::Envelope> queue_;
+  // One per worker (Execution::kThreadPool only), each used by its worker
+  // alone: the follow-ups its handlers kept (BusConfig::follow_up_headroom).
+  const std::unique_ptr<detail::FollowUpBuffer[]> follow_ups_;
+  static std::unique_ptr<detail::FollowUpBuffer[]> make_follow_up_buffers(
+      std::size_t workers, std::size_t headroom);
+  // Events held in follow_ups_, for the queue-depth gauges. RMW by the
+  // workers (slow path only), read by stats() and metrics().
+  std::atomic<std::int64_t> follow_ups_held_{0};
   std::unique_ptr<ThreadPool> pool_;  // null unless Execution::kThreadPool
   // Serialises the users of caller_shard(): run_one() & co. and sweeps.
   std::mutex caller_mutex_;
@@ -549,6 +585,39 @@ template <Event E>
 absl::Status EventBus::publish(E event, PublishOptions options) {
   static_assert(std::is_move_constructible_v<E>,
                 "published events are moved into the queue");
+  return publish_event<false>(event, options);
+}
+
+template <Event E>
+absl::Status EventBus::try_publish(E& event, PublishOptions options) {
+  static_assert(std::is_move_constructible_v<E>,
+                "published events are moved into the queue");
+  static_assert(detail::kStoredInline<E> || std::is_move_assignable_v<E> ||
+                    std::is_nothrow_move_constructible_v<E>,
+                "try_publish hands a refused event back by moving it into "
+                "`event` again: give the event a move assignment or a "
+                "noexcept move constructor");
+  return publish_event<true>(event, options);
+}
+
+namespace detail {
+// Moves `from` back into `to`, a moved-from object (try_publish's refusal).
+template <typename E>
+void give_back(E& to,
+               E& from) noexcept(std::is_nothrow_move_assignable_v<E> ||
+                                 (!std::is_move_assignable_v<E> &&
+                                  std::is_nothrow_move_constructible_v<E>)) {
+  if constexpr (std::is_move_assignable_v<E>) {
+    to = std::move(from);
+  } else {
+    std::destroy_at(&to);
+    std::construct_at(&to, std::move(from));
+  }
+}
+}  // namespace detail
+
+template <bool kGiveBack, Event E>
+absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
   const detail::TypeSlot slot = detail::type_slot<E>();
   detail::TypeInfo& type = metrics_.type_info(slot, event_type_name<E>());
   if (options.overflow || options.block_timeout) [[unlikely]] {
@@ -567,15 +636,20 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
   if (inline_) [[unlikely]]
     inline_lock = lock_for_inline();
   if constexpr (detail::kStoredInline<E>) {
+    // Each moves `event` only if it keeps it: a refusal leaves it as it was.
     auto try_push = [&]() noexcept {
       return queue_.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
+                                meta);
+    };
+    auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
+      return buffer.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
                                 meta);
     };
     if (try_push()) [[likely]] {
       on_accepted(type, &inline_lock);
       return absl::OkStatus();
     }
-    return publish_slow(record, options, type, try_push);
+    return publish_slow(record, options, type, try_push, try_keep);
   } else {
     std::unique_ptr<E> owned;
     if constexpr (std::is_nothrow_move_constructible_v<E>) {
@@ -597,11 +671,29 @@ absl::Status EventBus::publish(E event, PublishOptions options) {
       (void)owned.release();  // the queue owns it now
       return true;
     };
+    auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
+      if (!buffer.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
+        return false;
+      }
+      (void)owned.release();  // the buffer owns it now
+      return true;
+    };
     if (try_push()) [[likely]] {
       on_accepted(type, &inline_lock);
       return absl::OkStatus();
     }
-    return publish_slow(record, options, type, try_push);
+    absl::Status status =
+        publish_slow(record, options, type, try_push, try_keep);
+    if constexpr (kGiveBack) {
+      if (!status.ok()) {
+        try {
+          detail::give_back(event, *owned);
+        } catch (...) {
+          return move_threw(type);
+        }
+      }
+    }
+    return status;
   }
 }
 

@@ -107,6 +107,18 @@ struct BusConfig {
   std::size_t max_workers = 0;
   // Default for publishes that do not say otherwise.
   OverflowPolicy overflow = OverflowPolicy::kReject;
+  // Follow-up headroom, per worker: how many events the handlers running
+  // on one worker may publish to this bus while its queue is full (filled
+  // by external producers, say). Such follow-ups neither block nor fail:
+  // the worker keeps them and runs them itself before it takes anything
+  // else from the queue, so chains of handlers (OrderPlaced ->
+  // PaymentRequested -> ...) are never broken by a saturated queue, and a
+  // worker never waits for space only its own pool could free. Past this
+  // many held events, a follow-up gets ResourceExhausted at once.
+  // 0 .. 2^20; 0 turns the headroom off. Memory is taken only while events
+  // are held: at most follow_up_headroom x max_workers x ~130 bytes.
+  // Execution::kInline and kManual have none (the caller drives the queue).
+  std::size_t follow_up_headroom = 1024;
   // Longest wait of a kBlock publish on a full queue: > 0, <= 1 hour.
   std::chrono::nanoseconds block_timeout = std::chrono::milliseconds(100);
   // How long an idle worker keeps polling before it parks: 0 .. 1 s.

@@ -197,6 +197,8 @@ ThreadRecord& register_this_thread() {
   thread_local RecordReleaser releaser;
   ThreadRecord& record = registry().claim();
   record.id_state = random_id_seed(record);
+  record.follow_ups_bus = nullptr;  // a recycled record serves no bus yet
+  record.follow_ups = nullptr;
   reseed_ids_after_fork();
   releaser.record = &record;
   tls_thread_record = &record;

@@ -87,6 +87,11 @@ struct alignas(kCacheLineSize) ThreadRecord {
   std::uint32_t depth = 0;  // dispatches running (nested) on this thread
   const DispatchScope* innermost = nullptr;  // chain of nested dispatches
   std::uint64_t id_state = 0;                // event-id generator
+  // Set by a bus's worker while it runs an event: publishes from its
+  // handlers to that bus that find the queue full go to `follow_ups` (a
+  // FollowUpBuffer of that worker) instead of blocking or failing.
+  const void* follow_ups_bus = nullptr;
+  void* follow_ups = nullptr;
 
   // Whether this thread is inside a dispatch of `bus` at any nesting level.
   [[nodiscard]] bool dispatching_for(const void* bus) const noexcept;
