@@ -109,6 +109,16 @@ void call_sink(const Sink& sink, const Args&... args) noexcept {
   }
 }
 
+// Calls the sink held now by `holder` (see EventBus::error_sink_).
+template <typename Sink, typename... Args>
+void call_sink_ptr(const std::atomic<std::shared_ptr<const Sink>>& holder,
+                   const Args&... args) noexcept {
+  // acquire: pairs with the release store of the setter.
+  const std::shared_ptr<const Sink> sink =
+      holder.load(std::memory_order_acquire);
+  if (sink) call_sink(*sink, args...);
+}
+
 }  // namespace
 
 std::string_view to_string(OverflowPolicy policy) noexcept {
@@ -194,12 +204,17 @@ EventBus::EventBus(BusConfig config)
       registry_(std::make_shared<detail::HandlerRegistry>()),
       max_workers_(config_.max_workers == 0 ? config_.workers
                                             : config_.max_workers),
-      metrics_(max_workers_ + 1, config_.record_latency),
+      metrics_(max_workers_ + 2, config_.record_latency),
       queue_(config_.queue_capacity),
       follow_ups_(
           config_.execution == Execution::kThreadPool
               ? make_follow_up_buffers(max_workers_, config_.follow_up_headroom)
-              : nullptr) {}
+              : nullptr),
+      error_sink_(std::make_shared<const ErrorSink>(config_.error_sink)),
+      dead_letter_sink_(
+          std::make_shared<const DeadLetterSink>(config_.dead_letter_sink)),
+      unhandled_sink_(
+          std::make_shared<const UnhandledSink>(config_.unhandled_sink)) {}
 
 std::unique_ptr<detail::FollowUpBuffer[]> EventBus::make_follow_up_buffers(
     std::size_t workers, std::size_t headroom) {
@@ -803,22 +818,59 @@ ThreadPoolStats EventBus::pool_stats() const noexcept {
 }
 
 void EventBus::report_failure(const detail::HandlerEntry& entry,
-                              const Context& context, absl::StatusCode code,
+                              const void* event, const Context& context,
+                              absl::StatusCode code,
                               std::string_view message) noexcept {
-  call_sink(config_.error_sink,
-            HandlerError{entry.name, context.event_type(), code, message,
-                         context.event_trace()});
+  const HandlerError error{
+      .function_name = entry.name,
+      .event_type = context.event_type(),
+      .code = code,
+      .message = message,
+      .trace = context.event_trace(),
+      .event = EventRef(entry.slot, context.event_type(), event),
+      .context = context};
+  call_sink(entry.on_error, error);  // the function's own first
+  call_sink_ptr(error_sink_, error);
 }
 
 void EventBus::report_unhandled(const EventRef& event) noexcept {
-  call_sink(config_.unhandled_sink, event);
+  call_sink_ptr(unhandled_sink_, event);
+}
+
+void EventBus::count_trigger_failure(
+    const detail::HandlerEntry& entry) noexcept {
+  try {
+    std::lock_guard lock(trigger_mutex_);
+    detail::bump(
+        metrics_.function_series(trigger_shard(), entry.function_id).failed);
+  } catch (...) {
+    // Out of memory for the series: the failure still reaches the sinks.
+  }
+}
+
+void EventBus::set_error_sink(ErrorSink sink) {
+  // release: pairs with the acquire load in call_sink_ptr().
+  error_sink_.store(std::make_shared<const ErrorSink>(std::move(sink)),
+                    std::memory_order_release);
+}
+
+void EventBus::set_dead_letter_sink(DeadLetterSink sink) {
+  // release: as above.
+  dead_letter_sink_.store(
+      std::make_shared<const DeadLetterSink>(std::move(sink)),
+      std::memory_order_release);
+}
+
+void EventBus::set_unhandled_sink(UnhandledSink sink) {
+  // release: as above.
+  unhandled_sink_.store(std::make_shared<const UnhandledSink>(std::move(sink)),
+                        std::memory_order_release);
 }
 
 void EventBus::report_dead_letter(const detail::Envelope& envelope,
                                   DeadLetterReason reason,
                                   const EventTrace& trace) noexcept {
-  call_sink(config_.dead_letter_sink,
-            DeadLetter{envelope.ref(), reason, trace});
+  call_sink_ptr(dead_letter_sink_, DeadLetter{envelope.ref(), reason, trace});
 }
 
 }  // namespace fnbus

@@ -331,7 +331,9 @@ TEST_CASE("event_bus: a handler returning a non-OK Status counts as failed",
   }
   SECTION("trigger") {
     for (int i = 0; i < 4; ++i) bus->trigger(OrderCreated{i});
-    CHECK(bus->stats().failed == 0);  // trigger counts nothing
+    // trigger counts failures (as publish does), and nothing else.
+    CHECK(bus->stats().failed == 2);
+    CHECK(bus->stats().delivered == 0);
   }
 
   CHECK(after_calls.load() == 4);
@@ -465,7 +467,9 @@ TEST_CASE("event_bus: throwing handlers are reported and the bus goes on",
   SECTION("trigger") {
     for (int i = 0; i < 3; ++i) bus->trigger(OrderCreated{i});
     for (int i = 0; i < 5; ++i) bus->trigger(Job{i});
-    CHECK(bus->stats().failed == 0);  // trigger counts nothing
+    // trigger counts failures (as publish does), and nothing else.
+    CHECK(bus->stats().failed == 6);
+    CHECK(bus->stats().delivered == 0);
   }
 
   CHECK(later_calls.load() == 3);

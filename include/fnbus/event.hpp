@@ -42,6 +42,8 @@ template <Event E>
 // to the dead-letter and unhandled sinks. Valid only during that call.
 class EventRef {
  public:
+  // No event: get<E>() returns nullptr for every E.
+  EventRef() noexcept : slot_(detail::kNoTypeSlot), event_(nullptr) {}
   EventRef(detail::TypeSlot slot, std::string_view type_name,
            const void* event) noexcept
       : slot_(slot), type_name_(type_name), event_(event) {}

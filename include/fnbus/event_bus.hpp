@@ -115,13 +115,15 @@ class EventBus : private WorkSource {
                                        FunctionOptions options = {});
 
   // Runs E's handlers on `event` in the calling thread and returns when
-  // they have. Unhandled events go to the unhandled sink; a throwing
-  // handler goes to the error sink. Counts nothing in stats(), so that it
-  // writes no memory shared with other threads.
+  // they have. Unhandled events go to the unhandled sink; a failing
+  // handler goes to its on_error and the error sink, and is counted as
+  // failed in stats() and metrics() like a published event's. A call that
+  // succeeds counts nothing, so that it writes no memory shared with
+  // other threads.
   // Thread safety: any thread, also inside handlers. Never allocates,
   // never takes a lock -- except the first time a thread uses fnbus (it
-  // claims a per-thread record) and the first time a type is used (its id
-  // is assigned).
+  // claims a per-thread record), the first time a type is used (its id
+  // is assigned), and when a handler fails (the count takes a lock).
   template <Event E>
   void trigger(const E& event) noexcept;
 
@@ -194,7 +196,22 @@ class EventBus : private WorkSource {
   // start are kept). Thread safety: any thread, also inside handlers.
   absl::Status resize_workers(std::size_t workers);
   [[nodiscard]] ThreadPoolStats pool_stats() const noexcept;
+  // The configuration given to Create() (its sinks as given then; see
+  // set_error_sink() & co. for replacing them).
   [[nodiscard]] const BusConfig& config() const noexcept { return config_; }
+
+  // Replace BusConfig::error_sink, dead_letter_sink or unhandled_sink on a
+  // live bus (an empty function removes it). Calls that begin after the
+  // setter returns use the new sink; a call already under way may still
+  // finish with the old one, which is destroyed when its last call
+  // returns. Thread safety: any thread, also inside handlers and sinks,
+  // concurrently with failures and dispatches.
+  using ErrorSink = std::function<void(const HandlerError&)>;
+  using DeadLetterSink = std::function<void(const DeadLetter&)>;
+  using UnhandledSink = std::function<void(const EventRef&)>;
+  void set_error_sink(ErrorSink sink);
+  void set_dead_letter_sink(DeadLetterSink sink);
+  void set_unhandled_sink(UnhandledSink sink);
 
  private:
   enum State : int { kRunning, kDraining, kCancelling, kStopped };
@@ -231,12 +248,21 @@ class EventBus : private WorkSource {
       }
     }
   };
-  // trigger() counts nothing.
-  struct NoCounts {
+  // trigger() counts only failures (a cold path), so that its success
+  // path writes no memory shared with other threads.
+  struct TriggerCounts {
+    EventBus& bus;
     void on_delivered(const detail::HandlerEntry&) noexcept {}
-    void on_failed(const detail::HandlerEntry&) noexcept {}
+    void on_failed(const detail::HandlerEntry& entry) noexcept {
+      bus.count_trigger_failure(entry);
+    }
     void restart() noexcept {}
   };
+  void count_trigger_failure(const detail::HandlerEntry& entry) noexcept;
+  // The shard where trigger() failures are counted, under trigger_mutex_.
+  [[nodiscard]] detail::WorkerShard& trigger_shard() noexcept {
+    return metrics_.shard(max_workers_ + 1);
+  }
 
   explicit EventBus(BusConfig config);
 
@@ -384,8 +410,9 @@ class EventBus : private WorkSource {
   void wake_blocked_publishers() noexcept;
   void notify_blocked_publishers() noexcept;
 
-  void report_failure(const detail::HandlerEntry& entry, const Context& context,
-                      absl::StatusCode code, std::string_view message) noexcept;
+  void report_failure(const detail::HandlerEntry& entry, const void* event,
+                      const Context& context, absl::StatusCode code,
+                      std::string_view message) noexcept;
   void report_unhandled(const EventRef& event) noexcept;
   void report_dead_letter(const detail::Envelope& envelope,
                           DeadLetterReason reason,
@@ -403,7 +430,8 @@ class EventBus : private WorkSource {
   const bool handler_hooks_;  // TraceHooks::on_handler_start or _end set
   const std::shared_ptr<detail::HandlerRegistry> registry_;
   const std::size_t max_workers_;  // BusConfig::max_workers, 0 resolved
-  // One shard per worker, and one for run_one() & co. and shutdown's sweeps.
+  // One shard per worker, one for run_one() & co. and shutdown's sweeps,
+  // and one for trigger()'s failures.
   detail::BusMetrics metrics_;
   MpmcQueue<detail::Envelope> queue_;
   // One per worker (Execution::kThreadPool only), each used by its worker
@@ -424,6 +452,13 @@ class EventBus : private WorkSource {
   // publish() after its PublishScope announcement and by workers.
   std::atomic<int> state_{kRunning};
   std::mutex shutdown_mutex_;  // serialises shutdown() calls
+  std::mutex trigger_mutex_;   // serialises writers of trigger_shard()
+  // The sinks now (BusConfig's, or set_*_sink()'s). Loaded (acquire) by
+  // every sink call, stored (release) by the setters: a call sees a
+  // fully built sink; a replaced one lives until its last call returns.
+  std::atomic<std::shared_ptr<const ErrorSink>> error_sink_;
+  std::atomic<std::shared_ptr<const DeadLetterSink>> dead_letter_sink_;
+  std::atomic<std::shared_ptr<const UnhandledSink>> unhandled_sink_;
   // Set by shutdown() before the state leaves kRunning; read by fate().
   std::atomic<bool> cancel_at_stop_{false};  // shutdown(kCancelPending)
   // shutdown(kDrain)'s deadline on the bus clock, in its nanoseconds.
@@ -486,9 +521,9 @@ Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
   const detail::TypeSlot slot = detail::type_slot<E>();
   const std::uint32_t function_id =
       metrics_.function_id(slot, event_type_name<E>(), name);
-  detail::HandlerEntry* entry =
-      registry_->add(slot, std::move(name), function_id,
-                     erase_handler<E>(std::forward<F>(handler)));
+  detail::HandlerEntry* entry = registry_->add(
+      slot, std::move(name), function_id,
+      erase_handler<E>(std::forward<F>(handler)), std::move(options.on_error));
   return Subscription(registry_, entry, entry->serial);
 }
 
@@ -506,18 +541,19 @@ void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
     } else {
       counts.on_failed(entry);
       report_failure(
-          entry, context, failure.code(),
+          entry, event, context, failure.code(),
           std::string_view(failure.message().data(), failure.message().size()));
       failure = absl::OkStatus();
       counts.restart();
     }
   } catch (const std::exception& error) {
     counts.on_failed(entry);
-    report_failure(entry, context, absl::StatusCode::kUnknown, error.what());
+    report_failure(entry, event, context, absl::StatusCode::kUnknown,
+                   error.what());
     counts.restart();
   } catch (...) {
     counts.on_failed(entry);
-    report_failure(entry, context, absl::StatusCode::kUnknown,
+    report_failure(entry, event, context, absl::StatusCode::kUnknown,
                    "unknown exception (not derived from std::exception)");
     counts.restart();
   }
@@ -572,13 +608,13 @@ void EventBus::run_handlers(detail::DispatchScope& scope,
 
 template <Event E>
 void EventBus::trigger(const E& event) noexcept {
-  NoCounts none;
+  TriggerCounts counts{*this};
   detail::ThreadRecord& record = detail::this_thread_record();
   const detail::TypeSlot slot = detail::type_slot<E>();
   const EventTrace trace =
       detail::event_trace(record, trace_origin(record, nullptr).context);
   // An event nobody handles goes to the unhandled sink (in dispatch()).
-  (void)dispatch(record, slot, event_type_name<E>(), &event, trace, none);
+  (void)dispatch(record, slot, event_type_name<E>(), &event, trace, counts);
 }
 
 template <Event E>

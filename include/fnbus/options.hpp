@@ -62,7 +62,8 @@ enum class DeadLetterReason {
 [[nodiscard]] std::string_view to_string(DeadLetterReason reason) noexcept;
 
 // A handler failed: it threw, or returned a non-OK absl::Status. Passed to
-// BusConfig::error_sink; valid only during that call.
+// FunctionOptions::on_error and BusConfig::error_sink; valid only during
+// that call (copy out what you keep, e.g. `*error.event.get<E>()`).
 struct HandlerError {
   std::string_view function_name;  // FunctionOptions::name of the handler
   std::string_view event_type;     // event_type_name<E>()
@@ -70,6 +71,10 @@ struct HandlerError {
   absl::StatusCode code = absl::StatusCode::kUnknown;
   std::string_view message;  // the Status's message, or what() of the throw
   EventTrace trace;          // the event's trace ids
+  // The event the handler failed on: event.get<E>() reads it.
+  EventRef event;
+  // The failed call's Context, as the handler saw it.
+  Context context{{}, {}};
 };
 
 // An accepted event that will not reach its handlers.
@@ -171,6 +176,12 @@ struct FunctionOptions {
   // "<unnamed>". Each distinct (type, name) keeps its series for the bus's
   // lifetime; past 65535 of them, new ones share "<other functions>".
   std::string name;
+  // Called, on the dispatching thread, when this function fails (throws or
+  // returns a non-OK Status) -- before BusConfig::error_sink, which is
+  // called too. The function's own compensation ("refund the payment")
+  // goes here. It may publish and trigger like a handler; if it throws,
+  // the exception is dropped.
+  std::function<void(const HandlerError&)> on_error;
 };
 
 // Options of one publish() call.

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,6 +17,7 @@
 #include "fnbus/detail/thread_activity.hpp"
 #include "fnbus/detail/type_slot.hpp"
 #include "fnbus/event.hpp"
+#include "fnbus/options.hpp"
 
 namespace fnbus::detail {
 
@@ -37,14 +39,18 @@ inline constexpr std::uint8_t kCancelledInside = 2;
 
 // One subscription. Owned by its HandlerRegistry; its address is the
 // handler's identity in ThreadRecord::running.
+// FunctionOptions::on_error.
+using ErrorCallback = std::function<void(const HandlerError&)>;
+
 struct HandlerEntry {
   HandlerEntry(TypeSlot type_slot, std::string function_name,
                std::uint32_t metrics_id, std::uint64_t subscription_serial,
-               ErasedHandler function)
+               ErasedHandler function, ErrorCallback error_callback = {})
       : slot(type_slot),
         name(std::move(function_name)),
         function_id(metrics_id),
         serial(subscription_serial),
+        on_error(std::move(error_callback)),
         fn(std::move(function)) {}
 
   // kSubscribed until HandlerRegistry::cancel() sets one of the cancelled
@@ -55,6 +61,7 @@ struct HandlerEntry {
   const std::string name;
   const std::uint32_t function_id;  // index of its metrics series
   const std::uint64_t serial;       // the subscription's, never reused
+  const ErrorCallback on_error;     // may be empty
   ErasedHandler fn;
 };
 
@@ -103,7 +110,7 @@ class HandlerRegistry {
 
   // Adds a handler. Precondition: slot < kMaxTypes.
   HandlerEntry* add(TypeSlot slot, std::string name, std::uint32_t function_id,
-                    ErasedHandler fn);
+                    ErasedHandler fn, ErrorCallback on_error = {});
 
   // Cancels subscription `serial`, whose entry is (or was) at address
   // `handler`. When this returns, no handler of it starts any more, and no

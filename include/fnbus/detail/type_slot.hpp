@@ -9,6 +9,8 @@
 namespace fnbus::detail {
 
 using TypeSlot = std::uint32_t;
+// No type has this slot (slots are assigned densely from 0).
+inline constexpr TypeSlot kNoTypeSlot = ~TypeSlot{0};
 
 class ContextAccess;
 
