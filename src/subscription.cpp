@@ -13,6 +13,14 @@ void Subscription::cancel() noexcept {
   // must wait until the first has retracted the handler and it has
   // stopped, which the registry's lock orders.
   registry_->cancel(serial_, id_);
+  for (const Member& member : more_) registry_->cancel(member.serial, member.id);
+}
+
+void Subscription::absorb(Subscription&& other) {
+  more_.reserve(more_.size() + 1 + other.more_.size());
+  more_.push_back({other.serial_, other.id_});
+  more_.insert(more_.end(), other.more_.begin(), other.more_.end());
+  other.release();  // ours to cancel now
 }
 
 }  // namespace fnbus

@@ -1,9 +1,10 @@
 #pragma once
 
 // The time source of a bus. Everything the bus times -- queue waits,
-// handler run times, blocking publishes, and later retries, timeouts and
-// scaling ticks -- reads one Clock, so that a test can swap in
-// testing::ManualClock and make time pass instantly and deterministically.
+// handler run times, the wait of a blocking publish, the drain deadline
+// (BusConfig::drain_timeout) and an Autoscaler's ticks -- reads one Clock,
+// so that a test can swap in testing::ManualClock and make time pass
+// instantly and deterministically.
 
 #include <chrono>
 #include <condition_variable>

@@ -24,6 +24,7 @@
 #include "fnbus/detail/envelope.hpp"
 #include "fnbus/detail/follow_up_buffer.hpp"
 #include "fnbus/detail/handler_registry.hpp"
+#include "fnbus/detail/handler_traits.hpp"
 #include "fnbus/detail/sample_countdown.hpp"
 #include "fnbus/detail/thread_activity.hpp"
 #include "fnbus/detail/tick_clock.hpp"
@@ -111,6 +112,25 @@ class EventBus : private WorkSource {
   // are dispatched. A dispatch already under way may or may not call the
   // new handler.
   template <Event E, HandlerFor<E> F>
+  [[nodiscard]] Subscription subscribe(F&& handler,
+                                       FunctionOptions options = {});
+
+  // Subscribes `handler` to the event type of its first parameter:
+  //   bus.subscribe([](const OrderPlaced& o) { ... }, {.name = "pack"});
+  // The handler takes `const E&` (or E by value), optionally followed by
+  // `Context&`. A handler whose event type cannot be read off (a generic
+  // lambda, overloads) or that takes the event by non-const reference is
+  // a compile error that says what to write instead.
+  template <typename F>
+  [[nodiscard]] Subscription subscribe(F&& handler,
+                                       FunctionOptions options = {});
+
+  // Subscribes one function object with an overload per event type (an
+  // "order saga") to each of E1, E2, ... under one Subscription, which
+  // cancels them all. The object is shared: dispatches of different types
+  // may call it concurrently, as they would call separate handlers. Each
+  // (type, options.name) is its own function in the metrics.
+  template <Event E1, Event E2, Event... Es, typename F>
   [[nodiscard]] Subscription subscribe(F&& handler,
                                        FunctionOptions options = {});
 
@@ -525,6 +545,74 @@ Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
       slot, std::move(name), function_id,
       erase_handler<E>(std::forward<F>(handler)), std::move(options.on_error));
   return Subscription(registry_, entry, entry->serial);
+}
+
+template <typename F>
+Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
+  static_assert(detail::HasOneSignature<F>,
+                "subscribe(handler) reads the event type off the handler's "
+                "first parameter, and this handler has no single one (a "
+                "generic lambda, or overloads): write subscribe<E>(handler), "
+                "or subscribe<E1, E2>(handler) for one handler of several "
+                "event types");
+  if constexpr (detail::HasOneSignature<F>) {
+    using Traits = detail::HandlerTraits<F>;
+    static_assert(Traits::kHasParam,
+                  "a handler takes the event as its first parameter (const "
+                  "E&), and this one takes no parameter");
+    static_assert(!Traits::kNonConstRef,
+                  "a handler takes the event by const reference (const E&) "
+                  "or by value: the handlers of one event share it, so none "
+                  "may change it");
+    using E = typename Traits::EventType;
+    constexpr bool kUsable =
+        Traits::kHasParam && !Traits::kNonConstRef && Event<E>;
+    if constexpr (kUsable) {
+      static_assert(HandlerFor<std::decay_t<F>, E>,
+                    "a handler is called as handler(const E&) or "
+                    "handler(const E&, Context&) and returns void or "
+                    "absl::Status");
+      if constexpr (HandlerFor<std::decay_t<F>, E>) {
+        return subscribe<E>(std::forward<F>(handler), std::move(options));
+      }
+    }
+  }
+  return {};  // unreachable: a static_assert above failed
+}
+
+namespace detail {
+// One function object shared by the subscriptions of several event types.
+template <typename Fn>
+struct SharedHandler {
+  std::shared_ptr<Fn> fn;
+  template <typename... Args>
+  auto operator()(Args&&... args)
+      -> decltype((*fn)(std::forward<Args>(args)...)) {
+    return (*fn)(std::forward<Args>(args)...);
+  }
+};
+}  // namespace detail
+
+template <Event E1, Event E2, Event... Es, typename F>
+Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
+  using Fn = std::decay_t<F>;
+  static_assert(HandlerFor<Fn, E1> && HandlerFor<Fn, E2> &&
+                    (HandlerFor<Fn, Es> && ...),
+                "subscribe<E1, E2, ...>(handler): the handler needs an "
+                "overload for each listed event type, taking const E& "
+                "(optionally with Context&) and returning void or "
+                "absl::Status");
+  if constexpr (HandlerFor<Fn, E1> && HandlerFor<Fn, E2> &&
+                (HandlerFor<Fn, Es> && ...)) {
+    auto shared = std::make_shared<Fn>(std::forward<F>(handler));
+    Subscription all =
+        subscribe<E1>(detail::SharedHandler<Fn>{shared}, options);
+    all.absorb(subscribe<E2>(detail::SharedHandler<Fn>{shared}, options));
+    (all.absorb(subscribe<Es>(detail::SharedHandler<Fn>{shared}, options)),
+     ...);
+    return all;
+  }
+  return {};  // unreachable: the static_assert above failed
 }
 
 template <bool kHooks, typename Counts>

@@ -65,14 +65,14 @@ enum class DeadLetterReason {
 // FunctionOptions::on_error and BusConfig::error_sink; valid only during
 // that call (copy out what you keep, e.g. `*error.event.get<E>()`).
 struct HandlerError {
-  std::string_view function_name;  // FunctionOptions::name of the handler
-  std::string_view event_type;     // event_type_name<E>()
+  std::string_view function_name = {};  // FunctionOptions::name
+  std::string_view event_type = {};     // event_type_name<E>()
   // The returned Status's code; kUnknown when the handler threw.
   absl::StatusCode code = absl::StatusCode::kUnknown;
-  std::string_view message;  // the Status's message, or what() of the throw
-  EventTrace trace;          // the event's trace ids
+  std::string_view message = {};  // the Status's message, or what()
+  EventTrace trace = {};          // the event's trace ids
   // The event the handler failed on: event.get<E>() reads it.
-  EventRef event;
+  EventRef event = {};
   // The failed call's Context, as the handler saw it.
   Context context{{}, {}};
 };
@@ -93,11 +93,11 @@ struct TraceHooks {
   // caller's ambient trace, e.g. the current request's, or nullopt to start
   // a new correlation. Called before the event is accepted; it may publish
   // (also to this bus) and may throw (a new correlation is used).
-  std::function<std::optional<TraceContext>()> ambient;
+  std::function<std::optional<TraceContext>()> ambient = {};
   // Called on the dispatching thread just before and just after each
   // handler call (also when it throws), e.g. to make a span current.
-  std::function<void(const Context&)> on_handler_start;
-  std::function<void(const Context&)> on_handler_end;
+  std::function<void(const Context&)> on_handler_start = {};
+  std::function<void(const Context&)> on_handler_end = {};
 };
 
 // Bus-wide configuration, validated by EventBus::Create.
@@ -142,7 +142,7 @@ struct BusConfig {
   Execution execution = Execution::kThreadPool;
   // The time source of everything the bus times; null means
   // SteadyClock::instance(). Tests pass a testing::ManualClock.
-  std::shared_ptr<Clock> clock;
+  std::shared_ptr<Clock> clock = {};
   // Record queue-wait, run-time and end-to-end latency histograms (two
   // clock reads per timed event plus one per handler call). Counters are
   // always kept.
@@ -156,17 +156,17 @@ struct BusConfig {
   // (see bench/README.md).
   std::uint32_t latency_sample_every = 1;
   // Bridges to a tracing system.
-  TraceHooks trace;
+  TraceHooks trace{};
 
   // Called, on the dispatching thread, when a handler fails (throws or
   // returns a non-OK Status).
-  std::function<void(const HandlerError&)> error_sink;
+  std::function<void(const HandlerError&)> error_sink = {};
   // Called for each accepted event that will not be dispatched. May be
   // called from any thread, including the one calling shutdown().
-  std::function<void(const DeadLetter&)> dead_letter_sink;
+  std::function<void(const DeadLetter&)> dead_letter_sink = {};
   // Called, on the dispatching thread, for an event that had no subscriber
   // when it was dispatched (Guava's DeadEvent).
-  std::function<void(const EventRef&)> unhandled_sink;
+  std::function<void(const EventRef&)> unhandled_sink = {};
 };
 
 // Options of one subscription (one "function").
@@ -175,25 +175,25 @@ struct FunctionOptions {
   // one type with one name share a metrics series). Empty names become
   // "<unnamed>". Each distinct (type, name) keeps its series for the bus's
   // lifetime; past 65535 of them, new ones share "<other functions>".
-  std::string name;
+  std::string name = {};
   // Called, on the dispatching thread, when this function fails (throws or
   // returns a non-OK Status) -- before BusConfig::error_sink, which is
   // called too. The function's own compensation ("refund the payment")
   // goes here. It may publish and trigger like a handler; if it throws,
   // the exception is dropped.
-  std::function<void(const HandlerError&)> on_error;
+  std::function<void(const HandlerError&)> on_error = {};
 };
 
 // Options of one publish() call.
 struct PublishOptions {
   // Overrides BusConfig::overflow for this call.
-  std::optional<OverflowPolicy> overflow;
+  std::optional<OverflowPolicy> overflow = {};
   // Overrides BusConfig::block_timeout for this call (kBlock only); must
   // be >= 0.
-  std::optional<std::chrono::nanoseconds> block_timeout;
+  std::optional<std::chrono::nanoseconds> block_timeout = {};
   // The trace this event belongs to; default: inherited from the handler
   // publishing it, else from TraceHooks::ambient, else a new correlation.
-  std::optional<TraceContext> trace;
+  std::optional<TraceContext> trace = {};
 };
 
 // A consistent-enough snapshot of the bus counters. Each counter is exact;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace fnbus {
 
@@ -48,7 +49,8 @@ class Subscription {
         // relaxed: moves need exclusive access (see the class comment).
         entry_(other.entry_.exchange(nullptr, std::memory_order_relaxed)),
         id_(std::exchange(other.id_, nullptr)),
-        serial_(std::exchange(other.serial_, 0)) {}
+        serial_(std::exchange(other.serial_, 0)),
+        more_(std::move(other.more_)) {}
   Subscription& operator=(Subscription&& other) noexcept {
     if (this != &other) {
       // Cancels first: a call of the old handler cancelling itself through
@@ -60,6 +62,7 @@ class Subscription {
                    std::memory_order_relaxed);
       id_ = std::exchange(other.id_, nullptr);
       serial_ = std::exchange(other.serial_, 0);
+      more_ = std::move(other.more_);
     }
     return *this;
   }
@@ -81,6 +84,7 @@ class Subscription {
     registry_.reset();
     id_ = nullptr;
     serial_ = 0;
+    more_.clear();
   }
 
   // True until cancel() or release() (or a move from this object).
@@ -98,6 +102,15 @@ class Subscription {
         entry_(entry),
         id_(entry),
         serial_(serial) {}
+  // Takes over `other` (a subscription of the same bus): cancelling this
+  // one cancels both. May throw bad_alloc (then `other` is unchanged).
+  void absorb(Subscription&& other);
+
+  // Another handler cancelled together with this one (subscribe<E1, E2>).
+  struct Member {
+    std::uint64_t serial;
+    const void* id;
+  };
 
   std::shared_ptr<detail::HandlerRegistry> registry_;
   // The subscribed entry until a cancel() begins (then null, for active()).
@@ -109,6 +122,8 @@ class Subscription {
   // The registry's number for this subscription (never reused, unlike an
   // address); 0 when empty.
   std::uint64_t serial_ = 0;
+  // The other handlers of a multi-type subscription; read by cancel().
+  std::vector<Member> more_;
 };
 
 }  // namespace fnbus

@@ -147,10 +147,6 @@ constexpr CounterFamily<FunctionMetrics> kFunctionCounters[] = {
     {"fnbus_function_failed_total",
      "Function calls that threw or returned a non-OK status.",
      &FunctionMetrics::failed},
-    {"fnbus_function_retried_total", "Re-deliveries of an event to a function.",
-     &FunctionMetrics::retried},
-    {"fnbus_function_timed_out_total", "Function calls past their deadline.",
-     &FunctionMetrics::timed_out},
 };
 
 constexpr HistogramFamily<EventTypeMetrics> kEventHistograms[] = {
@@ -302,10 +298,8 @@ void append_json_function(std::string& out, const FunctionMetrics& f,
   append_json_string(out, f.event);
   out += ",\"function\":";
   append_json_string(out, f.function);
-  fmt::format_to(std::back_inserter(out),
-                 ",\"delivered\":{},\"failed\":{},\"retried\":{},"
-                 "\"timed_out\":{}",
-                 f.delivered, f.failed, f.retried, f.timed_out);
+  fmt::format_to(std::back_inserter(out), ",\"delivered\":{},\"failed\":{}",
+                 f.delivered, f.failed);
   if (latency) append_json_latency(out, "run_time", f.run_time);
   out += '}';
 }

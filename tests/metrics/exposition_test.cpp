@@ -363,8 +363,6 @@ TEST_CASE("exposition: HELP and TYPE once per family, before its samples",
       "fnbus_events_dead_lettered_total",
       "fnbus_function_delivered_total",
       "fnbus_function_failed_total",
-      "fnbus_function_retried_total",
-      "fnbus_function_timed_out_total",
       "fnbus_queue_wait_seconds",
       "fnbus_end_to_end_seconds",
       "fnbus_handler_run_seconds",
@@ -539,8 +537,8 @@ TEST_CASE("exposition: to_json is valid JSON with the documented keys",
        {"\"published\":10000", "\"rejected\":3", "\"dispatched\":9990",
         "\"unhandled\":0", "\"dead_lettered\":7", "\"queue_wait\":{",
         "\"end_to_end\":{", "\"functions\":[",
-        "\"function\":", "\"delivered\":9980", "\"failed\":10", "\"retried\":4",
-        "\"timed_out\":1", "\"run_time\":{\"count\":9990,\"sum_ns\":",
+        "\"function\":", "\"delivered\":9980", "\"failed\":10,\"run_time\":{",
+        "\"run_time\":{\"count\":9990,\"sum_ns\":",
         "\"gauges\":{\"queue_depth\":12,\"queue_capacity\":4096,"
         "\"in_flight\":2,\"workers\":4,\"workers_busy\":2,\"workers_idle\":1,"
         "\"workers_parked\":1,\"workers_starting\":0,"
@@ -548,6 +546,10 @@ TEST_CASE("exposition: to_json is valid JSON with the documented keys",
     INFO(key);
     REQUIRE(json.find(key) != std::string::npos);
   }
+  // Placeholders for features that do not exist yet are not exported,
+  // although the sample snapshot fills them.
+  REQUIRE(json.find("retried") == std::string::npos);
+  REQUIRE(json.find("timed_out") == std::string::npos);
   REQUIRE(json.back() == '}');
 }
 

@@ -39,14 +39,16 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //   _rejected_total, _dispatched_total, _unhandled_total,
 //   _dead_lettered_total;
 // - counters per function {event, function}: fnbus_function_delivered_total,
-//   _failed_total, _retried_total, _timed_out_total;
+//   fnbus_function_failed_total;
 // - histograms, only when snapshot.latency_recorded:
 //   fnbus_queue_wait_seconds{event}, fnbus_end_to_end_seconds{event},
 //   fnbus_handler_run_seconds{event, function}, with the `le` bounds of
 //   kPrometheusBucketBoundsNanos;
-// - gauges: fnbus_queue_depth, fnbus_queue_capacity, fnbus_in_flight,
+// - gauges, always written, one sample each without labels (the fields of
+//   Gauges): fnbus_queue_depth, fnbus_queue_capacity, fnbus_in_flight,
 //   fnbus_workers, fnbus_workers_busy, fnbus_workers_idle,
-//   fnbus_workers_parked.
+//   fnbus_workers_parked, fnbus_workers_starting, fnbus_workers_retiring,
+//   fnbus_workers_max.
 // Label values escape `\`, `"` and newline; invalid UTF-8 becomes U+FFFD.
 // Passes `promtool check metrics` (tests/metrics: ctest metrics.promtool).
 // Thread safety: any thread; allocates.
@@ -56,10 +58,11 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //   {"taken_at_ns": <bus clock, ns>, "latency_recorded": <bool>,
 //    "events": [{"event", "published", "rejected", "dispatched",
 //                "unhandled", "dead_lettered", "queue_wait", "end_to_end"}],
-//    "functions": [{"event", "function", "delivered", "failed", "retried",
-//                   "timed_out", "run_time"}],
+//    "functions": [{"event", "function", "delivered", "failed",
+//                   "run_time"}],
 //    "gauges": {"queue_depth", "queue_capacity", "in_flight", "workers",
-//               "workers_busy", "workers_idle", "workers_parked"}}
+//               "workers_busy", "workers_idle", "workers_parked",
+//               "workers_starting", "workers_retiring", "workers_max"}}
 // Latencies are objects {"count", "sum_ns", "max_ns", "p50_ns", "p90_ns",
 // "p99_ns", "p999_ns"} (quantiles as HistogramSnapshot::quantile_nanos(),
 // 0 when empty), present only when latency_recorded. Strings escape `"`,

@@ -1,7 +1,8 @@
 #pragma once
 
 // Built-in scaling policies that need no queueing model, each R = f(T) as
-// an existing autoscaler computes it (sources as in SCALING.md):
+// an existing autoscaler computes it (sources: docs/scaling.md, "Where the
+// policies come from"):
 //
 // Fixed -- R = n.
 //

@@ -7,7 +7,7 @@
 //
 // The model: a single FIFO queue shared by c identical workers, Poisson
 // arrivals at rate lambda, service at rate mu per worker, in steady state
-// (M/M/c; see SCALING.md, "Queueing model (M/M/c)"):
+// (M/M/c; see docs/scaling.md, "The response-time model"):
 //
 //   a = lambda / mu (offered load), rho = a / c (utilisation)
 //   B_0 = 1, B_k = a B_{k-1} / (k + a B_{k-1})   (Erlang B)
