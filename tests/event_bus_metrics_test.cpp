@@ -942,4 +942,49 @@ TEST_CASE("bus_metrics: latency_sample_every out of range is InvalidArgument",
   CHECK(EventBus::Create({.latency_sample_every = 65536}).ok());
 }
 
+TEST_CASE(
+    "bus_metrics: latency_sample_every of one bus does not change another "
+    "bus's sampling",
+    "[bus_metrics]") {
+  constexpr int kEvents = 1600;
+  constexpr std::uint32_t kEvery = 16;
+  auto exact = make_bus({.execution = Execution::kInline});  // every = 1
+  auto sampled = make_bus(
+      {.execution = Execution::kInline, .latency_sample_every = kEvery});
+  auto exact_sub =
+      exact->subscribe<Order>([](const Order&) {}, {.name = "pack"});
+  auto sampled_sub =
+      sampled->subscribe<Order>([](const Order&) {}, {.name = "pack"});
+  // One thread publishes to both, interleaved.
+  int exact_accepted = 0;  // Catch2 assertions belong to the test's thread
+  int sampled_accepted = 0;
+  std::thread publisher([&] {
+    for (int i = 0; i < kEvents; ++i) {
+      exact_accepted += exact->publish(Order{i}).ok() ? 1 : 0;
+      sampled_accepted += sampled->publish(Order{i}).ok() ? 1 : 0;
+    }
+  });
+  publisher.join();
+  REQUIRE(exact_accepted == kEvents);
+  REQUIRE(sampled_accepted == kEvents);
+
+  const auto events = static_cast<std::uint64_t>(kEvents);
+  SECTION("the exact bus times every event") {
+    const MetricsSnapshot snapshot = exact->metrics();
+    const EventTypeMetrics& order = event_of<Order>(snapshot);
+    CHECK(order.dispatched == events);
+    CHECK(order.queue_wait.count() == events);
+    CHECK(order.end_to_end.count() == events);
+    CHECK(function_of<Order>(snapshot, "pack").run_time.count() == events);
+  }
+  SECTION("the sampled bus times 1 in 16, each weighing 16") {
+    const MetricsSnapshot snapshot = sampled->metrics();
+    const EventTypeMetrics& order = event_of<Order>(snapshot);
+    CHECK(order.dispatched == events);
+    CHECK(order.queue_wait.count() == events);
+    CHECK(order.end_to_end.count() == events);
+    CHECK(function_of<Order>(snapshot, "pack").run_time.count() == events);
+  }
+}
+
 }  // namespace fnbus_bus_metrics_test

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -39,6 +40,7 @@ using fnbus::DeadLetter;
 using fnbus::DeadLetterReason;
 using fnbus::EventBus;
 using fnbus::EventRef;
+using fnbus::Execution;
 using fnbus::FunctionOptions;
 using fnbus::HandlerError;
 using fnbus::OverflowPolicy;
@@ -1338,6 +1340,195 @@ TEST_CASE(
   CHECK(gate_timeouts.load() == 0);
   CHECK(dead_letters.load() >= 1);
   CHECK(from_sink.code() == absl::StatusCode::kFailedPrecondition);
+}
+
+// ---------------------------------------------------------------------------
+// Sinks that run on a worker follow a handler's rules when they publish to
+// their own bus.
+
+struct Orphan {  // never subscribed to: goes to the unhandled sink
+  int id = 0;
+};
+struct FollowUp {
+  int id = 0;
+};
+
+TEST_CASE(
+    "event_bus: an unhandled sink on a worker publishing to its full bus gets "
+    "ResourceExhausted at once",
+    "[event_bus]") {
+  Gate gate;
+  std::atomic<int> sink_calls{0};
+  std::atomic<bool> sink_returned{false};
+  std::atomic<int> follow_ups{0};
+  absl::Status fill = absl::UnknownError("not run");
+  absl::Status blocked = absl::UnknownError("not run");
+  EventBus* raw = nullptr;
+  // No follow-up headroom: this is the rule that applies past it (with
+  // headroom the sink's publish is kept, as a handler's would be).
+  BusConfig config{.queue_capacity = 2, .workers = 1, .follow_up_headroom = 0};
+  config.unhandled_sink = [&](const EventRef& ref) {
+    if (ref.get<Orphan>() == nullptr) return;
+    sink_calls.fetch_add(1);
+    // The worker took the Orphan: this fills the slot it freed.
+    fill = raw->publish(FollowUp{1});
+    // The queue is full and only this worker empties it. A handler gets
+    // ResourceExhausted at once here; so must the sink, instead of waiting
+    // (an hour) for itself.
+    blocked = raw->publish(
+        FollowUp{2}, {.overflow = OverflowPolicy::kBlock, .block_timeout = 1h});
+    sink_returned.store(true, std::memory_order_release);
+  };
+  auto bus = make_bus(std::move(config));
+  raw = bus.get();
+  auto hold = bus->subscribe<Job>([&](const Job&) { gate.pass(); });
+  auto follow = bus->subscribe<FollowUp>(
+      [&](const FollowUp&) { follow_ups.fetch_add(1); });
+  OnExit open_gate{[&] { gate.open(); }};
+
+  REQUIRE(bus->publish(Job{0}).ok());
+  REQUIRE(gate.wait_for_waiter());  // the worker holds Job 0
+  REQUIRE(bus->publish(Orphan{1}).ok());
+  REQUIRE(bus->publish(FollowUp{0}).ok());
+  REQUIRE(bus->stats().queue_depth == 2);
+  gate.open();
+  const bool returned =
+      wait_until([&] { return sink_returned.load(std::memory_order_acquire); });
+  // If the sink is still blocked, shutdown() refuses its publish and so
+  // releases it.
+  REQUIRE(bus->shutdown().ok());
+  CHECK(returned);
+  CHECK(gate.timeouts.load() == 0);
+  CHECK(sink_calls.load() == 1);
+  CHECK(fill.ok());
+  CHECK(blocked.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(follow_ups.load() == 2);  // FollowUp 0 and 1
+  check_final_stats(bus->stats());
+}
+
+TEST_CASE(
+    "event_bus: during shutdown(kDrain) an unhandled sink on a worker may "
+    "publish to its bus",
+    "[event_bus]") {
+  Gate gate;
+  std::atomic<int> sink_calls{0};
+  std::atomic<int> follow_ups{0};
+  absl::Status from_sink = absl::UnknownError("not run");
+  EventBus* raw = nullptr;
+  BusConfig config{.queue_capacity = 16, .workers = 1};
+  config.unhandled_sink = [&](const EventRef& ref) {
+    if (ref.get<Orphan>() == nullptr) return;
+    sink_calls.fetch_add(1);
+    from_sink = raw->publish(FollowUp{1});
+  };
+  auto bus = make_bus(std::move(config));
+  raw = bus.get();
+  auto hold = bus->subscribe<Job>([&](const Job&) { gate.pass(); });
+  auto follow = bus->subscribe<FollowUp>(
+      [&](const FollowUp&) { follow_ups.fetch_add(1); });
+  OnExit open_gate{[&] { gate.open(); }};
+
+  REQUIRE(bus->publish(Job{0}).ok());
+  REQUIRE(gate.wait_for_waiter());        // the worker holds Job 0
+  REQUIRE(bus->publish(Orphan{1}).ok());  // queued behind it
+  std::atomic<bool> shutdown_ok{false};
+  std::jthread stopper([&] { shutdown_ok = bus->shutdown().ok(); });
+  // Refused from this thread once shutdown has begun (Probe has no
+  // subscriber: the sink ignores the ones accepted before).
+  const bool closed = wait_until([&] {
+    return bus->publish(Probe{}).code() ==
+           absl::StatusCode::kFailedPrecondition;
+  });
+  gate.open();  // the worker drains: the Orphan reaches the sink
+  stopper.join();
+  REQUIRE(closed);
+  REQUIRE(shutdown_ok.load());
+  CHECK(gate.timeouts.load() == 0);
+  CHECK(sink_calls.load() == 1);
+  CHECK(from_sink.ok());
+  CHECK(follow_ups.load() == 1);
+  check_final_stats(bus->stats());
+}
+
+// ---------------------------------------------------------------------------
+// Events whose move constructor throws. publish() moves the event once,
+// into the queue (onto the heap: the move is not noexcept); a throw there
+// is a refusal, not an exception out of publish().
+
+struct ThrowingMove {
+  static constexpr std::string_view kEventName = "test.ThrowingMove";
+  explicit ThrowingMove(bool throw_on_move) : throws(throw_on_move) {}
+  ThrowingMove(ThrowingMove&& other) : throws(other.throws) {
+    if (throws) throw std::runtime_error("ThrowingMove: move failed");
+  }
+  bool throws;
+};
+struct BigThrowingMove {
+  static constexpr std::string_view kEventName = "test.BigThrowingMove";
+  explicit BigThrowingMove(bool throw_on_move) : throws(throw_on_move) {}
+  BigThrowingMove(BigThrowingMove&& other)
+      : throws(other.throws), padding(other.padding) {
+    if (throws) throw std::runtime_error("BigThrowingMove: move failed");
+  }
+  bool throws;
+  std::array<char, 64> padding{};
+};
+static_assert(!std::is_nothrow_move_constructible_v<ThrowingMove>);
+static_assert(sizeof(ThrowingMove) <= 48);
+static_assert(sizeof(BigThrowingMove) > 48);
+
+// Publishes 5 E whose move throws, then one that moves fine, on a bus
+// running `execution`. The events are prvalues, so the argument itself is
+// not moved: only publish() moves them.
+template <typename E>
+void check_throwing_move(Execution execution) {
+  constexpr int kThrowing = 5;
+  std::atomic<int> handled{0};
+  auto bus = make_bus({.workers = 1, .execution = execution});
+  auto sub = bus->subscribe<E>([&](const E&) { handled.fetch_add(1); });
+
+  int escaped = 0;
+  std::vector<absl::Status> statuses;
+  for (int i = 0; i < kThrowing; ++i) {
+    try {
+      statuses.push_back(bus->publish(E(true)));
+    } catch (...) {
+      ++escaped;
+    }
+  }
+  CHECK(escaped == 0);
+  CHECK(statuses.size() == kThrowing);
+  for (const absl::Status& status : statuses) {
+    CHECK(status.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(contains(message_of(status), fnbus::event_type_name<E>()));
+    CHECK(contains(message_of(status), "move constructor"));
+  }
+  // The bus goes on.
+  REQUIRE(bus->publish(E(false)).ok());
+  if (execution == Execution::kManual) CHECK(bus->run_until_idle() == 1);
+  REQUIRE(bus->shutdown().ok());
+  CHECK(handled.load() == 1);
+  const BusStats stats = bus->stats();
+  CHECK(stats.rejected == kThrowing);
+  CHECK(stats.published == 1);
+  check_final_stats(stats);
+}
+
+TEST_CASE(
+    "event_bus: publish of an event whose move constructor throws returns "
+    "InvalidArgument and counts it as rejected",
+    "[event_bus]") {
+  const Execution execution =
+      GENERATE(Execution::kThreadPool, Execution::kInline, Execution::kManual);
+  INFO("execution " << (execution == Execution::kThreadPool ? "kThreadPool"
+                        : execution == Execution::kInline   ? "kInline"
+                                                            : "kManual"));
+  SECTION("an event of up to 48 bytes") {
+    check_throwing_move<ThrowingMove>(execution);
+  }
+  SECTION("an event over 48 bytes") {
+    check_throwing_move<BigThrowingMove>(execution);
+  }
 }
 
 }  // namespace fnbus_event_bus_test

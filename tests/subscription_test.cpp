@@ -6,6 +6,7 @@
 // sleeps to order threads, every wait bounded; state handlers use is
 // declared before the bus.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -19,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "support/bus_support.hpp"
 #include <catch2/catch.hpp>
 
@@ -28,6 +30,7 @@ namespace fnbus_subscription_test {
 
 using namespace std::chrono_literals;
 using fnbus::EventBus;
+using fnbus::Execution;
 using fnbus::OverflowPolicy;
 using fnbus::Subscription;
 using fnbus::testing_support::make_bus;
@@ -746,6 +749,434 @@ TEST_CASE(
   CHECK(both_inside_timeouts.load() == 0);
   CHECK(calls.load() == 2);
   CHECK(bus->stats().unhandled == 1);
+}
+
+// Runs `fn` when the scope ends (also when a REQUIRE throws).
+template <typename F>
+struct OnExit {
+  F fn;
+  ~OnExit() { fn(); }
+};
+template <typename F>
+OnExit(F) -> OnExit<F>;
+
+// ---------------------------------------------------------------------------
+// Two cancels of one Subscription at once: when either returns, the handler
+// is not running and will not start again -- also for the cancel() that
+// lost the race to unsubscribe it.
+
+struct Spin {  // its handler publishes another Spin: it keeps itself busy
+  int n = 0;
+};
+
+// One round's observations, written by the handler and by the cancelling
+// threads, read by the test after shutdown() joined everybody.
+struct CancelRace {
+  std::atomic<int> inside{0};  // handler calls in progress
+  std::atomic<int> calls{0};
+  std::atomic<bool> cancel_returned{false};  // some cancel() has returned
+  std::atomic<int> late_starts{0};           // calls that began after that
+  std::atomic<int> running_at_return{0};     // returns that saw inside != 0
+};
+
+struct ConcurrentCancelOutcome {
+  int rounds_started_late = 0;       // a call began after a cancel returned
+  int rounds_running_at_return = 0;  // a cancel returned during a call
+  int busy_timeouts = 0;  // the handler never got going: the test must fail
+  int idle_timeouts = 0;  // the Spins did not stop: the test must fail
+};
+
+// Per round: subscribes a Spin handler that re-publishes its event (a
+// call in flight on each worker), then two threads released by a latch
+// cancel the same Subscription. Meanwhile two more threads subscribe and
+// cancel other functions, so that the cancels contend for the registry:
+// that widens the window between the winning cancel() taking the entry
+// and marking it unsubscribed. (Two workers rather than more: on a
+// two-core machine the race shows more often, and each round is faster.)
+ConcurrentCancelOutcome cancel_twice_concurrently(int rounds) {
+  constexpr int kWorkers = 2;
+  constexpr int kCallsBeforeCancel = 5;
+  constexpr int kChurners = 2;
+  constexpr int kChurnsPerRound = 100;
+  std::vector<std::shared_ptr<CancelRace>> races;
+  ConcurrentCancelOutcome outcome;
+  // Each round wakes the churners for kChurnsPerRound subscribe + cancel
+  // cycles each: churn is costly (each cancel runs a process-wide barrier).
+  std::atomic<bool> stop_churn{false};
+  std::atomic<int> churn_round{0};  // bumped per round; the churners wait
+  EventBus* raw = nullptr;
+  auto bus = make_bus({.workers = kWorkers});
+  raw = bus.get();
+
+  std::vector<std::jthread> churners;
+  for (int c = 0; c < kChurners; ++c) {
+    churners.emplace_back([raw, &churn_round, &stop_churn] {
+      int seen = 0;
+      while (!stop_churn.load()) {
+        churn_round.wait(seen);
+        seen = churn_round.load();
+        for (int i = 0; i < kChurnsPerRound && !stop_churn.load(); ++i) {
+          Subscription other = raw->subscribe<Churn>([](const Churn&) {});
+          other.cancel();
+        }
+      }
+    });
+  }
+  // Stops the churners when the function returns (also by a REQUIRE),
+  // before `churners` joins them.
+  OnExit stop{[&] {
+    stop_churn.store(true);
+    churn_round.fetch_add(1);
+    churn_round.notify_all();
+  }};
+  for (int round = 0; round < rounds; ++round) {
+    auto race = std::make_shared<CancelRace>();
+    races.push_back(race);
+    Subscription sub = bus->subscribe<Spin>([race, raw](const Spin& s) {
+      // seq_cst (inside, cancel_returned): with the store and load in
+      // `cancel` below, a call that begins after a cancel() returned is
+      // seen by one side or the other.
+      race->inside.fetch_add(1);
+      if (race->cancel_returned.load()) race->late_starts.fetch_add(1);
+      race->calls.fetch_add(1);
+      (void)raw->publish(Spin{s.n + 1});
+      race->inside.fetch_sub(1);
+    });
+    for (int i = 0; i < kWorkers; ++i) {
+      const absl::Status status = bus->publish(Spin{});
+      INFO(status.ToString());
+      REQUIRE(status.ok());
+    }
+    if (!wait_until([&] { return race->calls.load() >= kCallsBeforeCancel; })) {
+      ++outcome.busy_timeouts;
+    }
+    std::latch start(2);
+    auto cancel = [&] {
+      start.arrive_and_wait();
+      sub.cancel();
+      race->cancel_returned.store(true);
+      if (race->inside.load() != 0) race->running_at_return.fetch_add(1);
+    };
+    churn_round.fetch_add(1);
+    churn_round.notify_all();
+    {
+      std::jthread first(cancel);
+      std::jthread second(cancel);
+    }
+    // The chains of Spins end once nobody handles them: let them, so that
+    // each round starts with kWorkers.
+    if (!wait_until([&] {
+          const auto stats = bus->stats();
+          return stats.dispatched == stats.published;
+        })) {
+      ++outcome.idle_timeouts;
+    }
+  }
+  stop.fn();
+  churners.clear();  // joins
+  REQUIRE(bus->shutdown().ok());
+  for (const auto& race : races) {
+    if (race->late_starts.load() != 0) ++outcome.rounds_started_late;
+    if (race->running_at_return.load() != 0) ++outcome.rounds_running_at_return;
+  }
+  return outcome;
+}
+
+void check_concurrent_cancels(int rounds) {
+  const ConcurrentCancelOutcome outcome = cancel_twice_concurrently(rounds);
+  INFO(rounds << " rounds");
+  CHECK(outcome.busy_timeouts == 0);
+  CHECK(outcome.idle_timeouts == 0);
+  CHECK(outcome.rounds_running_at_return == 0);
+  CHECK(outcome.rounds_started_late == 0);
+}
+
+TEST_CASE(
+    "subscription: when either of two concurrent cancels returns the handler "
+    "is stopped",
+    "[subscription]") {
+  check_concurrent_cancels(100);
+}
+
+TEST_CASE(
+    "subscription: when either of two concurrent cancels returns the handler "
+    "is stopped (stress)",
+    "[subscription][.stress]") {
+  check_concurrent_cancels(300);
+}
+
+// ---------------------------------------------------------------------------
+// The owner ends a Subscription (destroys it, or move-assigns another
+// subscription into it) while the handler cancels that same Subscription
+// through a pointer. When the owner's call returns, the handler is not
+// running and will not start again, so the owner may free what the
+// handler uses (under ASan a late handler reads freed memory).
+
+struct SelfCancel {
+  int n = 0;
+};
+struct Replacement {};
+
+// What the handler reads after its cancel(): freed by the test as soon as
+// the Subscription is ended. Small and flat (no pointers), so that a late
+// read on a build without ASan reads stale heap memory and goes no further.
+struct Payload {
+  std::array<int, 64> values = [] {
+    std::array<int, 64> ones;
+    ones.fill(1);
+    return ones;
+  }();
+};
+
+struct OwnerRace {
+  std::atomic<int> inside{0};  // handler calls in progress
+  std::atomic<int> calls{0};
+  std::atomic<bool> entered{false};     // the handler is running
+  std::atomic<bool> ending{false};      // the owner is about to end the sub
+  std::atomic<bool> cancelling{false};  // kTogether: the handler's turn
+  std::atomic<bool> ended{false};       // the owner's destroy/assign returned
+  std::atomic<int> late_starts{0};      // calls that began after `ended`
+  std::atomic<int> gate_timeouts{0};
+  std::atomic<int> replacement_calls{0};
+  std::atomic<long> payload_sum{0};
+  int inside_when_ended = -1;  // test thread only
+};
+
+enum class EndBy { kDestroy, kMoveAssign };
+enum class CancelTiming {
+  kHandlerFirst,  // the handler's cancel() returned before the owner starts
+  kTogether,      // the owner starts as the handler calls cancel()
+};
+
+struct OwnerRaceOutcome {
+  int running_when_ended = 0;
+  int late_starts = 0;
+  int wrong_calls = 0;  // the old handler ran other than once
+  int gate_timeouts = 0;
+  int replacement_missing = 0;  // kMoveAssign: the new handler did not run
+};
+
+// How many yields the handler goes on for after it cancelled itself and
+// saw the owner start: not synchronisation (the outcome does not depend
+// on it), only a window in which a destructor or assignment that does not
+// wait for the handler returns while it still runs.
+constexpr int kLingerYields = 200;
+
+// Busy work of about `n` steps. Not synchronisation: under kTogether the
+// owner, once the handler is about to call cancel(), waits a different
+// little while each round before it ends the Subscription, so that the
+// rounds sweep the handler's cancel() across the owner's destructor or
+// assignment. (`owner_delay` < 0: the owner does not wait for the handler.)
+void busy_steps(int n) {
+  std::atomic<int> sink{0};
+  for (int i = 0; i < n; ++i) sink.fetch_add(1, std::memory_order_relaxed);
+}
+
+void end_one_subscription(EventBus& bus, EndBy how, CancelTiming timing,
+                          int owner_delay,
+                          const std::shared_ptr<OwnerRace>& race) {
+  auto payload = std::make_unique<Payload>();
+  // On the heap, so that ASan sees any use after the destructor.
+  auto sub = std::make_unique<Subscription>();
+  *sub = bus.subscribe<SelfCancel>([race, self = sub.get(),
+                                    payload = payload.get(),
+                                    timing](const SelfCancel&) {
+    // seq_cst (inside, ended): with the owner's store and load below, a
+    // call running or beginning after the owner returned is seen.
+    race->inside.fetch_add(1);
+    if (race->ended.load()) race->late_starts.fetch_add(1);
+    race->calls.fetch_add(1);
+    if (timing == CancelTiming::kHandlerFirst) self->cancel();
+    race->entered.store(true);
+    if (!wait_until([&] { return race->ending.load(); })) {
+      race->gate_timeouts.fetch_add(1);
+    }
+    if (timing == CancelTiming::kTogether) {
+      race->cancelling.store(true);
+      self->cancel();
+    }
+    for (int i = 0; i < kLingerYields; ++i) std::this_thread::yield();
+    long sum = 0;
+    for (int v : payload->values) sum += v;  // freed once the owner returns
+    race->payload_sum.store(sum);
+    race->inside.fetch_sub(1);
+  });
+  REQUIRE(bus.publish(SelfCancel{}).ok());
+  REQUIRE(wait_until([&] { return race->entered.load(); }));
+  race->ending.store(true);
+  if (owner_delay >= 0) {
+    REQUIRE(wait_until([&] { return race->cancelling.load(); }));
+    busy_steps(owner_delay);
+  }
+  if (how == EndBy::kDestroy) {
+    sub.reset();
+  } else {
+    *sub = bus.subscribe<Replacement>(
+        [race](const Replacement&) { race->replacement_calls.fetch_add(1); });
+  }
+  race->ended.store(true);
+  race->inside_when_ended = race->inside.load();
+  payload.reset();
+  // Later events of the type must not reach the old handler; the
+  // replacement gets its own.
+  REQUIRE(bus.publish(SelfCancel{}).ok());
+  if (how == EndBy::kMoveAssign) REQUIRE(bus.publish(Replacement{}).ok());
+  REQUIRE(wait_until([&] {
+    const auto stats = bus.stats();
+    return stats.dispatched == stats.published;
+  }));
+  sub.reset();
+}
+
+OwnerRaceOutcome end_while_handler_cancels(EndBy how, CancelTiming timing,
+                                           int rounds) {
+  std::vector<std::shared_ptr<OwnerRace>> races;
+  auto bus = make_bus({.workers = 1});
+  for (int round = 0; round < rounds; ++round) {
+    races.push_back(std::make_shared<OwnerRace>());
+    // kTogether: odd rounds end the Subscription at once (the owner is
+    // usually first), even ones once the handler is about to cancel, after
+    // 0 to 300 steps (the handler is usually first).
+    const int owner_delay = timing == CancelTiming::kTogether && round % 2 == 0
+                                ? (round / 2 % 16) * 20
+                                : -1;
+    end_one_subscription(*bus, how, timing, owner_delay, races.back());
+  }
+  REQUIRE(bus->shutdown().ok());
+  OwnerRaceOutcome outcome;
+  for (const auto& race : races) {
+    if (race->inside_when_ended != 0) ++outcome.running_when_ended;
+    outcome.late_starts += race->late_starts.load();
+    if (race->calls.load() != 1) ++outcome.wrong_calls;
+    outcome.gate_timeouts += race->gate_timeouts.load();
+    if (how == EndBy::kMoveAssign && race->replacement_calls.load() != 1) {
+      ++outcome.replacement_missing;
+    }
+  }
+  return outcome;
+}
+
+void check_owner_race(EndBy how, CancelTiming timing, int rounds) {
+  const OwnerRaceOutcome outcome =
+      end_while_handler_cancels(how, timing, rounds);
+  INFO(rounds << " rounds");
+  CHECK(outcome.running_when_ended == 0);
+  CHECK(outcome.late_starts == 0);
+  CHECK(outcome.wrong_calls == 0);
+  CHECK(outcome.gate_timeouts == 0);
+  CHECK(outcome.replacement_missing == 0);
+}
+
+TEST_CASE(
+    "subscription: destroying a Subscription whose handler cancelled it "
+    "waits for the handler",
+    "[subscription]") {
+  check_owner_race(EndBy::kDestroy, CancelTiming::kHandlerFirst, 20);
+}
+
+TEST_CASE(
+    "subscription: destroying a Subscription while its handler cancels it "
+    "waits for the handler",
+    "[subscription]") {
+  check_owner_race(EndBy::kDestroy, CancelTiming::kTogether, 20);
+}
+
+TEST_CASE(
+    "subscription: move-assigning into a Subscription whose handler "
+    "cancelled it stops the old handler first",
+    "[subscription]") {
+  check_owner_race(EndBy::kMoveAssign, CancelTiming::kHandlerFirst, 20);
+}
+
+TEST_CASE(
+    "subscription: move-assigning into a Subscription while its handler "
+    "cancels it stops the old handler first",
+    "[subscription]") {
+  check_owner_race(EndBy::kMoveAssign, CancelTiming::kTogether, 20);
+}
+
+TEST_CASE(
+    "subscription: ending a Subscription while its handler cancels it "
+    "(stress)",
+    "[subscription][.stress]") {
+  SECTION("destroy, handler first") {
+    check_owner_race(EndBy::kDestroy, CancelTiming::kHandlerFirst, 100);
+  }
+  SECTION("destroy, together") {
+    check_owner_race(EndBy::kDestroy, CancelTiming::kTogether, 100);
+  }
+  SECTION("move-assign, handler first") {
+    check_owner_race(EndBy::kMoveAssign, CancelTiming::kHandlerFirst, 100);
+  }
+  SECTION("move-assign, together") {
+    check_owner_race(EndBy::kMoveAssign, CancelTiming::kTogether, 100);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A handler that cancels its own subscription: its callable (and what it
+// captured) is destroyed once its call has returned, not kept until some
+// later subscribe() or cancel() on the bus.
+
+// Subscribes a Tick handler capturing a Probe that cancels its own
+// subscription on its first call.
+Subscription subscribe_self_cancelling(EventBus& bus, Subscription& sub,
+                                       std::shared_ptr<Probe::Shared> state) {
+  return bus.subscribe<Tick>(
+      [&sub, probe = Probe(std::move(state))](const Tick&) {
+        probe.shared->inside.fetch_add(1);
+        sub.cancel();
+        probe.shared->inside.fetch_sub(1);
+      });
+}
+
+TEST_CASE(
+    "subscription: a self-cancelling handler's captures are destroyed when "
+    "run_one returns",
+    "[subscription]") {
+  auto probe_state = std::make_shared<Probe::Shared>();
+  Subscription sub;
+  auto bus = make_bus({.execution = Execution::kManual});
+  sub = subscribe_self_cancelling(*bus, sub, probe_state);
+  REQUIRE(bus->publish(Tick{}).ok());
+  REQUIRE(bus->run_one());
+  // No subscribe() or cancel() on the bus since the call.
+  CHECK(probe_state->destroyed.load() == 1);
+  REQUIRE(bus->shutdown().ok());
+  CHECK(probe_state->destroyed.load() == 1);
+  CHECK(probe_state->destroyed_while_inside.load() == 0);
+}
+
+TEST_CASE(
+    "subscription: a self-cancelling handler's captures are destroyed when "
+    "trigger returns",
+    "[subscription]") {
+  auto probe_state = std::make_shared<Probe::Shared>();
+  Subscription sub;
+  auto bus = make_bus();
+  sub = subscribe_self_cancelling(*bus, sub, probe_state);
+  bus->trigger(Tick{});
+  CHECK(probe_state->destroyed.load() == 1);
+  CHECK(probe_state->destroyed_while_inside.load() == 0);
+}
+
+TEST_CASE(
+    "subscription: a self-cancelling handler's captures are destroyed after "
+    "its call on a worker",
+    "[subscription]") {
+  auto probe_state = std::make_shared<Probe::Shared>();
+  Subscription sub;
+  auto bus = make_bus({.workers = 2});
+  sub = subscribe_self_cancelling(*bus, sub, probe_state);
+  REQUIRE(bus->publish(Tick{}).ok());
+  SECTION("while the bus runs") {
+    CHECK(wait_until([&] { return probe_state->destroyed.load() == 1; }));
+  }
+  SECTION("after shutdown") {
+    REQUIRE(bus->shutdown().ok());
+    CHECK(probe_state->destroyed.load() == 1);
+  }
+  CHECK(probe_state->destroyed_while_inside.load() == 0);
 }
 
 }  // namespace fnbus_subscription_test
