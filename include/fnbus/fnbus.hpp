@@ -20,3 +20,4 @@
 #include "fnbus/scaling/scaling_loop.hpp"
 #include "fnbus/scaling/slo_policies.hpp"
 #include "fnbus/subscription.hpp"
+#include "fnbus/version.hpp"

@@ -1,12 +1,30 @@
 // Consumer of an installed fnbus (see check.cmake): subscribes, publishes,
 // triggers and shuts down, then checks that every handler call happened.
-// Exits non-zero on any problem.
+// Exits non-zero on any problem. Does not compile unless fnbus/version.hpp
+// has the package's version (EXPECTED_VERSION_*, from CMakeLists.txt).
 
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <string_view>
 
 #include "fnbus/fnbus.hpp"
+
+#define CONSUMER_STR(x) #x
+#define CONSUMER_XSTR(x) CONSUMER_STR(x)
+static_assert(FNBUS_VERSION_MAJOR == EXPECTED_VERSION_MAJOR);
+static_assert(FNBUS_VERSION_MINOR == EXPECTED_VERSION_MINOR);
+static_assert(FNBUS_VERSION_PATCH == EXPECTED_VERSION_PATCH);
+static_assert(FNBUS_VERSION == EXPECTED_VERSION_MAJOR * 10000 +
+                                   EXPECTED_VERSION_MINOR * 100 +
+                                   EXPECTED_VERSION_PATCH);
+static_assert(std::string_view(FNBUS_VERSION_STRING) ==
+              CONSUMER_XSTR(EXPECTED_VERSION_MAJOR) "." CONSUMER_XSTR(
+                  EXPECTED_VERSION_MINOR) "." CONSUMER_XSTR(EXPECTED_VERSION_PATCH));
+#if FNBUS_VERSION != EXPECTED_VERSION_MAJOR * 10000 + \
+                        EXPECTED_VERSION_MINOR * 100 + EXPECTED_VERSION_PATCH
+#error "FNBUS_VERSION (in #if) is not the expected version"
+#endif
 
 namespace {
 
@@ -59,7 +77,7 @@ int main() {
                  static_cast<unsigned long long>(stats.delivered), kPublished);
     return 1;
   }
-  std::printf("consumer: %d handler calls through an installed fnbus\n",
-              calls.load());
+  std::printf("consumer: %d handler calls through an installed fnbus %s\n",
+              calls.load(), FNBUS_VERSION_STRING);
   return 0;
 }
