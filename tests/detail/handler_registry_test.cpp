@@ -9,6 +9,7 @@
 #include "fnbus/detail/handler_registry.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <thread>
@@ -29,7 +30,7 @@ using fnbus::detail::HandlerEntry;
 using fnbus::detail::HandlerList;
 using fnbus::detail::HandlerRegistry;
 using fnbus::detail::TypeSlot;
-using fnbus::testing_support::Gate;
+using fnbus::testing_support::wait_until;
 
 constexpr TypeSlot kHeldSlot = 1;
 constexpr TypeSlot kOtherSlot = 2;
@@ -60,7 +61,8 @@ std::size_t churn(HandlerRegistry& registry, TypeSlot slot, int pairs) {
 }
 
 // A thread inside a dispatch of `registry` that has read the list of
-// `slot`, held there (a long handler) until the gate opens.
+// `slot`, held there (a long handler) until release(). The hold is bounded
+// generously (a sanitizer build churns slowly); reaching the bound fails.
 class HeldDispatch {
  public:
   HeldDispatch(HandlerRegistry& registry, TypeSlot slot)
@@ -69,25 +71,33 @@ class HeldDispatch {
               fnbus::detail::this_thread_record();
           const EventTrace trace{};
           DispatchScope scope(record, &registry, trace);
-          // relaxed: read by the test thread after gate_.wait_for_waiter().
+          // relaxed: published by the release store of holding_ below.
           list_.store(registry.find(slot, scope), std::memory_order_relaxed);
-          gate_.pass();
+          holding_.store(true, std::memory_order_release);
+          if (!wait_until(
+                  [&] { return released_.load(std::memory_order_acquire); },
+                  std::chrono::minutes(10))) {
+            timed_out_.store(true, std::memory_order_relaxed);
+          }
         }) {
-    REQUIRE(gate_.wait_for_waiter());
+    REQUIRE(
+        wait_until([&] { return holding_.load(std::memory_order_acquire); }));
   }
   ~HeldDispatch() { release(); }
   void release() {
-    gate_.open();
+    released_.store(true, std::memory_order_release);
     if (thread_.joinable()) thread_.join();
-    CHECK(gate_.timeouts.load() == 0);
+    CHECK_FALSE(timed_out_.load());
   }
   [[nodiscard]] const HandlerList* list() const {
-    // relaxed: stored before the thread reached the gate (acq_rel there).
+    // relaxed: stored before holding_ (release/acquire there).
     return list_.load(std::memory_order_relaxed);
   }
 
  private:
-  Gate gate_;
+  std::atomic<bool> holding_{false};
+  std::atomic<bool> released_{false};
+  std::atomic<bool> timed_out_{false};
   std::atomic<const HandlerList*> list_{nullptr};
   std::thread thread_;
 };
