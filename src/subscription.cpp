@@ -13,7 +13,8 @@ void Subscription::cancel() noexcept {
   // must wait until the first has retracted the handler and it has
   // stopped, which the registry's lock orders.
   registry_->cancel(serial_, id_);
-  for (const Member& member : more_) registry_->cancel(member.serial, member.id);
+  for (const Member& member : more_)
+    registry_->cancel(member.serial, member.id);
 }
 
 void Subscription::absorb(Subscription&& other) {

@@ -88,8 +88,7 @@ TEST_CASE(
   REQUIRE(bus->publish(PaymentCompleted{7}).ok());
   REQUIRE(bus->publish(OrderShipped{7}).ok());
   CHECK(bus->run_until_idle() == 3);
-  CHECK(log ==
-        std::vector<std::string>{"placed:7", "paid:7", "shipped:7"});
+  CHECK(log == std::vector<std::string>{"placed:7", "paid:7", "shipped:7"});
   // One cancel ends all three.
   saga.cancel();
   CHECK_FALSE(saga.active());

@@ -596,12 +596,12 @@ struct SharedHandler {
 template <Event E1, Event E2, Event... Es, typename F>
 Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
   using Fn = std::decay_t<F>;
-  static_assert(HandlerFor<Fn, E1> && HandlerFor<Fn, E2> &&
-                    (HandlerFor<Fn, Es> && ...),
-                "subscribe<E1, E2, ...>(handler): the handler needs an "
-                "overload for each listed event type, taking const E& "
-                "(optionally with Context&) and returning void or "
-                "absl::Status");
+  static_assert(
+      HandlerFor<Fn, E1> && HandlerFor<Fn, E2> && (HandlerFor<Fn, Es> && ...),
+      "subscribe<E1, E2, ...>(handler): the handler needs an "
+      "overload for each listed event type, taking const E& "
+      "(optionally with Context&) and returning void or "
+      "absl::Status");
   if constexpr (HandlerFor<Fn, E1> && HandlerFor<Fn, E2> &&
                 (HandlerFor<Fn, Es> && ...)) {
     auto shared = std::make_shared<Fn>(std::forward<F>(handler));

@@ -18,11 +18,12 @@ static_assert(FNBUS_VERSION_PATCH == EXPECTED_VERSION_PATCH);
 static_assert(FNBUS_VERSION == EXPECTED_VERSION_MAJOR * 10000 +
                                    EXPECTED_VERSION_MINOR * 100 +
                                    EXPECTED_VERSION_PATCH);
-static_assert(std::string_view(FNBUS_VERSION_STRING) ==
-              CONSUMER_XSTR(EXPECTED_VERSION_MAJOR) "." CONSUMER_XSTR(
-                  EXPECTED_VERSION_MINOR) "." CONSUMER_XSTR(EXPECTED_VERSION_PATCH));
+static_assert(
+    std::string_view(FNBUS_VERSION_STRING) ==
+    CONSUMER_XSTR(EXPECTED_VERSION_MAJOR) "." CONSUMER_XSTR(
+        EXPECTED_VERSION_MINOR) "." CONSUMER_XSTR(EXPECTED_VERSION_PATCH));
 #if FNBUS_VERSION != EXPECTED_VERSION_MAJOR * 10000 + \
-                        EXPECTED_VERSION_MINOR * 100 + EXPECTED_VERSION_PATCH
+                         EXPECTED_VERSION_MINOR * 100 + EXPECTED_VERSION_PATCH
 #error "FNBUS_VERSION (in #if) is not the expected version"
 #endif
 

@@ -19,11 +19,12 @@ static_assert(FNBUS_VERSION_PATCH == EXPECTED_VERSION_PATCH);
 static_assert(FNBUS_VERSION == EXPECTED_VERSION_MAJOR * 10000 +
                                    EXPECTED_VERSION_MINOR * 100 +
                                    EXPECTED_VERSION_PATCH);
-static_assert(std::string_view(FNBUS_VERSION_STRING) ==
-              CONSUMER_XSTR(EXPECTED_VERSION_MAJOR) "." CONSUMER_XSTR(
-                  EXPECTED_VERSION_MINOR) "." CONSUMER_XSTR(EXPECTED_VERSION_PATCH));
+static_assert(
+    std::string_view(FNBUS_VERSION_STRING) ==
+    CONSUMER_XSTR(EXPECTED_VERSION_MAJOR) "." CONSUMER_XSTR(
+        EXPECTED_VERSION_MINOR) "." CONSUMER_XSTR(EXPECTED_VERSION_PATCH));
 #if FNBUS_VERSION != EXPECTED_VERSION_MAJOR * 10000 + \
-                        EXPECTED_VERSION_MINOR * 100 + EXPECTED_VERSION_PATCH
+                         EXPECTED_VERSION_MINOR * 100 + EXPECTED_VERSION_PATCH
 #error "FNBUS_VERSION (in #if) is not the expected version"
 #endif
 
@@ -69,7 +70,8 @@ int main() {
                  total.load(), kExpected, errors.load());
     return 1;
   }
-  std::printf("consumer: %d events handled through fnbus %s found by pkg-config\n",
-              kPublished, FNBUS_VERSION_STRING);
+  std::printf(
+      "consumer: %d events handled through fnbus %s found by pkg-config\n",
+      kPublished, FNBUS_VERSION_STRING);
   return 0;
 }

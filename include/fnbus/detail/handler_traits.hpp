@@ -23,8 +23,8 @@ struct Signature<R (*)(A...)> : Signature<R(A...)> {};
 template <typename R, typename... A>
 struct Signature<R (*)(A...) noexcept> : Signature<R(A...)> {};
 // Pointers to member functions: every cv-, ref- and noexcept-qualifier.
-#define FNBUS_DETAIL_MEMBER_SIGNATURE(QUALIFIERS)            \
-  template <typename C, typename R, typename... A>           \
+#define FNBUS_DETAIL_MEMBER_SIGNATURE(QUALIFIERS)  \
+  template <typename C, typename R, typename... A> \
   struct Signature<R (C::*)(A...) QUALIFIERS> : Signature<R(A...)> {};
 FNBUS_DETAIL_MEMBER_SIGNATURE()
 FNBUS_DETAIL_MEMBER_SIGNATURE(const)
@@ -33,9 +33,9 @@ FNBUS_DETAIL_MEMBER_SIGNATURE(const&)
 FNBUS_DETAIL_MEMBER_SIGNATURE(&&)
 FNBUS_DETAIL_MEMBER_SIGNATURE(noexcept)
 FNBUS_DETAIL_MEMBER_SIGNATURE(const noexcept)
-FNBUS_DETAIL_MEMBER_SIGNATURE(& noexcept)
+FNBUS_DETAIL_MEMBER_SIGNATURE(&noexcept)
 FNBUS_DETAIL_MEMBER_SIGNATURE(const& noexcept)
-FNBUS_DETAIL_MEMBER_SIGNATURE(&& noexcept)
+FNBUS_DETAIL_MEMBER_SIGNATURE(&&noexcept)
 #undef FNBUS_DETAIL_MEMBER_SIGNATURE
 
 template <typename... A>
@@ -54,8 +54,9 @@ struct FirstParam<First, Rest...> {
 // typed parameters). Generic lambdas and overload sets have none.
 template <typename F>
 concept HasOneSignature =
-    std::is_function_v<std::remove_pointer_t<std::decay_t<F>>> ||
-    requires { &std::decay_t<F>::operator(); };
+    std::is_function_v<std::remove_pointer_t<std::decay_t<F>>> || requires {
+  &std::decay_t<F>::operator();
+};
 
 // The type whose Signature a callable has: its operator()'s for a class.
 template <typename C, bool = std::is_class_v<C>>
