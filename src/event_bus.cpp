@@ -98,27 +98,6 @@ std::vector<std::string> config_problems(const BusConfig& config) {
   return problems;
 }
 
-template <typename Sink, typename... Args>
-void call_sink(const Sink& sink, const Args&... args) noexcept {
-  if (!sink) return;
-  try {
-    sink(args...);
-  } catch (...) {
-    // A sink that throws must not take a worker down; there is nowhere
-    // left to report it.
-  }
-}
-
-// Calls the sink held now by `holder` (see EventBus::error_sink_).
-template <typename Sink, typename... Args>
-void call_sink_ptr(const std::atomic<std::shared_ptr<const Sink>>& holder,
-                   const Args&... args) noexcept {
-  // acquire: pairs with the release store of the setter.
-  const std::shared_ptr<const Sink> sink =
-      holder.load(std::memory_order_acquire);
-  if (sink) call_sink(*sink, args...);
-}
-
 }  // namespace
 
 std::string_view to_string(OverflowPolicy policy) noexcept {
@@ -170,31 +149,17 @@ absl::StatusOr<std::unique_ptr<EventBus>> EventBus::Create(BusConfig config) {
                                        .idle_spin = bus->config_.idle_spin,
                                        .name_prefix = "fnbus-w"});
   if (!pool.ok()) {
-    // relaxed: no worker and no other thread has seen the bus.
-    bus->state_.store(kStopped, std::memory_order_relaxed);
+    bus->lifecycle_.stop_unshared();
     return pool.status();
   }
   bus->pool_ = *std::move(pool);
   return bus;
 }
 
-EventBus::TickSource EventBus::choose_tick_source(
-    const Clock& clock, bool record_latency) noexcept {
-  if (&clock != &SteadyClock::instance()) return TickSource::kCustom;
-  // Calibrating the TSC takes 10 ms once; skip it if nothing is timed.
-  if (record_latency && detail::tsc_nanos_per_tick() > 0) {
-    return TickSource::kTsc;
-  }
-  return TickSource::kSteady;
-}
-
 EventBus::EventBus(BusConfig config)
     : config_(std::move(config)),
       clock_(config_.clock ? config_.clock.get() : &SteadyClock::instance()),
-      tick_source_(choose_tick_source(*clock_, config_.record_latency)),
-      nanos_per_tick_(tick_source_ == TickSource::kTsc
-                          ? detail::tsc_nanos_per_tick()
-                          : 1.0),
+      ticks_(*clock_, config_.record_latency),
       latency_sample_every_(config_.latency_sample_every),
       sample_countdowns_(config_.latency_sample_every),
       inline_(config_.execution == Execution::kInline),
@@ -205,16 +170,16 @@ EventBus::EventBus(BusConfig config)
       max_workers_(config_.max_workers == 0 ? config_.workers
                                             : config_.max_workers),
       metrics_(max_workers_ + 2, config_.record_latency),
+      trigger_failures_(metrics_, metrics_.shard(max_workers_ + 1)),
       queue_(config_.queue_capacity),
       follow_ups_(
           config_.execution == Execution::kThreadPool
               ? make_follow_up_buffers(max_workers_, config_.follow_up_headroom)
               : nullptr),
-      error_sink_(std::make_shared<const ErrorSink>(config_.error_sink)),
-      dead_letter_sink_(
-          std::make_shared<const DeadLetterSink>(config_.dead_letter_sink)),
-      unhandled_sink_(
-          std::make_shared<const UnhandledSink>(config_.unhandled_sink)) {}
+      lifecycle_(*clock_),
+      error_sink_(config_.error_sink),
+      dead_letter_sink_(config_.dead_letter_sink),
+      unhandled_sink_(config_.unhandled_sink) {}
 
 std::unique_ptr<detail::FollowUpBuffer[]> EventBus::make_follow_up_buffers(
     std::size_t workers, std::size_t headroom) {
@@ -235,40 +200,12 @@ EventBus::~EventBus() {
 }
 
 bool EventBus::accepting(const detail::ThreadRecord& record) noexcept {
-  // Observe (see thread_activity.hpp): ordered after the PublishScope
-  // announcement; pairs with the store + heavy barrier in shutdown().
-  const int state = state_.load(detail::kObserveOrder);
-  if (state == kRunning) [[likely]]
+  // Observed after the PublishScope announcement (see Lifecycle).
+  const detail::Lifecycle::State state = lifecycle_.observed();
+  if (state == detail::Lifecycle::kRunning) [[likely]]
     return true;
-  return state == kDraining && record.dispatching_for(this) && !drain_expired();
-}
-
-bool EventBus::drain_expired() noexcept {
-  // relaxed: once set it stays set; a thread that reads it late reads the
-  // clock instead and comes to the same answer.
-  if (drain_expired_.load(std::memory_order_relaxed)) return true;
-  // relaxed: stored before the state that makes anyone ask (shutdown());
-  // a stale TimePoint::max() only delays the expiry to the next check.
-  const TimePoint deadline(
-      Duration(drain_deadline_.load(std::memory_order_relaxed)));
-  if (clock_->now() < deadline) return false;
-  // relaxed: as above.
-  drain_expired_.store(true, std::memory_order_relaxed);
-  return true;
-}
-
-EventBus::Fate EventBus::fate() noexcept {
-  // relaxed: a late view only dispatches an event that a cancel or an
-  // expired drain would have dead-lettered (or the reverse); either way it
-  // is accounted for, and shutdown()'s barriers make the view current.
-  const int state = state_.load(std::memory_order_relaxed);
-  if (state == kRunning) [[likely]]
-    return Fate::kDispatch;
-  // relaxed: written before the state left kRunning (shutdown()).
-  if (state == kCancelling || cancel_at_stop_.load(std::memory_order_relaxed)) {
-    return Fate::kCancelledAtShutdown;
-  }
-  return drain_expired() ? Fate::kDrainTimeout : Fate::kDispatch;
+  return state == detail::Lifecycle::kDraining &&
+         record.dispatching_for(this) && !lifecycle_.drain_expired();
 }
 
 TraceContext EventBus::ambient_trace() const noexcept {
@@ -282,7 +219,7 @@ TraceContext EventBus::ambient_trace() const noexcept {
 void EventBus::call_handler_hook(
     const std::function<void(const Context&)>& hook,
     const Context& context) noexcept {
-  call_sink(hook, context);
+  detail::call_guarded(hook, context);
 }
 
 void EventBus::on_accepted(detail::TypeInfo& type,
@@ -477,7 +414,7 @@ void EventBus::run_follow_ups(detail::FollowUpBuffer& buffer,
     if (!buffer.try_pop(envelope)) return;
     // relaxed: a gauge.
     follow_ups_held_.fetch_sub(1, std::memory_order_relaxed);
-    handle(envelope, shard, fate());
+    handle(envelope, shard, lifecycle_.fate());
   }
 }
 
@@ -513,7 +450,7 @@ bool EventBus::run_one(std::size_t worker,
   detail::ThreadRecord& record = detail::this_thread_record();
   record.follow_ups_bus = this;  // owner-only fields
   record.follow_ups = &follow_ups;
-  handle(envelope, shard, fate());
+  handle(envelope, shard, lifecycle_.fate());
   // Before anything else from the queue (and before a retirement): what
   // this worker's handlers could not queue.
   if (!follow_ups.empty()) [[unlikely]]
@@ -524,16 +461,16 @@ bool EventBus::run_one(std::size_t worker,
 }
 
 void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
-                      Fate fate) noexcept {
+                      detail::Fate fate) noexcept {
   detail::TypeSeries& series = metrics_.type_series(shard, envelope.slot());
   detail::ThreadRecord& record = detail::this_thread_record();
   const EventTrace trace = detail::event_trace(record, envelope.context());
-  if (fate != Fate::kDispatch) [[unlikely]] {
+  if (fate != detail::Fate::kDispatch) [[unlikely]] {
     detail::bump(series.dead_lettered);
     // The sink runs under the rules of a handler (see dispatch()).
     detail::DispatchScope scope(record, this, trace);
     report_dead_letter(envelope,
-                       fate == Fate::kDrainTimeout
+                       fate == detail::Fate::kDrainTimeout
                            ? DeadLetterReason::kDrainTimeout
                            : DeadLetterReason::kCancelledAtShutdown,
                        trace);
@@ -542,17 +479,18 @@ void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
   // Only the clock read stands between the dequeue and the first handler;
   // the samples are recorded after the handlers.
   const bool timed = envelope.timed() && series.queue_wait;
-  const std::int64_t taken = timed ? now_ticks() : 0;
+  const std::int64_t taken = timed ? ticks_.now() : 0;
   const std::uint64_t weight = timed ? latency_sample_every_ : 0;
-  WorkerCounts counts{*this, shard, taken, weight};
+  detail::WorkerCounts counts{metrics_, shard, ticks_, taken, weight};
   if (!dispatch(record, envelope.slot(), envelope.type_name(), envelope.event(),
                 trace, counts)) {
     detail::bump(series.unhandled);  // reported to the sink by dispatch()
   }
   if (timed) {
     const std::int64_t accepted = envelope.accepted_ticks();
-    series.queue_wait->record(elapsed_ns(accepted, taken), weight);
-    series.end_to_end->record(elapsed_ns(accepted, counts.last_ticks), weight);
+    series.queue_wait->record(ticks_.elapsed_ns(accepted, taken), weight);
+    series.end_to_end->record(ticks_.elapsed_ns(accepted, counts.last_ticks),
+                              weight);
   }
   detail::bump(series.dispatched);
 }
@@ -595,7 +533,7 @@ class EventBus::CallerLoop {
     while (ran < max_events) {
       detail::Envelope envelope;  // fresh each time, as in sweep()
       if (!bus_.queue_.try_pop(envelope)) break;
-      bus_.handle(envelope, bus_.caller_shard(), bus_.fate());
+      bus_.handle(envelope, bus_.caller_shard(), bus_.lifecycle_.fate());
       ++ran;
     }
     return ran;
@@ -618,7 +556,7 @@ void EventBus::sweep() noexcept {
     detail::Envelope envelope;
     if (!queue_.try_pop(envelope)) return;
     wake_blocked_publishers();
-    handle(envelope, caller_shard(), fate());
+    handle(envelope, caller_shard(), lifecycle_.fate());
   }
 }
 
@@ -702,30 +640,20 @@ absl::Status EventBus::shutdown(ShutdownMode mode) {
     // relaxed: as above.
     ~ClearOnExit() { id.store({}, std::memory_order_relaxed); }
   } clear{shutdown_thread_};
-  // relaxed: shutdown_mutex_ orders our own earlier stores.
-  if (state_.load(std::memory_order_relaxed) == kStopped) {
+  // A hint is enough: shutdown_mutex_ orders our own earlier stores.
+  if (lifecycle_.hint() == detail::Lifecycle::kStopped) {
     return absl::OkStatus();
   }
-  const bool cancel = mode == ShutdownMode::kCancelPending;
-  // relaxed, both: read only once the state below has left kRunning, and
-  // made visible to every thread by the heavy barrier that follows it (a
-  // stale view only delays a drain's expiry by one event).
-  cancel_at_stop_.store(cancel, std::memory_order_relaxed);
-  drain_deadline_.store(
-      detail::saturating_add(clock_->now(), config_.drain_timeout)
-          .time_since_epoch()
-          .count(),
-      std::memory_order_relaxed);
-  // Retract (the writer's half of the handshake in thread_activity.hpp);
   // wait_for_publishers() runs the heavy barrier. Workers and sweeps read
-  // the drain deadline per event from here on (fate()).
-  state_.store(cancel ? kCancelling : kDraining, detail::kAnnounceOrder);
+  // the drain deadline per event from here on (Lifecycle::fate()).
+  lifecycle_.begin_stop(mode == ShutdownMode::kCancelPending,
+                        config_.drain_timeout);
   notify_blocked_publishers();  // so they see the new state at once
   detail::wait_for_publishers(this);
   if (pool_) pool_->stop_and_join();
   sweep();  // left by the workers, or published by handlers since
   // From here on even this bus's handlers are refused.
-  state_.store(kStopped, detail::kAnnounceOrder);
+  lifecycle_.finish_stop();
   detail::wait_for_publishers(this);
   sweep();
   return absl::OkStatus();
@@ -805,7 +733,7 @@ absl::Status EventBus::resize_workers(std::size_t workers) {
   }
   // relaxed: a courtesy check for a clearer message; the pool refuses a
   // resize once it is stopping in any case.
-  if (state_.load(std::memory_order_relaxed) != kRunning) {
+  if (lifecycle_.hint() != detail::Lifecycle::kRunning) {
     return absl::FailedPreconditionError(
         "resize_workers() after shutdown() began; resize before shutting "
         "down");
@@ -829,48 +757,30 @@ void EventBus::report_failure(const detail::HandlerEntry& entry,
       .trace = context.event_trace(),
       .event = EventRef(entry.slot, context.event_type(), event),
       .context = context};
-  call_sink(entry.on_error, error);  // the function's own first
-  call_sink_ptr(error_sink_, error);
+  detail::call_guarded(entry.on_error, error);  // the function's own first
+  error_sink_.call(error);
 }
 
 void EventBus::report_unhandled(const EventRef& event) noexcept {
-  call_sink_ptr(unhandled_sink_, event);
-}
-
-void EventBus::count_trigger_failure(
-    const detail::HandlerEntry& entry) noexcept {
-  try {
-    std::lock_guard lock(trigger_mutex_);
-    detail::bump(
-        metrics_.function_series(trigger_shard(), entry.function_id).failed);
-  } catch (...) {
-    // Out of memory for the series: the failure still reaches the sinks.
-  }
+  unhandled_sink_.call(event);
 }
 
 void EventBus::set_error_sink(ErrorSink sink) {
-  // release: pairs with the acquire load in call_sink_ptr().
-  error_sink_.store(std::make_shared<const ErrorSink>(std::move(sink)),
-                    std::memory_order_release);
+  error_sink_.replace(std::move(sink));
 }
 
 void EventBus::set_dead_letter_sink(DeadLetterSink sink) {
-  // release: as above.
-  dead_letter_sink_.store(
-      std::make_shared<const DeadLetterSink>(std::move(sink)),
-      std::memory_order_release);
+  dead_letter_sink_.replace(std::move(sink));
 }
 
 void EventBus::set_unhandled_sink(UnhandledSink sink) {
-  // release: as above.
-  unhandled_sink_.store(std::make_shared<const UnhandledSink>(std::move(sink)),
-                        std::memory_order_release);
+  unhandled_sink_.replace(std::move(sink));
 }
 
 void EventBus::report_dead_letter(const detail::Envelope& envelope,
                                   DeadLetterReason reason,
                                   const EventTrace& trace) noexcept {
-  call_sink_ptr(dead_letter_sink_, DeadLetter{envelope.ref(), reason, trace});
+  dead_letter_sink_.call(DeadLetter{envelope.ref(), reason, trace});
 }
 
 }  // namespace fnbus

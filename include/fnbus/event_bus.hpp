@@ -21,10 +21,13 @@
 
 #include "fnbus/detail/bus_metrics.hpp"
 #include "fnbus/detail/config.hpp"
+#include "fnbus/detail/dispatch_counts.hpp"
 #include "fnbus/detail/envelope.hpp"
 #include "fnbus/detail/follow_up_buffer.hpp"
 #include "fnbus/detail/handler_registry.hpp"
 #include "fnbus/detail/handler_traits.hpp"
+#include "fnbus/detail/lifecycle.hpp"
+#include "fnbus/detail/live_sink.hpp"
 #include "fnbus/detail/sample_countdown.hpp"
 #include "fnbus/detail/thread_activity.hpp"
 #include "fnbus/detail/tick_clock.hpp"
@@ -234,56 +237,6 @@ class EventBus : private WorkSource {
   void set_unhandled_sink(UnhandledSink sink);
 
  private:
-  enum State : int { kRunning, kDraining, kCancelling, kStopped };
-
-  // How a worker accounts for the handler calls of one event: counts per
-  // function and, when latency is recorded, the run time of each call.
-  struct WorkerCounts {
-    EventBus& bus;
-    detail::WorkerShard& shard;
-    std::int64_t last_ticks;  // when the previous call (or dequeue) ended
-    std::uint64_t weight;     // events a timed one stands for; 0: untimed
-
-    void on_delivered(const detail::HandlerEntry& entry) noexcept {
-      finish(entry, &detail::FunctionSeries::delivered);
-    }
-    void on_failed(const detail::HandlerEntry& entry) noexcept {
-      finish(entry, &detail::FunctionSeries::failed);
-    }
-    // Starts the next run time now: after work that is no handler's (an
-    // error sink, a trace hook). Cold paths only.
-    void restart() noexcept {
-      if (weight != 0) last_ticks = bus.now_ticks();
-    }
-    void finish(
-        const detail::HandlerEntry& entry,
-        std::atomic<std::uint64_t> detail::FunctionSeries::*counter) noexcept {
-      detail::FunctionSeries& series =
-          bus.metrics_.function_series(shard, entry.function_id);
-      detail::bump(series.*counter);
-      if (weight != 0 && series.run_time) {
-        const std::int64_t now = bus.now_ticks();
-        series.run_time->record(bus.elapsed_ns(last_ticks, now), weight);
-        last_ticks = now;
-      }
-    }
-  };
-  // trigger() counts only failures (a cold path), so that its success
-  // path writes no memory shared with other threads.
-  struct TriggerCounts {
-    EventBus& bus;
-    void on_delivered(const detail::HandlerEntry&) noexcept {}
-    void on_failed(const detail::HandlerEntry& entry) noexcept {
-      bus.count_trigger_failure(entry);
-    }
-    void restart() noexcept {}
-  };
-  void count_trigger_failure(const detail::HandlerEntry& entry) noexcept;
-  // The shard where trigger() failures are counted, under trigger_mutex_.
-  [[nodiscard]] detail::WorkerShard& trigger_shard() noexcept {
-    return metrics_.shard(max_workers_ + 1);
-  }
-
   explicit EventBus(BusConfig config);
 
   template <Event E, typename F>
@@ -300,6 +253,19 @@ class EventBus : private WorkSource {
   void run_handler(detail::HandlerEntry& entry, const void* event,
                    Context& context, absl::Status& failure,
                    Counts& counts) noexcept;
+  // The cold halves of run_handler(): a handler that returned an error,
+  // one that threw (called from the catch handler).
+  template <typename Counts>
+  [[gnu::cold, gnu::noinline]] void handler_failed(detail::HandlerEntry& entry,
+                                                   const void* event,
+                                                   const Context& context,
+                                                   absl::Status& failure,
+                                                   Counts& counts) noexcept;
+  template <typename Counts>
+  [[gnu::cold, gnu::noinline]] void handler_threw(detail::HandlerEntry& entry,
+                                                  const void* event,
+                                                  const Context& context,
+                                                  Counts& counts) noexcept;
   // After this thread's call of `entry` is over and announced so: a
   // handler that cancelled itself is destroyed by the last call to end.
   void finish_call(detail::HandlerEntry& entry) noexcept {
@@ -311,35 +277,13 @@ class EventBus : private WorkSource {
       registry_->after_cancelled_call(entry);
     }
   }
+  // Inlined into dispatch() (GCC 12 otherwise calls it out of line once
+  // the failure paths grow: ~10% of a one-handler trigger()).
   template <bool kHooks, typename Counts>
-  void run_handlers(detail::DispatchScope& scope,
-                    const detail::HandlerList& list, const void* event,
-                    Context& context, Counts& counts) noexcept;
+  [[gnu::always_inline]] inline void run_handlers(
+      detail::DispatchScope& scope, const detail::HandlerList& list,
+      const void* event, Context& context, Counts& counts) noexcept;
 
-  // Where latency timestamps come from (see detail/tick_clock.hpp).
-  enum class TickSource { kTsc, kSteady, kCustom };
-  // A latency timestamp: TSC ticks, or nanoseconds of the bus clock.
-  [[nodiscard]] static TickSource choose_tick_source(
-      const Clock& clock, bool record_latency) noexcept;
-  [[nodiscard]] std::int64_t now_ticks() const noexcept {
-    if (tick_source_ == TickSource::kTsc) [[likely]]
-      return detail::read_tsc();
-    if (tick_source_ == TickSource::kSteady) {
-      return std::chrono::duration_cast<std::chrono::nanoseconds>(
-                 std::chrono::steady_clock::now().time_since_epoch())
-          .count();
-    }
-    return clock_->now().time_since_epoch().count();
-  }
-  [[nodiscard]] std::uint64_t elapsed_ns(std::int64_t from,
-                                         std::int64_t to) const noexcept {
-    if (to <= from) return 0;
-    if (tick_source_ != TickSource::kTsc) {
-      return static_cast<std::uint64_t>(to - from);
-    }
-    return static_cast<std::uint64_t>(static_cast<double>(to - from) *
-                                      nanos_per_tick_);
-  }
   [[nodiscard]] detail::TraceOrigin trace_origin(
       const detail::ThreadRecord& record, const TraceContext* context) const {
     return detail::trace_origin(record, context, [this] {
@@ -359,7 +303,7 @@ class EventBus : private WorkSource {
     }
     if (metrics_.timed() && take_latency_sample(record)) {
       meta.timed = true;
-      meta.accepted_ticks = now_ticks();
+      meta.accepted_ticks = ticks_.now();
     }
     return meta;
   }
@@ -370,11 +314,6 @@ class EventBus : private WorkSource {
   }
 
   [[nodiscard]] bool accepting(const detail::ThreadRecord& record) noexcept;
-  // What becomes of the next event a worker or sweep takes.
-  enum class Fate { kDispatch, kCancelledAtShutdown, kDrainTimeout };
-  [[nodiscard]] Fate fate() noexcept;
-  // Whether shutdown(kDrain) has passed BusConfig::drain_timeout.
-  [[nodiscard]] bool drain_expired() noexcept;
   // `inline_lock`: Execution::kInline's, from lock_for_inline().
   void on_accepted(
       detail::TypeInfo& type,
@@ -421,7 +360,7 @@ class EventBus : private WorkSource {
                absl::FunctionRef<void()> taken) noexcept override;
 
   void handle(detail::Envelope& envelope, detail::WorkerShard& shard,
-              Fate fate) noexcept;
+              detail::Fate fate) noexcept;
   // The shard of the thread running run_one() & co. or shutdown's sweeps.
   [[nodiscard]] detail::WorkerShard& caller_shard() noexcept {
     return metrics_.shard(max_workers_);
@@ -440,8 +379,7 @@ class EventBus : private WorkSource {
 
   const BusConfig config_;
   Clock* const clock_;  // BusConfig::clock or SteadyClock::instance()
-  const TickSource tick_source_;
-  const double nanos_per_tick_;  // for TickSource::kTsc
+  const detail::TickClock ticks_;  // latency timestamps
   const std::uint32_t latency_sample_every_;
   // The threads' sampling countdowns for this bus (latency_sample_every_).
   mutable detail::SampleCountdowns sample_countdowns_;
@@ -453,6 +391,7 @@ class EventBus : private WorkSource {
   // One shard per worker, one for run_one() & co. and shutdown's sweeps,
   // and one for trigger()'s failures.
   detail::BusMetrics metrics_;
+  detail::TriggerFailures trigger_failures_;  // in the last shard
   MpmcQueue<detail::Envelope> queue_;
   // One per worker (Execution::kThreadPool only), each used by its worker
   // alone: the follow-ups its handlers kept (BusConfig::follow_up_headroom).
@@ -468,24 +407,12 @@ class EventBus : private WorkSource {
   // The thread holding caller_mutex_ (see CallerLoop), or none.
   std::atomic<std::thread::id> caller_runner_{};
 
-  // Lifecycle. Written by shutdown() (announce + heavy barrier), read by
-  // publish() after its PublishScope announcement and by workers.
-  std::atomic<int> state_{kRunning};
+  detail::Lifecycle lifecycle_;
   std::mutex shutdown_mutex_;  // serialises shutdown() calls
-  std::mutex trigger_mutex_;   // serialises writers of trigger_shard()
-  // The sinks now (BusConfig's, or set_*_sink()'s). Loaded (acquire) by
-  // every sink call, stored (release) by the setters: a call sees a
-  // fully built sink; a replaced one lives until its last call returns.
-  std::atomic<std::shared_ptr<const ErrorSink>> error_sink_;
-  std::atomic<std::shared_ptr<const DeadLetterSink>> dead_letter_sink_;
-  std::atomic<std::shared_ptr<const UnhandledSink>> unhandled_sink_;
-  // Set by shutdown() before the state leaves kRunning; read by fate().
-  std::atomic<bool> cancel_at_stop_{false};  // shutdown(kCancelPending)
-  // shutdown(kDrain)'s deadline on the bus clock, in its nanoseconds.
-  std::atomic<TimePoint::rep> drain_deadline_{
-      TimePoint::max().time_since_epoch().count()};
-  // Set (once) by the first thread that finds the drain deadline passed.
-  std::atomic<bool> drain_expired_{false};
+  // The sinks now (BusConfig's, or set_*_sink()'s).
+  detail::LiveSink<ErrorSink> error_sink_;
+  detail::LiveSink<DeadLetterSink> dead_letter_sink_;
+  detail::LiveSink<UnhandledSink> unhandled_sink_;
   // The thread inside shutdown(), so that a sink it calls cannot re-enter.
   std::atomic<std::thread::id> shutdown_thread_{};
 
@@ -496,329 +423,7 @@ class EventBus : private WorkSource {
   std::condition_variable blocked_cv_;
 };
 
-// ---------------------------------------------------------------------------
-
-namespace detail {
-// Calls `fn` and maps its result (void or absl::Status) to ErasedHandler's.
-template <typename Fn, typename... Args>
-bool call_handler(Fn& fn, absl::Status& failure, Args&... args) {
-  if constexpr (std::is_void_v<std::invoke_result_t<Fn&, Args&...>>) {
-    fn(args...);
-    return true;
-  } else {
-    absl::Status status = fn(args...);
-    if (status.ok()) [[likely]]
-      return true;
-    failure = std::move(status);
-    return false;
-  }
-}
-}  // namespace detail
-
-template <Event E, typename F>
-detail::ErasedHandler EventBus::erase_handler(F&& handler) {
-  using Fn = std::decay_t<F>;
-  if constexpr (std::invocable<Fn&, const E&, Context&>) {
-    return
-        [fn = Fn(std::forward<F>(handler))](const void* event, Context& context,
-                                            absl::Status& failure) mutable {
-          const E& typed = *static_cast<const E*>(event);
-          return detail::call_handler(fn, failure, typed, context);
-        };
-  } else {
-    return [fn = Fn(std::forward<F>(handler))](const void* event, Context&,
-                                               absl::Status& failure) mutable {
-      const E& typed = *static_cast<const E*>(event);
-      return detail::call_handler(fn, failure, typed);
-    };
-  }
-}
-
-template <Event E, HandlerFor<E> F>
-Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
-  std::string name =
-      options.name.empty() ? std::string("<unnamed>") : std::move(options.name);
-  const detail::TypeSlot slot = detail::type_slot<E>();
-  const std::uint32_t function_id =
-      metrics_.function_id(slot, event_type_name<E>(), name);
-  detail::HandlerEntry* entry = registry_->add(
-      slot, std::move(name), function_id,
-      erase_handler<E>(std::forward<F>(handler)), std::move(options.on_error));
-  return Subscription(registry_, entry, entry->serial);
-}
-
-template <typename F>
-Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
-  static_assert(detail::HasOneSignature<F>,
-                "subscribe(handler) reads the event type off the handler's "
-                "first parameter, and this handler has no single one (a "
-                "generic lambda, or overloads): write subscribe<E>(handler), "
-                "or subscribe<E1, E2>(handler) for one handler of several "
-                "event types");
-  if constexpr (detail::HasOneSignature<F>) {
-    using Traits = detail::HandlerTraits<F>;
-    static_assert(Traits::kHasParam,
-                  "a handler takes the event as its first parameter (const "
-                  "E&), and this one takes no parameter");
-    static_assert(!Traits::kNonConstRef,
-                  "a handler takes the event by const reference (const E&) "
-                  "or by value: the handlers of one event share it, so none "
-                  "may change it");
-    using E = typename Traits::EventType;
-    constexpr bool kUsable =
-        Traits::kHasParam && !Traits::kNonConstRef && Event<E>;
-    if constexpr (kUsable) {
-      static_assert(HandlerFor<std::decay_t<F>, E>,
-                    "a handler is called as handler(const E&) or "
-                    "handler(const E&, Context&) and returns void or "
-                    "absl::Status");
-      if constexpr (HandlerFor<std::decay_t<F>, E>) {
-        return subscribe<E>(std::forward<F>(handler), std::move(options));
-      }
-    }
-  }
-  return {};  // unreachable: a static_assert above failed
-}
-
-namespace detail {
-// One function object shared by the subscriptions of several event types.
-template <typename Fn>
-struct SharedHandler {
-  std::shared_ptr<Fn> fn;
-  template <typename... Args>
-  auto operator()(Args&&... args)
-      -> decltype((*fn)(std::forward<Args>(args)...)) {
-    return (*fn)(std::forward<Args>(args)...);
-  }
-};
-}  // namespace detail
-
-template <Event E1, Event E2, Event... Es, typename F>
-Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
-  using Fn = std::decay_t<F>;
-  static_assert(
-      HandlerFor<Fn, E1> && HandlerFor<Fn, E2> && (HandlerFor<Fn, Es> && ...),
-      "subscribe<E1, E2, ...>(handler): the handler needs an "
-      "overload for each listed event type, taking const E& "
-      "(optionally with Context&) and returning void or "
-      "absl::Status");
-  if constexpr (HandlerFor<Fn, E1> && HandlerFor<Fn, E2> &&
-                (HandlerFor<Fn, Es> && ...)) {
-    auto shared = std::make_shared<Fn>(std::forward<F>(handler));
-    Subscription all =
-        subscribe<E1>(detail::SharedHandler<Fn>{shared}, options);
-    all.absorb(subscribe<E2>(detail::SharedHandler<Fn>{shared}, options));
-    (all.absorb(subscribe<Es>(detail::SharedHandler<Fn>{shared}, options)),
-     ...);
-    return all;
-  }
-  return {};  // unreachable: the static_assert above failed
-}
-
-template <bool kHooks, typename Counts>
-void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
-                           Context& context, absl::Status& failure,
-                           Counts& counts) noexcept {
-  if constexpr (kHooks) {
-    call_handler_hook(config_.trace.on_handler_start, context);
-    counts.restart();
-  }
-  try {
-    if (entry.fn(event, context, failure)) [[likely]] {
-      counts.on_delivered(entry);
-    } else {
-      counts.on_failed(entry);
-      report_failure(
-          entry, event, context, failure.code(),
-          std::string_view(failure.message().data(), failure.message().size()));
-      failure = absl::OkStatus();
-      counts.restart();
-    }
-  } catch (const std::exception& error) {
-    counts.on_failed(entry);
-    report_failure(entry, event, context, absl::StatusCode::kUnknown,
-                   error.what());
-    counts.restart();
-  } catch (...) {
-    counts.on_failed(entry);
-    report_failure(entry, event, context, absl::StatusCode::kUnknown,
-                   "unknown exception (not derived from std::exception)");
-    counts.restart();
-  }
-  if constexpr (kHooks)
-    call_handler_hook(config_.trace.on_handler_end, context);
-}
-
-template <typename Counts>
-bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
-                        std::string_view type_name, const void* event,
-                        const EventTrace& trace, Counts& counts) noexcept {
-  detail::DispatchScope scope(record, this, trace);
-  const detail::HandlerList* list = registry_->find(slot, scope);
-  if (list == nullptr || list->entries.empty()) [[unlikely]] {
-    // Inside the scope: the sink runs under the rules of a handler (its
-    // publishes inherit the trace, never block on this bus's queue, and
-    // are accepted while the bus drains).
-    report_unhandled(EventRef(slot, type_name, event));
-    return false;
-  }
-  Context context(type_name, {}, trace);
-  // Two loops, so that buses without trace hooks do not test for them.
-  if (handler_hooks_) [[unlikely]] {
-    run_handlers<true>(scope, *list, event, context, counts);
-  } else {
-    run_handlers<false>(scope, *list, event, context, counts);
-  }
-  return true;
-}
-
-template <bool kHooks, typename Counts>
-void EventBus::run_handlers(detail::DispatchScope& scope,
-                            const detail::HandlerList& list, const void* event,
-                            Context& context, Counts& counts) noexcept {
-  absl::Status failure;  // one per dispatch: set only when a handler fails
-  // The handler called (or skipped) last on this level: once the next
-  // begin_handler() or end_handler() has said it is over, one that
-  // cancelled itself may need its callable destroyed.
-  detail::HandlerEntry* previous = nullptr;
-  for (detail::HandlerEntry* entry : list.entries) {
-    const bool runs = scope.begin_handler(entry, entry->cancelled);
-    if (previous != nullptr) finish_call(*previous);
-    previous = entry;
-    if (!runs) [[unlikely]]
-      continue;
-    detail::ContextAccess::set_function(context, entry->name);
-    run_handler<kHooks>(*entry, event, context, failure, counts);
-  }
-  scope.end_handler();
-  finish_call(*previous);  // the list is not empty (see dispatch())
-}
-
-template <Event E>
-void EventBus::trigger(const E& event) noexcept {
-  TriggerCounts counts{*this};
-  detail::ThreadRecord& record = detail::this_thread_record();
-  const detail::TypeSlot slot = detail::type_slot<E>();
-  const EventTrace trace =
-      detail::event_trace(record, trace_origin(record, nullptr).context);
-  // An event nobody handles goes to the unhandled sink (in dispatch()).
-  (void)dispatch(record, slot, event_type_name<E>(), &event, trace, counts);
-}
-
-template <Event E>
-absl::Status EventBus::publish(E event, PublishOptions options) {
-  static_assert(std::is_move_constructible_v<E>,
-                "published events are moved into the queue");
-  return publish_event<false>(event, options);
-}
-
-template <Event E>
-absl::Status EventBus::try_publish(E& event, PublishOptions options) {
-  static_assert(std::is_move_constructible_v<E>,
-                "published events are moved into the queue");
-  static_assert(detail::kStoredInline<E> || std::is_move_assignable_v<E> ||
-                    std::is_nothrow_move_constructible_v<E>,
-                "try_publish hands a refused event back by moving it into "
-                "`event` again: give the event a move assignment or a "
-                "noexcept move constructor");
-  return publish_event<true>(event, options);
-}
-
-namespace detail {
-// Moves `from` back into `to`, a moved-from object (try_publish's refusal).
-template <typename E>
-void give_back(E& to,
-               E& from) noexcept(std::is_nothrow_move_assignable_v<E> ||
-                                 (!std::is_move_assignable_v<E> &&
-                                  std::is_nothrow_move_constructible_v<E>)) {
-  if constexpr (std::is_move_assignable_v<E>) {
-    to = std::move(from);
-  } else {
-    std::destroy_at(&to);
-    std::construct_at(&to, std::move(from));
-  }
-}
-}  // namespace detail
-
-template <bool kGiveBack, Event E>
-absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
-  const detail::TypeSlot slot = detail::type_slot<E>();
-  detail::TypeInfo& type = metrics_.type_info(slot, event_type_name<E>());
-  if (options.overflow || options.block_timeout) [[unlikely]] {
-    if (absl::Status status = validate(options); !status.ok()) {
-      return reject(type, std::move(status));
-    }
-  }
-  detail::ThreadRecord& record = detail::this_thread_record();
-  // Before the PublishScope: TraceHooks::ambient may publish or shut down.
-  const detail::EnvelopeMeta meta = make_meta(record, options);
-  detail::PublishScope publishing(record, this);
-  if (!accepting(record)) [[unlikely]] {
-    return reject_closed(type);
-  }
-  std::unique_lock<std::mutex> inline_lock;  // Execution::kInline only
-  if (inline_) [[unlikely]]
-    inline_lock = lock_for_inline();
-  if constexpr (detail::kStoredInline<E>) {
-    // Each moves `event` only if it keeps it: a refusal leaves it as it was.
-    auto try_push = [&]() noexcept {
-      return queue_.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
-                                meta);
-    };
-    auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
-      return buffer.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
-                                meta);
-    };
-    if (try_push()) [[likely]] {
-      on_accepted(type, &inline_lock);
-      return absl::OkStatus();
-    }
-    return publish_slow(record, options, type, try_push, try_keep);
-  } else {
-    std::unique_ptr<E> owned;
-    if constexpr (std::is_nothrow_move_constructible_v<E>) {
-      owned.reset(new (std::nothrow) E(std::move(event)));
-    } else {
-      // A throwing move constructor: refuse and count, never let the
-      // exception escape half-way through a publish.
-      try {
-        owned.reset(new (std::nothrow) E(std::move(event)));
-      } catch (...) {
-        return move_threw(type);
-      }
-    }
-    if (owned == nullptr) return heap_alloc_failed(type);
-    auto try_push = [&]() noexcept {
-      if (!queue_.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
-        return false;
-      }
-      (void)owned.release();  // the queue owns it now
-      return true;
-    };
-    auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
-      if (!buffer.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
-        return false;
-      }
-      (void)owned.release();  // the buffer owns it now
-      return true;
-    };
-    if (try_push()) [[likely]] {
-      on_accepted(type, &inline_lock);
-      return absl::OkStatus();
-    }
-    absl::Status status =
-        publish_slow(record, options, type, try_push, try_keep);
-    if constexpr (kGiveBack) {
-      if (!status.ok()) {
-        try {
-          detail::give_back(event, *owned);
-        } catch (...) {
-          return move_threw(type);
-        }
-      }
-    }
-    return status;
-  }
-}
-
 }  // namespace fnbus
+
+// The definitions of the templates above (the dispatch hot path).
+#include "fnbus/detail/event_bus_inl.hpp"  // IWYU pragma: export

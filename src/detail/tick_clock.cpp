@@ -85,4 +85,16 @@ double tsc_nanos_per_tick() noexcept {
   return nanos_per_tick;
 }
 
+TickClock::Source TickClock::choose(const Clock& clock,
+                                    bool record_latency) noexcept {
+  if (&clock != &SteadyClock::instance()) return Source::kCustom;
+  if (record_latency && tsc_nanos_per_tick() > 0) return Source::kTsc;
+  return Source::kSteady;
+}
+
+TickClock::TickClock(Clock& clock, bool record_latency) noexcept
+    : clock_(&clock),
+      source_(choose(clock, record_latency)),
+      nanos_per_tick_(source_ == Source::kTsc ? tsc_nanos_per_tick() : 1.0) {}
+
 }  // namespace fnbus::detail

@@ -81,7 +81,7 @@ struct EnvelopeMeta {
   TraceContext context;  // meaningful only if has_context
   bool has_context = false;
   bool timed = false;  // its latency is recorded
-  // EventBus::now_ticks() when accepted, if timed.
+  // The bus's TickClock::now() when accepted, if timed.
   std::int64_t accepted_ticks = 0;
 };
 

@@ -155,9 +155,8 @@ class DispatchScope {
     }
   }
   ~DispatchScope() {
-    // release: the last handler's effects happen before cancel() returns
-    // (acquire load in wait_until_not_running()).
-    record_.running[level_].store(nullptr, kRetractOrder);
+    // running[level_] is null here: end_handler() retracted the last
+    // handler, or none began (begin_handler() is always paired with it).
     // release: our reads of the protected list happen before a writer that
     // sees null frees it (acquire in HazardSet::take()).
     record_.reading[level_].store(nullptr, kRetractOrder);
@@ -205,7 +204,8 @@ class DispatchScope {
     return cancelled.load(kObserveOrder) == 0;
   }
   // Marks that no handler runs at this level any more (the last one has
-  // returned), before the scope ends. Retract + light barrier, so that a
+  // returned); every begin_handler() is followed by one before the scope
+  // ends. Retract + light barrier, so that a
   // load after it and a scanner's heavy barrier form a Dekker pair (see
   // HandlerRegistry::after_cancelled_call()).
   void end_handler() noexcept {

@@ -10,7 +10,10 @@
 // steady_clock. Anywhere else (other CPUs, other clock sources, a manual
 // clock) a tick is a nanosecond of the bus clock.
 
+#include <chrono>
 #include <cstdint>
+
+#include "fnbus/clock.hpp"
 
 namespace fnbus::detail {
 
@@ -26,5 +29,45 @@ namespace fnbus::detail {
   return 0;  // never used: tsc_nanos_per_tick() is 0 here
 #endif
 }
+
+// A bus's source of latency timestamps: TSC ticks when the bus clock is
+// the steady clock and the TSC may stand in for it, else nanoseconds of
+// the bus clock (steady_clock read directly, or a custom Clock).
+// Immutable after construction. Thread safety: any thread.
+class TickClock {
+ public:
+  // `record_latency`: whether anything will be timed (calibrating the TSC
+  // takes 10 ms once; it is skipped otherwise).
+  TickClock(Clock& clock, bool record_latency) noexcept;
+
+  // A timestamp in ticks.
+  [[nodiscard]] std::int64_t now() const noexcept {
+    if (source_ == Source::kTsc) [[likely]]
+      return read_tsc();
+    if (source_ == Source::kSteady) {
+      return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                 std::chrono::steady_clock::now().time_since_epoch())
+          .count();
+    }
+    return clock_->now().time_since_epoch().count();
+  }
+  // Nanoseconds from `from` to `to` (two now() values); 0 if not after.
+  [[nodiscard]] std::uint64_t elapsed_ns(std::int64_t from,
+                                         std::int64_t to) const noexcept {
+    if (to <= from) return 0;
+    if (source_ != Source::kTsc) return static_cast<std::uint64_t>(to - from);
+    return static_cast<std::uint64_t>(static_cast<double>(to - from) *
+                                      nanos_per_tick_);
+  }
+
+ private:
+  enum class Source { kTsc, kSteady, kCustom };
+  [[nodiscard]] static Source choose(const Clock& clock,
+                                     bool record_latency) noexcept;
+
+  Clock* clock_;
+  Source source_;
+  double nanos_per_tick_;  // for Source::kTsc
+};
 
 }  // namespace fnbus::detail

@@ -1,0 +1,359 @@
+#pragma once
+
+// The template definitions of EventBus (include "fnbus/event_bus.hpp", not
+// this): subscribe's type erasure, the dispatch loop that trigger() and the
+// workers share, and publish's fast path. Kept in a header so that they
+// inline into the caller; kept out of event_bus.hpp so that a reader sees
+// the API and its guarantees there without the machinery.
+
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include "fnbus/event_bus.hpp"
+
+namespace fnbus {
+
+namespace detail {
+// Calls `fn` and maps its result (void or absl::Status) to ErasedHandler's.
+template <typename Fn, typename... Args>
+bool call_handler(Fn& fn, absl::Status& failure, Args&... args) {
+  if constexpr (std::is_void_v<std::invoke_result_t<Fn&, Args&...>>) {
+    fn(args...);
+    return true;
+  } else {
+    absl::Status status = fn(args...);
+    if (status.ok()) [[likely]]
+      return true;
+    failure = std::move(status);
+    return false;
+  }
+}
+}  // namespace detail
+
+template <Event E, typename F>
+detail::ErasedHandler EventBus::erase_handler(F&& handler) {
+  using Fn = std::decay_t<F>;
+  if constexpr (std::invocable<Fn&, const E&, Context&>) {
+    return
+        [fn = Fn(std::forward<F>(handler))](const void* event, Context& context,
+                                            absl::Status& failure) mutable {
+          const E& typed = *static_cast<const E*>(event);
+          return detail::call_handler(fn, failure, typed, context);
+        };
+  } else {
+    return [fn = Fn(std::forward<F>(handler))](const void* event, Context&,
+                                               absl::Status& failure) mutable {
+      const E& typed = *static_cast<const E*>(event);
+      return detail::call_handler(fn, failure, typed);
+    };
+  }
+}
+
+template <Event E, HandlerFor<E> F>
+Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
+  std::string name =
+      options.name.empty() ? std::string("<unnamed>") : std::move(options.name);
+  const detail::TypeSlot slot = detail::type_slot<E>();
+  const std::uint32_t function_id =
+      metrics_.function_id(slot, event_type_name<E>(), name);
+  detail::HandlerEntry* entry = registry_->add(
+      slot, std::move(name), function_id,
+      erase_handler<E>(std::forward<F>(handler)), std::move(options.on_error));
+  return Subscription(registry_, entry, entry->serial);
+}
+
+template <typename F>
+Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
+  static_assert(detail::HasOneSignature<F>,
+                "subscribe(handler) reads the event type off the handler's "
+                "first parameter, and this handler has no single one (a "
+                "generic lambda, or overloads): write subscribe<E>(handler), "
+                "or subscribe<E1, E2>(handler) for one handler of several "
+                "event types");
+  if constexpr (detail::HasOneSignature<F>) {
+    using Traits = detail::HandlerTraits<F>;
+    static_assert(Traits::kHasParam,
+                  "a handler takes the event as its first parameter (const "
+                  "E&), and this one takes no parameter");
+    static_assert(!Traits::kNonConstRef,
+                  "a handler takes the event by const reference (const E&) "
+                  "or by value: the handlers of one event share it, so none "
+                  "may change it");
+    using E = typename Traits::EventType;
+    constexpr bool kUsable =
+        Traits::kHasParam && !Traits::kNonConstRef && Event<E>;
+    if constexpr (kUsable) {
+      static_assert(HandlerFor<std::decay_t<F>, E>,
+                    "a handler is called as handler(const E&) or "
+                    "handler(const E&, Context&) and returns void or "
+                    "absl::Status");
+      if constexpr (HandlerFor<std::decay_t<F>, E>) {
+        return subscribe<E>(std::forward<F>(handler), std::move(options));
+      }
+    }
+  }
+  return {};  // unreachable: a static_assert above failed
+}
+
+namespace detail {
+// One function object shared by the subscriptions of several event types.
+template <typename Fn>
+struct SharedHandler {
+  std::shared_ptr<Fn> fn;
+  template <typename... Args>
+  auto operator()(Args&&... args)
+      -> decltype((*fn)(std::forward<Args>(args)...)) {
+    return (*fn)(std::forward<Args>(args)...);
+  }
+};
+}  // namespace detail
+
+template <Event E1, Event E2, Event... Es, typename F>
+Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
+  using Fn = std::decay_t<F>;
+  static_assert(
+      HandlerFor<Fn, E1> && HandlerFor<Fn, E2> && (HandlerFor<Fn, Es> && ...),
+      "subscribe<E1, E2, ...>(handler): the handler needs an "
+      "overload for each listed event type, taking const E& "
+      "(optionally with Context&) and returning void or "
+      "absl::Status");
+  if constexpr (HandlerFor<Fn, E1> && HandlerFor<Fn, E2> &&
+                (HandlerFor<Fn, Es> && ...)) {
+    auto shared = std::make_shared<Fn>(std::forward<F>(handler));
+    Subscription all =
+        subscribe<E1>(detail::SharedHandler<Fn>{shared}, options);
+    all.absorb(subscribe<E2>(detail::SharedHandler<Fn>{shared}, options));
+    (all.absorb(subscribe<Es>(detail::SharedHandler<Fn>{shared}, options)),
+     ...);
+    return all;
+  }
+  return {};  // unreachable: the static_assert above failed
+}
+
+template <bool kHooks, typename Counts>
+void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
+                           Context& context, absl::Status& failure,
+                           Counts& counts) noexcept {
+  if constexpr (kHooks) {
+    call_handler_hook(config_.trace.on_handler_start, context);
+    counts.restart();
+  }
+  // Only the call and the success count inline: the failure paths are
+  // cold functions, so that this stays small enough to be inlined into
+  // the dispatch loop.
+  try {
+    if (entry.fn(event, context, failure)) [[likely]] {
+      counts.on_delivered(entry);
+    } else {
+      handler_failed(entry, event, context, failure, counts);
+    }
+  } catch (...) {
+    handler_threw(entry, event, context, counts);
+  }
+  if constexpr (kHooks)
+    call_handler_hook(config_.trace.on_handler_end, context);
+}
+
+template <typename Counts>
+void EventBus::handler_failed(detail::HandlerEntry& entry, const void* event,
+                              const Context& context, absl::Status& failure,
+                              Counts& counts) noexcept {
+  counts.on_failed(entry);
+  report_failure(
+      entry, event, context, failure.code(),
+      std::string_view(failure.message().data(), failure.message().size()));
+  failure = absl::OkStatus();
+  counts.restart();
+}
+
+template <typename Counts>
+void EventBus::handler_threw(detail::HandlerEntry& entry, const void* event,
+                             const Context& context, Counts& counts) noexcept {
+  counts.on_failed(entry);
+  // Called from a catch handler: rethrowing classifies what is in flight.
+  try {
+    throw;
+  } catch (const std::exception& error) {
+    report_failure(entry, event, context, absl::StatusCode::kUnknown,
+                   error.what());
+  } catch (...) {
+    report_failure(entry, event, context, absl::StatusCode::kUnknown,
+                   "unknown exception (not derived from std::exception)");
+  }
+  counts.restart();
+}
+
+template <typename Counts>
+bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
+                        std::string_view type_name, const void* event,
+                        const EventTrace& trace, Counts& counts) noexcept {
+  detail::DispatchScope scope(record, this, trace);
+  const detail::HandlerList* list = registry_->find(slot, scope);
+  if (list == nullptr || list->entries.empty()) [[unlikely]] {
+    // Inside the scope: the sink runs under the rules of a handler (its
+    // publishes inherit the trace, never block on this bus's queue, and
+    // are accepted while the bus drains).
+    report_unhandled(EventRef(slot, type_name, event));
+    return false;
+  }
+  Context context(type_name, {}, trace);
+  // Two loops, so that buses without trace hooks do not test for them.
+  if (handler_hooks_) [[unlikely]] {
+    run_handlers<true>(scope, *list, event, context, counts);
+  } else {
+    run_handlers<false>(scope, *list, event, context, counts);
+  }
+  return true;
+}
+
+template <bool kHooks, typename Counts>
+void EventBus::run_handlers(detail::DispatchScope& scope,
+                            const detail::HandlerList& list, const void* event,
+                            Context& context, Counts& counts) noexcept {
+  absl::Status failure;  // one per dispatch: set only when a handler fails
+  // The handler called (or skipped) last on this level: once the next
+  // begin_handler() or end_handler() has said it is over, one that
+  // cancelled itself may need its callable destroyed.
+  detail::HandlerEntry* previous = nullptr;
+  for (detail::HandlerEntry* entry : list.entries) {
+    const bool runs = scope.begin_handler(entry, entry->cancelled);
+    if (previous != nullptr) finish_call(*previous);
+    previous = entry;
+    if (!runs) [[unlikely]]
+      continue;
+    detail::ContextAccess::set_function(context, entry->name);
+    run_handler<kHooks>(*entry, event, context, failure, counts);
+  }
+  scope.end_handler();
+  finish_call(*previous);  // the list is not empty (see dispatch())
+}
+
+template <Event E>
+void EventBus::trigger(const E& event) noexcept {
+  detail::TriggerCounts counts{trigger_failures_};
+  detail::ThreadRecord& record = detail::this_thread_record();
+  const detail::TypeSlot slot = detail::type_slot<E>();
+  const EventTrace trace =
+      detail::event_trace(record, trace_origin(record, nullptr).context);
+  // An event nobody handles goes to the unhandled sink (in dispatch()).
+  (void)dispatch(record, slot, event_type_name<E>(), &event, trace, counts);
+}
+
+template <Event E>
+absl::Status EventBus::publish(E event, PublishOptions options) {
+  static_assert(std::is_move_constructible_v<E>,
+                "published events are moved into the queue");
+  return publish_event<false>(event, options);
+}
+
+template <Event E>
+absl::Status EventBus::try_publish(E& event, PublishOptions options) {
+  static_assert(std::is_move_constructible_v<E>,
+                "published events are moved into the queue");
+  static_assert(detail::kStoredInline<E> || std::is_move_assignable_v<E> ||
+                    std::is_nothrow_move_constructible_v<E>,
+                "try_publish hands a refused event back by moving it into "
+                "`event` again: give the event a move assignment or a "
+                "noexcept move constructor");
+  return publish_event<true>(event, options);
+}
+
+namespace detail {
+// Moves `from` back into `to`, a moved-from object (try_publish's refusal).
+template <typename E>
+void give_back(E& to,
+               E& from) noexcept(std::is_nothrow_move_assignable_v<E> ||
+                                 (!std::is_move_assignable_v<E> &&
+                                  std::is_nothrow_move_constructible_v<E>)) {
+  if constexpr (std::is_move_assignable_v<E>) {
+    to = std::move(from);
+  } else {
+    std::destroy_at(&to);
+    std::construct_at(&to, std::move(from));
+  }
+}
+}  // namespace detail
+
+template <bool kGiveBack, Event E>
+absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
+  const detail::TypeSlot slot = detail::type_slot<E>();
+  detail::TypeInfo& type = metrics_.type_info(slot, event_type_name<E>());
+  if (options.overflow || options.block_timeout) [[unlikely]] {
+    if (absl::Status status = validate(options); !status.ok()) {
+      return reject(type, std::move(status));
+    }
+  }
+  detail::ThreadRecord& record = detail::this_thread_record();
+  // Before the PublishScope: TraceHooks::ambient may publish or shut down.
+  const detail::EnvelopeMeta meta = make_meta(record, options);
+  detail::PublishScope publishing(record, this);
+  if (!accepting(record)) [[unlikely]] {
+    return reject_closed(type);
+  }
+  std::unique_lock<std::mutex> inline_lock;  // Execution::kInline only
+  if (inline_) [[unlikely]]
+    inline_lock = lock_for_inline();
+  if constexpr (detail::kStoredInline<E>) {
+    // Each moves `event` only if it keeps it: a refusal leaves it as it was.
+    auto try_push = [&]() noexcept {
+      return queue_.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
+                                meta);
+    };
+    auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
+      return buffer.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
+                                meta);
+    };
+    if (try_push()) [[likely]] {
+      on_accepted(type, &inline_lock);
+      return absl::OkStatus();
+    }
+    return publish_slow(record, options, type, try_push, try_keep);
+  } else {
+    std::unique_ptr<E> owned;
+    if constexpr (std::is_nothrow_move_constructible_v<E>) {
+      owned.reset(new (std::nothrow) E(std::move(event)));
+    } else {
+      // A throwing move constructor: refuse and count, never let the
+      // exception escape half-way through a publish.
+      try {
+        owned.reset(new (std::nothrow) E(std::move(event)));
+      } catch (...) {
+        return move_threw(type);
+      }
+    }
+    if (owned == nullptr) return heap_alloc_failed(type);
+    auto try_push = [&]() noexcept {
+      if (!queue_.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
+        return false;
+      }
+      (void)owned.release();  // the queue owns it now
+      return true;
+    };
+    auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
+      if (!buffer.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
+        return false;
+      }
+      (void)owned.release();  // the buffer owns it now
+      return true;
+    };
+    if (try_push()) [[likely]] {
+      on_accepted(type, &inline_lock);
+      return absl::OkStatus();
+    }
+    absl::Status status =
+        publish_slow(record, options, type, try_push, try_keep);
+    if constexpr (kGiveBack) {
+      if (!status.ok()) {
+        try {
+          detail::give_back(event, *owned);
+        } catch (...) {
+          return move_threw(type);
+        }
+      }
+    }
+    return status;
+  }
+}
+
+}  // namespace fnbus

@@ -1,0 +1,14 @@
+#include "fnbus/detail/dispatch_counts.hpp"
+
+namespace fnbus::detail {
+
+void TriggerFailures::count(const HandlerEntry& entry) noexcept {
+  try {
+    std::lock_guard lock(mutex_);
+    bump(metrics_.function_series(shard_, entry.function_id).failed);
+  } catch (...) {
+    // Out of memory for the series: the failure still reaches the sinks.
+  }
+}
+
+}  // namespace fnbus::detail
