@@ -99,7 +99,6 @@ void write_audit_log(const AuditEntry& entry) {
   fmt::print("[write_audit_log] {} order {}\n", entry.action, entry.order_id);
 }
 
-}  // namespace
 const std::vector<UserRegistered>& users() {
   static const std::vector<UserRegistered> kUsers = {
       {.user_id = 1, .email = "ada@example.com"},
