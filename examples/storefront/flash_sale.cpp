@@ -257,9 +257,10 @@ bool run_flash_sale() {
       "queue full ==\n",
       kOrders, kShoppers, kQueueCapacity);
   Checks check("flash sale");
-  const std::size_t kHeadroom = fnbus::BusConfig{}.follow_up_headroom;
-  const SaleResult sale = run_sale(kHeadroom, check);
-  print_result(kHeadroom, sale);
+  // The default headroom: 1024 follow-ups per worker.
+  const std::size_t headroom = fnbus::BusConfig{}.follow_up_headroom;
+  const SaleResult sale = run_sale(headroom, check);
+  print_result(headroom, sale);
   check(sale.orders_accepted == kOrders, "every order accepted");
   check(sale.all_orders_handled, "every order handled within a minute");
   check(sale.confirmed == kOrders, "every order chain complete");
