@@ -20,7 +20,6 @@
 #include <string_view>
 #include <utility>
 
-#include "absl/status/status.h"
 #include "fmt/core.h"
 
 #include "fnbus/fnbus.hpp"
