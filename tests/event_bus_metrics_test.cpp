@@ -46,7 +46,9 @@ using fnbus::metrics::FunctionMetrics;
 using fnbus::metrics::HistogramSnapshot;
 using fnbus::metrics::MetricsSnapshot;
 using fnbus::testing::ManualClock;
+using fnbus::testing_support::check_final_stats;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::OnExit;
 using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
@@ -131,11 +133,6 @@ void check_sorted(const MetricsSnapshot& snapshot) {
                          return std::tie(a.event, a.function) <
                                 std::tie(b.event, b.function);
                        }));
-}
-
-void check_final_stats(const BusStats& stats) {
-  CHECK(stats.published == stats.dispatched + stats.dead_lettered);
-  CHECK(stats.queue_depth == 0);
 }
 
 constexpr double nanos(std::chrono::nanoseconds d) {
@@ -660,10 +657,7 @@ TEST_CASE("bus_metrics: gauges on a threaded bus", "[bus_metrics]") {
   auto hold = bus->subscribe<Hold>([&](const Hold&) { latch.hold(); });
   auto count =
       bus->subscribe<Order>([&](const Order&) { orders.fetch_add(1); });
-  struct ReleaseOnExit {
-    Latch& latch;
-    ~ReleaseOnExit() { latch.release(); }
-  } release_on_exit{latch};
+  OnExit release_on_exit{[&] { latch.release(); }};
 
   REQUIRE(bus->publish(Hold{}).ok());
   REQUIRE(latch.wait_entered());

@@ -44,6 +44,7 @@ using fnbus::Subscription;
 using fnbus::testing::DeadLetterRecorder;
 using fnbus::testing::ManualClock;
 using fnbus::testing::RecordedDeadLetter;
+using fnbus::testing_support::contains;
 using fnbus::testing_support::make_bus;
 using fnbus::testing_support::wait_until;
 
@@ -68,10 +69,6 @@ constexpr int kRunsBeforeDeadline = 10;
 // Retry chains started by each test: each ends exactly once, dead-lettered
 // or by a refused publish.
 constexpr int kChains = 4;
-
-bool contains(std::string_view haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string_view::npos;
-}
 
 // A Retry handler that publishes the event again each time it runs. It
 // stops only when the test sets `stop`, or after `cap` runs: guards that

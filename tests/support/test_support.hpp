@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <string_view>
 #include <thread>
 
 namespace fnbus::testing_support {
@@ -29,6 +30,21 @@ bool wait_until(Pred pred,
     std::this_thread::yield();
   }
   return true;
+}
+
+// Runs `fn` when the scope ends (also when a REQUIRE throws), e.g. to open
+// a gate before the bus is destroyed.
+template <typename F>
+struct OnExit {
+  F fn;
+  ~OnExit() { fn(); }
+};
+template <typename F>
+OnExit(F) -> OnExit<F>;
+
+// Whether `needle` occurs in `haystack`.
+inline bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
 }
 
 // How many of per-event delivery counters (one per event id, read after
