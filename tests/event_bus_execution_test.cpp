@@ -45,42 +45,28 @@ using fnbus::testing_support::check_final_stats;
 using fnbus::testing_support::contains;
 using fnbus::testing_support::FullBus;
 using fnbus::testing_support::Gate;
+using fnbus::testing_support::IdEvent;
 using fnbus::testing_support::make_bus;
 using fnbus::testing_support::message_of;
+using fnbus::testing_support::NamedEvent;
 using fnbus::testing_support::PublishOnThread;
 using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
 // Events. This namespace keeps them apart from other test files' events.
 
-struct Order {
-  static constexpr std::string_view kEventName = "execution.Order";
-  int id = 0;
-};
-struct Payment {
-  static constexpr std::string_view kEventName = "execution.Payment";
-  int id = 0;
-};
-struct Receipt {
-  static constexpr std::string_view kEventName = "execution.Receipt";
-  int id = 0;
-};
-struct Nested {
-  static constexpr std::string_view kEventName = "execution.Nested";
-};
+using Order = IdEvent<"execution.Order">;
+using Payment = IdEvent<"execution.Payment">;
+using Receipt = IdEvent<"execution.Receipt">;
+using Nested = NamedEvent<"execution.Nested">;
 // A chain: the handler of Step{d} publishes Step{d + 1}.
 struct Step {
   static constexpr std::string_view kEventName = "execution.Step";
   int depth = 0;
 };
 // Republishes itself forever.
-struct Forever {
-  static constexpr std::string_view kEventName = "execution.Forever";
-};
-struct Job {
-  static constexpr std::string_view kEventName = "execution.Job";
-  int id = 0;
-};
+using Forever = NamedEvent<"execution.Forever">;
+using Job = IdEvent<"execution.Job">;
 // Too big for the queue slot: stored on the heap.
 struct BigJob {
   static constexpr std::string_view kEventName = "execution.BigJob";
@@ -88,12 +74,8 @@ struct BigJob {
   char padding[96] = {};
 };
 static_assert(sizeof(BigJob) > 48);
-struct Unrouted {
-  static constexpr std::string_view kEventName = "execution.Unrouted";
-};
-struct Fallback {
-  static constexpr std::string_view kEventName = "execution.Fallback";
-};
+using Unrouted = NamedEvent<"execution.Unrouted">;
+using Fallback = NamedEvent<"execution.Fallback">;
 
 // ---------------------------------------------------------------------------
 // kInline.

@@ -47,34 +47,22 @@ using fnbus::metrics::HistogramSnapshot;
 using fnbus::metrics::MetricsSnapshot;
 using fnbus::testing::ManualClock;
 using fnbus::testing_support::check_final_stats;
+using fnbus::testing_support::IdEvent;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::NamedEvent;
 using fnbus::testing_support::OnExit;
 using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
 // Events. This namespace keeps them apart from other test files' events.
 
-struct Order {
-  static constexpr std::string_view kEventName = "metrics.Order";
-  int id = 0;
-};
-struct Payment {
-  static constexpr std::string_view kEventName = "metrics.Payment";
-  int id = 0;
-};
-struct Audit {  // never subscribed to
-  static constexpr std::string_view kEventName = "metrics.Audit";
-};
-struct Mail {
-  static constexpr std::string_view kEventName = "metrics.Mail";
-};
-struct Hold {  // its handler waits until the test releases it
-  static constexpr std::string_view kEventName = "metrics.Hold";
-};
-struct Job {
-  static constexpr std::string_view kEventName = "metrics.Job";
-  int id = 0;
-};
+using Order = IdEvent<"metrics.Order">;
+using Payment = IdEvent<"metrics.Payment">;
+using Audit = NamedEvent<"metrics.Audit">;  // never subscribed to
+using Mail = NamedEvent<"metrics.Mail">;
+using Hold =
+    NamedEvent<"metrics.Hold">;  // its handler waits until the test releases it
+using Job = IdEvent<"metrics.Job">;
 
 template <typename E>
 constexpr std::string_view name_of() {

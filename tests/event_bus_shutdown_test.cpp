@@ -46,6 +46,7 @@ using fnbus::testing::ManualClock;
 using fnbus::testing::RecordedDeadLetter;
 using fnbus::testing_support::contains;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::NamedEvent;
 using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
@@ -55,9 +56,8 @@ struct Retry {  // its handler publishes it again
   static constexpr std::string_view kEventName = "shutdown.Retry";
   int attempt = 0;
 };
-struct Probe {  // no subscriber; tells whether the bus accepts events
-  static constexpr std::string_view kEventName = "shutdown.Probe";
-};
+// No subscriber; tells whether the bus accepts events.
+using Probe = NamedEvent<"shutdown.Probe">;
 
 constexpr auto kDrainTimeout = 5s;
 // The guard of the kManual tests: far more runs than a drain cut short
