@@ -41,41 +41,32 @@ using fnbus::Execution;
 using fnbus::HandlerError;
 using fnbus::OverflowPolicy;
 using fnbus::ShutdownMode;
+using fnbus::testing_support::check_final_stats;
+using fnbus::testing_support::contains;
+using fnbus::testing_support::FullBus;
 using fnbus::testing_support::Gate;
+using fnbus::testing_support::IdEvent;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::message_of;
+using fnbus::testing_support::NamedEvent;
+using fnbus::testing_support::PublishOnThread;
 using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
 // Events. This namespace keeps them apart from other test files' events.
 
-struct Order {
-  static constexpr std::string_view kEventName = "execution.Order";
-  int id = 0;
-};
-struct Payment {
-  static constexpr std::string_view kEventName = "execution.Payment";
-  int id = 0;
-};
-struct Receipt {
-  static constexpr std::string_view kEventName = "execution.Receipt";
-  int id = 0;
-};
-struct Nested {
-  static constexpr std::string_view kEventName = "execution.Nested";
-};
+using Order = IdEvent<"execution.Order">;
+using Payment = IdEvent<"execution.Payment">;
+using Receipt = IdEvent<"execution.Receipt">;
+using Nested = NamedEvent<"execution.Nested">;
 // A chain: the handler of Step{d} publishes Step{d + 1}.
 struct Step {
   static constexpr std::string_view kEventName = "execution.Step";
   int depth = 0;
 };
 // Republishes itself forever.
-struct Forever {
-  static constexpr std::string_view kEventName = "execution.Forever";
-};
-struct Job {
-  static constexpr std::string_view kEventName = "execution.Job";
-  int id = 0;
-};
+using Forever = NamedEvent<"execution.Forever">;
+using Job = IdEvent<"execution.Job">;
 // Too big for the queue slot: stored on the heap.
 struct BigJob {
   static constexpr std::string_view kEventName = "execution.BigJob";
@@ -83,26 +74,8 @@ struct BigJob {
   char padding[96] = {};
 };
 static_assert(sizeof(BigJob) > 48);
-struct Unrouted {
-  static constexpr std::string_view kEventName = "execution.Unrouted";
-};
-struct Fallback {
-  static constexpr std::string_view kEventName = "execution.Fallback";
-};
-
-bool contains(std::string_view haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string_view::npos;
-}
-
-// Debian's absl::string_view is not std::string_view: copy the message.
-std::string message_of(const absl::Status& status) {
-  return std::string(status.message());
-}
-
-void check_final_stats(const BusStats& stats) {
-  CHECK(stats.published == stats.dispatched + stats.dead_lettered);
-  CHECK(stats.queue_depth == 0);
-}
+using Unrouted = NamedEvent<"execution.Unrouted">;
+using Fallback = NamedEvent<"execution.Fallback">;
 
 // ---------------------------------------------------------------------------
 // kInline.
@@ -469,16 +442,11 @@ TEST_CASE(
 template <typename E>
 void check_full_manual_publish_refused(EventBus& bus, E event,
                                        fnbus::PublishOptions options) {
-  std::atomic<bool> done{false};
-  absl::Status status = absl::UnknownError("not run");
-  std::jthread publisher([&] {
-    status = bus.publish(std::move(event), options);
-    done.store(true, std::memory_order_release);
-  });
-  const bool returned =
-      wait_until([&] { return done.load(std::memory_order_acquire); });
+  PublishOnThread publisher(
+      [&] { return bus.publish(std::move(event), options); });
+  const bool returned = publisher.wait_returned();
   if (!returned) (void)bus.run_one();  // frees a slot: releases the publisher
-  publisher.join();
+  const absl::Status status = publisher.join();
   CHECK(returned);
   CHECK(status.code() == absl::StatusCode::kResourceExhausted);
   CHECK(contains(message_of(status), "run_until_idle"));
@@ -704,43 +672,13 @@ class CountingClock final : public fnbus::Clock {
 // that only a blocked publisher reads the clock.
 struct BlockedBus {
   std::shared_ptr<CountingClock> clock = std::make_shared<CountingClock>();
-  Gate gate;
-  std::atomic<int> handled{0};
-  std::atomic<int> handled_ids_sum{0};
-  std::unique_ptr<EventBus> bus;
-  fnbus::Subscription sub;
+  FullBus<Job, 2> full;
 
-  explicit BlockedBus(std::chrono::nanoseconds block_timeout) {
-    bus = make_bus({.queue_capacity = 2,
-                    .workers = 1,
-                    .overflow = OverflowPolicy::kBlock,
-                    .block_timeout = block_timeout,
-                    .clock = clock,
-                    .record_latency = false});
-    sub = bus->subscribe<Job>([this](const Job& j) {
-      if (j.id == 0) gate.pass();
-      handled_ids_sum.fetch_add(j.id);
-      handled.fetch_add(1);
-    });
-    try {
-      fill();
-    } catch (...) {
-      gate.open();  // the destructor does not run: release the worker
-      throw;
-    }
-  }
-  void fill() {
-    REQUIRE(bus->publish(Job{0}).ok());
-    REQUIRE(gate.wait_for_waiter());  // the worker holds Job 0
-    REQUIRE(bus->publish(Job{1}).ok());
-    REQUIRE(bus->publish(Job{2}).ok());
-    REQUIRE(bus->stats().queue_depth == 2);
-  }
-  ~BlockedBus() {
-    gate.open();
-    sub.cancel();
-    bus.reset();
-  }
+  explicit BlockedBus(std::chrono::nanoseconds block_timeout)
+      : full({.overflow = OverflowPolicy::kBlock,
+              .block_timeout = block_timeout,
+              .clock = clock,
+              .record_latency = false}) {}
 };
 
 TEST_CASE(
@@ -750,24 +688,18 @@ TEST_CASE(
   constexpr auto kTimeout = 1ms;
   BlockedBus blocked(kTimeout);
   const std::uint64_t reads_before = blocked.clock->reads();
-  std::atomic<bool> done{false};
-  absl::Status status = absl::UnknownError("not run");
-  std::jthread publisher([&] {
-    status = blocked.bus->publish(Job{9});
-    done.store(true, std::memory_order_release);
-  });
+  PublishOnThread publisher([&] { return blocked.full.bus->publish(Job{9}); });
   // The publisher reads the clock for its deadline and once per round of
   // its wait loop. After three reads it has found the deadline not reached
   // twice, and since the clock has not moved it cannot time out by itself.
   const bool looping =
       wait_until([&] { return blocked.clock->reads() >= reads_before + 3; });
-  const bool returned_early = done.load(std::memory_order_acquire);
+  const bool returned_early = publisher.returned();
   // Now let bus time pass the deadline.
   blocked.clock->advance(kTimeout + 1ns);
-  const bool returned =
-      wait_until([&] { return done.load(std::memory_order_acquire); });
-  if (!returned) blocked.gate.open();  // frees the publisher
-  publisher.join();
+  const bool returned = publisher.wait_returned();
+  if (!returned) blocked.full.gate.open();  // frees the publisher
+  const absl::Status status = publisher.join();
 
   CHECK(looping);
   CHECK_FALSE(returned_early);
@@ -775,18 +707,15 @@ TEST_CASE(
   CHECK(status.code() == absl::StatusCode::kDeadlineExceeded);
   CHECK(contains(message_of(status), "queue stayed full"));
   // Refused, so counted as rejected and not kept; nothing else was lost.
-  BusStats stats = blocked.bus->stats();
+  BusStats stats = blocked.full.bus->stats();
   CHECK(stats.rejected == 1);
   CHECK(stats.published == 3);
-  blocked.gate.open();
-  REQUIRE(blocked.bus->shutdown().ok());
-  CHECK(blocked.gate.timeouts.load() == 0);
-  CHECK(blocked.handled.load() == 3);
-  CHECK(blocked.handled_ids_sum.load() == 0 + 1 + 2);
-  stats = blocked.bus->stats();
+  blocked.full.finish();
+  CHECK(blocked.full.handled.load() == 3);
+  CHECK(blocked.full.handled_ids_sum.load() == 0 + 1 + 2);
+  stats = blocked.full.bus->stats();
   CHECK(stats.dispatched == 3);
   CHECK(stats.rejected == 1);
-  check_final_stats(stats);
 }
 
 TEST_CASE(
@@ -797,31 +726,24 @@ TEST_CASE(
   // out at once; the manual clock never moves, so it must wait for room.
   BlockedBus blocked(1ns);
   const std::uint64_t reads_before = blocked.clock->reads();
-  std::atomic<bool> done{false};
-  absl::Status status = absl::UnknownError("not run");
-  std::jthread publisher([&] {
-    status = blocked.bus->publish(Job{9});
-    done.store(true, std::memory_order_release);
-  });
+  PublishOnThread publisher([&] { return blocked.full.bus->publish(Job{9}); });
   const bool looping =
       wait_until([&] { return blocked.clock->reads() >= reads_before + 3; });
-  const bool returned_early = done.load(std::memory_order_acquire);
-  blocked.gate.open();  // the worker runs Job 0, then makes room
-  const bool returned =
-      wait_until([&] { return done.load(std::memory_order_acquire); });
-  publisher.join();
+  const bool returned_early = publisher.returned();
+  blocked.full.gate.open();  // the worker runs Job 0, then makes room
+  const bool returned = publisher.wait_returned();
+  const absl::Status status = publisher.join();
 
   CHECK(looping);
   CHECK_FALSE(returned_early);
   CHECK(returned);
   CHECK(status.ok());
-  REQUIRE(blocked.bus->shutdown().ok());
-  CHECK(blocked.handled.load() == 4);
-  CHECK(blocked.handled_ids_sum.load() == 0 + 1 + 2 + 9);
-  const BusStats stats = blocked.bus->stats();
+  blocked.full.finish();
+  CHECK(blocked.full.handled.load() == 4);
+  CHECK(blocked.full.handled_ids_sum.load() == 0 + 1 + 2 + 9);
+  const BusStats stats = blocked.full.bus->stats();
   CHECK(stats.rejected == 0);
   CHECK(stats.published == 4);
-  check_final_stats(stats);
 }
 
 // ---------------------------------------------------------------------------

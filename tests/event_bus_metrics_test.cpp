@@ -46,33 +46,23 @@ using fnbus::metrics::FunctionMetrics;
 using fnbus::metrics::HistogramSnapshot;
 using fnbus::metrics::MetricsSnapshot;
 using fnbus::testing::ManualClock;
+using fnbus::testing_support::check_final_stats;
+using fnbus::testing_support::IdEvent;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::NamedEvent;
+using fnbus::testing_support::OnExit;
 using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
 // Events. This namespace keeps them apart from other test files' events.
 
-struct Order {
-  static constexpr std::string_view kEventName = "metrics.Order";
-  int id = 0;
-};
-struct Payment {
-  static constexpr std::string_view kEventName = "metrics.Payment";
-  int id = 0;
-};
-struct Audit {  // never subscribed to
-  static constexpr std::string_view kEventName = "metrics.Audit";
-};
-struct Mail {
-  static constexpr std::string_view kEventName = "metrics.Mail";
-};
-struct Hold {  // its handler waits until the test releases it
-  static constexpr std::string_view kEventName = "metrics.Hold";
-};
-struct Job {
-  static constexpr std::string_view kEventName = "metrics.Job";
-  int id = 0;
-};
+using Order = IdEvent<"metrics.Order">;
+using Payment = IdEvent<"metrics.Payment">;
+using Audit = NamedEvent<"metrics.Audit">;  // never subscribed to
+using Mail = NamedEvent<"metrics.Mail">;
+using Hold =
+    NamedEvent<"metrics.Hold">;  // its handler waits until the test releases it
+using Job = IdEvent<"metrics.Job">;
 
 template <typename E>
 constexpr std::string_view name_of() {
@@ -131,11 +121,6 @@ void check_sorted(const MetricsSnapshot& snapshot) {
                          return std::tie(a.event, a.function) <
                                 std::tie(b.event, b.function);
                        }));
-}
-
-void check_final_stats(const BusStats& stats) {
-  CHECK(stats.published == stats.dispatched + stats.dead_lettered);
-  CHECK(stats.queue_depth == 0);
 }
 
 constexpr double nanos(std::chrono::nanoseconds d) {
@@ -660,10 +645,7 @@ TEST_CASE("bus_metrics: gauges on a threaded bus", "[bus_metrics]") {
   auto hold = bus->subscribe<Hold>([&](const Hold&) { latch.hold(); });
   auto count =
       bus->subscribe<Order>([&](const Order&) { orders.fetch_add(1); });
-  struct ReleaseOnExit {
-    Latch& latch;
-    ~ReleaseOnExit() { latch.release(); }
-  } release_on_exit{latch};
+  OnExit release_on_exit{[&] { latch.release(); }};
 
   REQUIRE(bus->publish(Hold{}).ok());
   REQUIRE(latch.wait_entered());

@@ -44,7 +44,9 @@ using fnbus::Subscription;
 using fnbus::testing::DeadLetterRecorder;
 using fnbus::testing::ManualClock;
 using fnbus::testing::RecordedDeadLetter;
+using fnbus::testing_support::contains;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::NamedEvent;
 using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
@@ -54,9 +56,8 @@ struct Retry {  // its handler publishes it again
   static constexpr std::string_view kEventName = "shutdown.Retry";
   int attempt = 0;
 };
-struct Probe {  // no subscriber; tells whether the bus accepts events
-  static constexpr std::string_view kEventName = "shutdown.Probe";
-};
+// No subscriber; tells whether the bus accepts events.
+using Probe = NamedEvent<"shutdown.Probe">;
 
 constexpr auto kDrainTimeout = 5s;
 // The guard of the kManual tests: far more runs than a drain cut short
@@ -68,10 +69,6 @@ constexpr int kRunsBeforeDeadline = 10;
 // Retry chains started by each test: each ends exactly once, dead-lettered
 // or by a refused publish.
 constexpr int kChains = 4;
-
-bool contains(std::string_view haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string_view::npos;
-}
 
 // A Retry handler that publishes the event again each time it runs. It
 // stops only when the test sets `stop`, or after `cap` runs: guards that

@@ -47,8 +47,13 @@ using fnbus::OverflowPolicy;
 using fnbus::PublishOptions;
 using fnbus::ShutdownMode;
 using fnbus::Subscription;
+using fnbus::testing_support::check_final_stats;
+using fnbus::testing_support::contains;
 using fnbus::testing_support::Gate;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::message_of;
+using fnbus::testing_support::OnExit;
+using fnbus::testing_support::PublishOnThread;
 using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
@@ -90,25 +95,6 @@ struct Other {};
 // ---------------------------------------------------------------------------
 // Helpers.
 
-// Runs `fn` when the scope ends (also when a REQUIRE throws), e.g. to open
-// a gate before the bus is destroyed.
-template <typename F>
-struct OnExit {
-  F fn;
-  ~OnExit() { fn(); }
-};
-template <typename F>
-OnExit(F) -> OnExit<F>;
-
-bool contains(std::string_view haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string_view::npos;
-}
-
-// Debian's absl::string_view is not std::string_view: copy the message.
-std::string message_of(const absl::Status& status) {
-  return std::string(status.message());
-}
-
 // Error-sink records, copied out of the views the sink receives.
 struct RecordedError {
   std::string function_name;
@@ -133,12 +119,6 @@ struct ErrorLog {
     return errors;
   }
 };
-
-// The accounting identity every bus satisfies once shutdown() returned.
-void check_final_stats(const BusStats& stats) {
-  CHECK(stats.published == stats.dispatched + stats.dead_lettered);
-  CHECK(stats.queue_depth == 0);
-}
 
 // ---------------------------------------------------------------------------
 // Typed dispatch.
@@ -519,54 +499,9 @@ TEST_CASE("event_bus: an error sink that throws does not stop the worker",
 // ---------------------------------------------------------------------------
 // Full queue and overflow policies.
 
-// A bus with one worker held at a gate by the first Job, and its 4-slot
-// queue filled with Jobs 1..4.
-struct FullBus {
-  static constexpr std::size_t kCapacity = 4;
-
-  Gate gate;
-  std::atomic<int> handled{0};
-  std::unique_ptr<EventBus> bus;
-  Subscription sub;
-
-  explicit FullBus(BusConfig config) {
-    config.queue_capacity = kCapacity;
-    config.workers = 1;
-    bus = make_bus(std::move(config));
-    sub = bus->subscribe<Job>([this](const Job& j) {
-      if (j.id == 0) gate.pass();
-      handled.fetch_add(1);
-    });
-    try {
-      fill();
-    } catch (...) {
-      gate.open();  // the destructor does not run: release the worker
-      throw;
-    }
-  }
-  void fill() {
-    REQUIRE(bus->publish(Job{0}).ok());
-    REQUIRE(gate.wait_for_waiter());  // the worker holds Job 0
-    for (int i = 1; i <= static_cast<int>(kCapacity); ++i) {
-      REQUIRE(bus->publish(Job{i}, {.overflow = OverflowPolicy::kReject}).ok());
-    }
-    REQUIRE(bus->stats().queue_depth == kCapacity);
-  }
-  ~FullBus() {
-    gate.open();
-    sub.cancel();
-    bus.reset();
-  }
-  // Opens the gate, drains, and checks that every accepted Job ran.
-  void finish() {
-    gate.open();
-    REQUIRE(bus->shutdown().ok());
-    CHECK(gate.timeouts.load() == 0);
-    const BusStats stats = bus->stats();
-    CHECK(static_cast<std::uint64_t>(handled.load()) == stats.published);
-    check_final_stats(stats);
-  }
-};
+// A bus with one worker held at a gate by Job 0, and its 4-slot queue
+// filled with Jobs 1..4.
+using FullBus = fnbus::testing_support::FullBus<Job, 4>;
 
 // Publishes Job 99 to a FullBus, and checks that it was refused: counted
 // as rejected, not as published.
@@ -585,16 +520,10 @@ absl::Status publish_refused(FullBus& full) {
 // gate opens afterwards, which also releases a publish that blocked.
 void check_publish_returns(PublishOptions options, absl::StatusCode expected) {
   FullBus full({.overflow = OverflowPolicy::kBlock, .block_timeout = 1h});
-  std::atomic<bool> done{false};
-  absl::Status status;
-  std::jthread publisher([&] {
-    status = full.bus->publish(Job{9}, options);
-    done.store(true, std::memory_order_release);
-  });
-  const bool returned =
-      wait_until([&] { return done.load(std::memory_order_acquire); });
+  PublishOnThread publisher([&] { return full.bus->publish(Job{9}, options); });
+  const bool returned = publisher.wait_returned();
   full.gate.open();
-  publisher.join();
+  const absl::Status status = publisher.join();
   CHECK(returned);
   CHECK(status.code() == expected);
   full.finish();
@@ -704,20 +633,14 @@ TEST_CASE("event_bus: invalid PublishOptions are InvalidArgument",
 TEST_CASE("event_bus: shutdown releases a publisher blocked on a full queue",
           "[event_bus]") {
   FullBus full({.overflow = OverflowPolicy::kBlock, .block_timeout = 1h});
-  std::atomic<bool> done{false};
-  absl::Status status;
-  std::jthread publisher([&] {
-    status = full.bus->publish(Job{9});
-    done.store(true, std::memory_order_release);
-  });
+  PublishOnThread publisher([&] { return full.bus->publish(Job{9}); });
   // shutdown() must refuse the blocked publisher before it waits for the
   // worker, which is still held at the gate.
   std::atomic<bool> shutdown_ok{false};
   std::jthread stopper([&] { shutdown_ok = full.bus->shutdown().ok(); });
-  const bool released =
-      wait_until([&] { return done.load(std::memory_order_acquire); });
+  const bool released = publisher.wait_returned();
   full.gate.open();
-  publisher.join();
+  const absl::Status status = publisher.join();
   stopper.join();
   CHECK(released);
   CHECK(shutdown_ok.load());

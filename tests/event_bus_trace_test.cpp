@@ -40,29 +40,19 @@ using fnbus::Execution;
 using fnbus::HandlerError;
 using fnbus::ShutdownMode;
 using fnbus::TraceContext;
+using fnbus::testing_support::IdEvent;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::NamedEvent;
 using fnbus::testing_support::wait_until;
 
 // ---------------------------------------------------------------------------
 // Events. This namespace keeps them apart from other test files' events.
 
-struct Request {
-  static constexpr std::string_view kEventName = "trace.Request";
-  int id = 0;
-};
-struct Charge {
-  static constexpr std::string_view kEventName = "trace.Charge";
-};
-struct Audit {
-  static constexpr std::string_view kEventName = "trace.Audit";
-};
-struct Mail {
-  static constexpr std::string_view kEventName = "trace.Mail";
-};
-struct Job {
-  static constexpr std::string_view kEventName = "trace.Job";
-  int id = 0;
-};
+using Request = IdEvent<"trace.Request">;
+using Charge = NamedEvent<"trace.Charge">;
+using Audit = NamedEvent<"trace.Audit">;
+using Mail = NamedEvent<"trace.Mail">;
+using Job = IdEvent<"trace.Job">;
 
 // The traces handlers saw, by a label the test chooses. Thread-safe.
 class TraceLog {

@@ -34,6 +34,7 @@ using fnbus::Execution;
 using fnbus::OverflowPolicy;
 using fnbus::Subscription;
 using fnbus::testing_support::make_bus;
+using fnbus::testing_support::OnExit;
 using fnbus::testing_support::wait_until;
 
 struct Tick {
@@ -750,15 +751,6 @@ TEST_CASE(
   CHECK(calls.load() == 2);
   CHECK(bus->stats().unhandled == 1);
 }
-
-// Runs `fn` when the scope ends (also when a REQUIRE throws).
-template <typename F>
-struct OnExit {
-  F fn;
-  ~OnExit() { fn(); }
-};
-template <typename F>
-OnExit(F) -> OnExit<F>;
 
 // ---------------------------------------------------------------------------
 // Two cancels of one Subscription at once: when either returns, the handler

@@ -1,7 +1,8 @@
-# Packaging test: builds main.cpp in this folder against an installed fnbus
-# with pkg-config only (no CMake package), the way a Makefile would:
+# Packaging test: builds ../find_package/consumer.cpp (the find_package
+# test's consumer) against an installed fnbus with pkg-config only (no
+# CMake package), the way a Makefile would:
 #
-#   c++ -std=c++20 main.cpp -o consumer $(pkg-config --cflags --libs fnbus)
+#   c++ -std=c++20 consumer.cpp -o consumer $(pkg-config --cflags --libs fnbus)
 #
 # with PKG_CONFIG_PATH pointing at the prefix's fnbus.pc, then checks how
 # the program is linked to fnbus (ldd) and runs it. A static fnbus is
@@ -11,7 +12,7 @@
 #
 #   cmake -DFNBUS_BINARY_DIR=<fnbus build dir, installed into WORK_DIR/prefix>
 #         (or -DFNBUS_PREFIX=<a prefix fnbus is installed in already>)
-#         -DCONSUMER_SOURCE=<repo>/tests/pkg_config/main.cpp
+#         -DCONSUMER_SOURCE=<repo>/tests/find_package/consumer.cpp
 #         -DWORK_DIR=<scratch dir, deleted and recreated>
 #         -DPKG_CONFIG=<pkg-config> -DCXX=<C++ compiler>
 #         -DEXPECT_VERSION=<fnbus's project version>
@@ -57,7 +58,7 @@ string(STRIP "${step_output}" flags)
 message(STATUS "packaging: ${flags}")
 
 # The command as a user would type it, run by sh. The version macros must
-# match EXPECT_VERSION (static_asserts in main.cpp); -Werror: fnbus's
+# match EXPECT_VERSION (static_asserts in consumer.cpp); -Werror: fnbus's
 # headers must compile without warnings in a user's -Wall -Wextra build.
 string(REPLACE "." ";" numbers "${EXPECT_VERSION}")
 list(GET numbers 0 major)

@@ -4,9 +4,12 @@
 // helpers are also used off the test thread (inside handlers and workers).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <thread>
 
 namespace fnbus::testing_support {
@@ -29,6 +32,49 @@ bool wait_until(Pred pred,
     std::this_thread::yield();
   }
   return true;
+}
+
+// A string literal as a template argument: the name of a test event.
+template <std::size_t N>
+struct EventName {
+  // NOLINTNEXTLINE(google-explicit-constructor): taken from a literal.
+  constexpr EventName(const char (&literal)[N]) {
+    std::copy_n(literal, N, text);
+  }
+  [[nodiscard]] constexpr std::string_view view() const {
+    return {text, N - 1};
+  }
+  char text[N] = {};
+};
+
+// Test events, one type a name: `using Order = IdEvent<"metrics.Order">;`
+// declares an event named "metrics.Order" with an int id, published as
+// `Order{.id = 1}` or `Order{1}`; NamedEvent has no payload. Each test
+// file prefixes the names with its own, so that its events stay apart
+// from other files' in the bus's per-name metrics.
+template <EventName Name>
+struct IdEvent {
+  static constexpr std::string_view kEventName = Name.view();
+  int id = 0;
+};
+template <EventName Name>
+struct NamedEvent {
+  static constexpr std::string_view kEventName = Name.view();
+};
+
+// Runs `fn` when the scope ends (also when a REQUIRE throws), e.g. to open
+// a gate before the bus is destroyed.
+template <typename F>
+struct OnExit {
+  F fn;
+  ~OnExit() { fn(); }
+};
+template <typename F>
+OnExit(F) -> OnExit<F>;
+
+// Whether `needle` occurs in `haystack`.
+inline bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
 }
 
 // How many of per-event delivery counters (one per event id, read after

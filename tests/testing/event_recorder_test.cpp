@@ -31,6 +31,7 @@ using fnbus::EventBus;
 using fnbus::EventTrace;
 using fnbus::testing::EventRecorder;
 using fnbus::testing::WaitResult;
+using fnbus::testing_support::IdEvent;
 using fnbus::testing_support::make_bus;
 using fnbus::testing_support::wait_until;
 
@@ -43,10 +44,7 @@ struct Order {
   }
 };
 // Not printable.
-struct Plain {
-  static constexpr std::string_view kEventName = "test.Plain";
-  int id = 0;
-};
+using Plain = IdEvent<"test.Plain">;
 // Printable with fmt only.
 struct Fancy {
   static constexpr std::string_view kEventName = "test.Fancy";

@@ -41,16 +41,11 @@ using fnbus::testing::RecordedDeadLetter;
 using fnbus::testing::RecordedError;
 using fnbus::testing::RecordedUnhandled;
 using fnbus::testing::UnhandledRecorder;
+using fnbus::testing_support::IdEvent;
 using fnbus::testing_support::make_bus;
 
-struct Order {
-  static constexpr std::string_view kEventName = "test.Order";
-  int id = 0;
-};
-struct Refund {
-  static constexpr std::string_view kEventName = "test.Refund";
-  int id = 0;
-};
+using Order = IdEvent<"test.Order">;
+using Refund = IdEvent<"test.Refund">;
 
 std::string text_of(const auto& value) {
   std::ostringstream out;

@@ -1,7 +1,9 @@
-// Consumer of an installed fnbus (see check.cmake): subscribes, publishes,
-// triggers and shuts down, then checks that every handler call happened.
-// Exits non-zero on any problem. Does not compile unless fnbus/version.hpp
-// has the package's version (EXPECTED_VERSION_*, from CMakeLists.txt).
+// Consumer of an installed fnbus, built twice: with find_package (this
+// folder's CMakeLists.txt and check.cmake) and with pkg-config only
+// (../pkg_config/check.cmake). Subscribes, publishes, triggers and shuts
+// down, then checks that every handler call happened. Exits non-zero on any
+// problem. Does not compile unless fnbus/version.hpp has the package's
+// version (EXPECTED_VERSION_*, from CMakeLists.txt or passed with -D).
 
 #include <atomic>
 #include <cstdint>
