@@ -137,8 +137,6 @@ void BusMetrics::fill(metrics::MetricsSnapshot& snapshot) const {
         if (series == nullptr) continue;
         out.delivered += read(series->delivered);
         out.failed += read(series->failed);
-        out.retried += read(series->retried);
-        out.timed_out += read(series->timed_out);
         add_histogram(series->run_time, out.run_time);
       }
     }

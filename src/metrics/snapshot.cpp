@@ -18,8 +18,6 @@ void EventTypeMetrics::merge(const EventTypeMetrics& other) {
 void FunctionMetrics::merge(const FunctionMetrics& other) {
   delivered += other.delivered;
   failed += other.failed;
-  retried += other.retried;
-  timed_out += other.timed_out;
   run_time.merge(other.run_time);
 }
 

@@ -546,8 +546,8 @@ TEST_CASE("exposition: to_json is valid JSON with the documented keys",
     INFO(key);
     REQUIRE(json.find(key) != std::string::npos);
   }
-  // Placeholders for features that do not exist yet are not exported,
-  // although the sample snapshot fills them.
+  // Counters of features that do not exist yet (retries, timeouts) are
+  // neither in the snapshot nor exported.
   REQUIRE(json.find("retried") == std::string::npos);
   REQUIRE(json.find("timed_out") == std::string::npos);
   REQUIRE(json.back() == '}');

@@ -55,9 +55,7 @@ inline metrics::MetricsSnapshot sample_snapshot() {
   FunctionMetrics reserve{.event = "OrderCreated",
                           .function = "reserve_inventory",
                           .delivered = 9'980,
-                          .failed = 10,
-                          .retried = 4,
-                          .timed_out = 1};
+                          .failed = 10};
   reserve.run_time = sample_histogram(30'000, 2.0, 9'990, 5);
   FunctionMetrics weird{.event = "OrderCreated",
                         .function = "say \"hi\" \\ back\\slash\nnext\tline",

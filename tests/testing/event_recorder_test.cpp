@@ -108,6 +108,28 @@ TEST_CASE("event_recorder: records copies of the events in order",
   CHECK(orders.name() == "recorder");
 }
 
+// The documented timing: a recorder records at dispatch, like any other
+// subscriber. With kManual a test sees a follow-up as published (stats)
+// before it is recorded, and recorded once it has run.
+TEST_CASE("event_recorder: records a follow-up when it is dispatched",
+          "[event_recorder]") {
+  auto bus = make_bus({.execution = fnbus::Execution::kManual});
+  EventRecorder<Shipment> shipments(*bus);
+  auto ship = bus->subscribe([&bus](const Order& order) {
+    return bus->publish(Shipment{order.id});
+  });
+  REQUIRE(ship.active());
+
+  REQUIRE(bus->publish(Order{7}).ok());
+  REQUIRE(bus->run_one());  // the Order's handler publishes the Shipment
+  CHECK(bus->stats().published == 2);
+  CHECK(shipments.empty());  // queued, not yet dispatched
+
+  REQUIRE(bus->run_one());  // the Shipment is dispatched
+  REQUIRE(shipments.size() == 1);
+  CHECK(shipments.last().order_id == 7);
+}
+
 TEST_CASE("event_recorder: keeps its own copy of the event",
           "[event_recorder]") {
   auto bus = make_bus();

@@ -156,8 +156,6 @@ struct alignas(kCacheLineSize) FunctionSeries {
   explicit FunctionSeries(bool timed);
   std::atomic<std::uint64_t> delivered{0};
   std::atomic<std::uint64_t> failed{0};
-  std::atomic<std::uint64_t> retried{0};    // filled by resilience options
-  std::atomic<std::uint64_t> timed_out{0};  // filled by resilience options
   const std::unique_ptr<metrics::LatencyRecorder> run_time;
 };
 

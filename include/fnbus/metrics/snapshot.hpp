@@ -36,8 +36,6 @@ struct FunctionMetrics {
   std::string function;         // FunctionOptions::name
   std::uint64_t delivered = 0;  // calls that returned normally
   std::uint64_t failed = 0;     // calls that threw or returned non-OK
-  std::uint64_t retried = 0;    // re-deliveries (resilience options)
-  std::uint64_t timed_out = 0;  // calls past their deadline
   HistogramSnapshot run_time;   // one handler call
 
   // Adds `other`'s counts and samples to these (keeps these names).

@@ -41,6 +41,15 @@ namespace fnbus::testing {
 // keep; it is called on the dispatching thread, without the recorder's
 // lock, and must be thread-safe on a thread-pool bus.
 //
+// When: at dispatch, never at publish. An event a handler has published is
+// in the recorder only once the bus has dispatched it: on a thread pool
+// possibly later than the publishing handler's return; in kInline after
+// the current event's handlers (breadth-first), still inside the outermost
+// publish(); in kManual when run_one() / run_all() / run_until_idle()
+// reaches it. To assert "the handler published X" before X runs, use
+// kManual: run_one() the event under test, read stats().published (or
+// queue_depth), then run_one() again to record X.
+//
 // In Execution::kInline and kManual the events are recorded before
 // publish() / run_one() / run_until_idle() return: read size() directly.
 // wait_for() is for the thread pool; it waits in real time (a ManualClock
