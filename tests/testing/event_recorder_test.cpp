@@ -115,9 +115,8 @@ TEST_CASE("event_recorder: records a follow-up when it is dispatched",
           "[event_recorder]") {
   auto bus = make_bus({.execution = fnbus::Execution::kManual});
   EventRecorder<Shipment> shipments(*bus);
-  auto ship = bus->subscribe([&bus](const Order& order) {
-    return bus->publish(Shipment{order.id});
-  });
+  auto ship = bus->subscribe(
+      [&bus](const Order& order) { return bus->publish(Shipment{order.id}); });
   REQUIRE(ship.active());
 
   REQUIRE(bus->publish(Order{7}).ok());
