@@ -339,6 +339,8 @@ void ThreadPool::acquire_wake_permit(std::size_t index) noexcept {
 }
 
 void ThreadPool::wake_one() noexcept {
+  // relaxed: a running total for stats(); orders nothing.
+  wakeups_.fetch_add(1, std::memory_order_relaxed);
   // release: the caller's work is visible to the worker that takes the
   // permit (acquire in acquire_wake_permit()).
   permits_.fetch_add(1, std::memory_order_release);
@@ -428,7 +430,8 @@ ThreadPoolStats ThreadPool::stats() const noexcept {
           .retiring = count(retiring),
           .spinning = count(spinning),
           .parked = count(parked),
-          .max_workers = max_};
+          .max_workers = max_,
+          .wakeups = wakeups_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace fnbus

@@ -54,7 +54,7 @@ struct ThreadPoolOptions {
 };
 
 // A snapshot of what the workers are doing. After stop_and_join() every
-// count is 0; max_workers, a bound, stays.
+// gauge is 0; max_workers, a bound, and wakeups, a running total, stay.
 struct ThreadPoolStats {
   std::size_t workers = 0;   // the size: running, or starting
   std::size_t starting = 0;  // of those, threads not yet in their loop
@@ -62,6 +62,11 @@ struct ThreadPoolStats {
   std::size_t spinning = 0;  // polling for work (retiring ones too)
   std::size_t parked = 0;    // asleep until notified (retiring ones too)
   std::size_t max_workers = 0;
+  // Parked workers woken to look for work since Start(): one per wake
+  // permit notify_work() handed out (a worker's call for a helper
+  // included; the wake-ups of resize() and stop_and_join() are not).
+  // Exact, not sampled. Idle, it does not move.
+  std::uint64_t wakeups = 0;
 };
 
 // A set of worker threads whose size resize() changes between 1 and
@@ -188,6 +193,10 @@ class ThreadPool {
   // Incremented by a parking worker, decremented by whoever claims it
   // (a waker, or the worker itself cancelling its park).
   alignas(detail::kCacheLineSize) std::atomic<std::int32_t> parked_{0};
+  // Wake permits notify_work() handed out since Start() (stats().wakeups).
+  // relaxed RMW by wakers: a running total that orders nothing. Next to
+  // parked_, which the same wakers have just written.
+  std::atomic<std::uint64_t> wakeups_{0};
   // Wake permits not yet consumed (low 16 bits: at most the sleepers,
   // <= kMaxWorkers, plus max_workers per stop_and_join() call, which joins
   // every thread the first time) and a generation that wake_all_parked()
