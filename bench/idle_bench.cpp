@@ -6,9 +6,17 @@
 // percent of one core; ctx_switches, context switches of the whole process
 // in the window (the benchmark thread's own sleep accounts for about one);
 // parked, workers parked at the end. Target: cpu_pct < 1.
+//
+// BM_Idle_Bursts/<workers>: wake-ups (ThreadPoolStats::wakeups, exact)
+// per burst of 16 events published back to back into a bus whose workers
+// are all parked, then per second of an idle 1 s sleep that follows.
+// Counters: wakeups_per_burst (at least 1; at most the workers when every
+// publish wakes a worker that then finds nothing), idle_wakeups_per_s
+// (target 0), bursts.
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <thread>
 
@@ -80,6 +88,58 @@ void BM_Idle_Fnbus(benchmark::State& state) {
   state.counters["parked"] = static_cast<double>((*bus)->pool_stats().parked);
 }
 
+void BM_Idle_Bursts(benchmark::State& state) {
+  constexpr int kBurst = 16;
+  const auto workers = static_cast<std::size_t>(state.range(0));
+  std::atomic<int> handled{0};  // outlives the bus
+  auto bus = fnbus::EventBus::Create({.workers = workers});
+  if (!bus.ok()) {
+    state.SkipWithError(bus.status().ToString().c_str());
+    return;
+  }
+  fnbus::Subscription subscription = (*bus)->subscribe<Nudge>(
+      [&handled](const Nudge&) {
+        // release: pairs with the acquire in the wait below.
+        handled.fetch_add(1, std::memory_order_release);
+      },
+      {.name = "nudge"});
+  const auto all_parked = [&] {
+    return (*bus)->pool_stats().parked == workers;
+  };
+  int published = 0;
+  std::uint64_t burst_wakeups = 0;
+  std::int64_t bursts = 0;
+  for (auto _ : state) {
+    wait_until(all_parked);
+    const std::uint64_t before = (*bus)->pool_stats().wakeups;
+    for (int i = 0; i < kBurst; ++i) {
+      if (!(*bus)->publish(Nudge{i}).ok()) {
+        state.SkipWithError("publish refused an event");
+        return;
+      }
+    }
+    published += kBurst;
+    // acquire: pairs with the release in the handler.
+    wait_until(
+        [&] { return handled.load(std::memory_order_acquire) == published; });
+    wait_until(all_parked);  // helpers woken for nothing have re-parked
+    burst_wakeups += (*bus)->pool_stats().wakeups - before;
+    ++bursts;
+  }
+  // The idle window: a measurement, not a synchronisation.
+  const std::uint64_t idle_before = (*bus)->pool_stats().wakeups;
+  const auto idle_start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const std::chrono::duration<double> idle =
+      std::chrono::steady_clock::now() - idle_start;
+  const std::uint64_t idle_wakeups = (*bus)->pool_stats().wakeups - idle_before;
+  state.counters["wakeups_per_burst"] =
+      static_cast<double>(burst_wakeups) / static_cast<double>(bursts);
+  state.counters["idle_wakeups_per_s"] =
+      static_cast<double>(idle_wakeups) / idle.count();
+  state.counters["bursts"] = static_cast<double>(bursts);
+}
+
 }  // namespace
 
 void register_idle_benchmarks() {
@@ -87,6 +147,11 @@ void register_idle_benchmarks() {
       ->Iterations(1)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("BM_Idle_Bursts", BM_Idle_Bursts)
+      ->Arg(4)
+      ->Arg(8)
+      ->Iterations(500)
+      ->Unit(benchmark::kMicrosecond);
 }
 
 }  // namespace fnbus_bench

@@ -198,7 +198,7 @@ bool ThreadPool::retire_requested(std::size_t index) const noexcept {
          SlotState::kRetiring;
 }
 
-bool ThreadPool::try_retire(std::size_t index) noexcept {
+bool ThreadPool::try_retire(std::size_t index, bool woken) noexcept {
   SlotState expected = SlotState::kRetiring;
   // seq_cst: against grow_to()'s CAS (one of us wins) and, as the
   // announcement half of a handshake, before the has_work() check below.
@@ -208,6 +208,9 @@ bool ThreadPool::try_retire(std::size_t index) noexcept {
   }
   // relaxed: a gauge.
   retiring_.fetch_sub(1, std::memory_order_relaxed);
+  // Woken for work we will not take: stop counting as on our way before
+  // the check below (which notify_work() would otherwise skip for us).
+  if (woken) done_waking();
   // We may have consumed the wake-up (or been the spinner a producer
   // counted on) meant for work still queued: pass it on. The fence pairs
   // with the one in notify_work(), as in park().
@@ -221,9 +224,16 @@ void ThreadPool::worker_loop(std::size_t index) noexcept {
   name_this_thread(options_.name_prefix, index);
   // relaxed: a gauge.
   starting_.fetch_sub(1, std::memory_order_relaxed);
+  // Took a wake permit and has not yet taken work, started to spin or
+  // retired: notify_work() may count us in waking_ (see there).
+  bool woken = false;
   for (;;) {
-    if (retire_requested(index) && try_retire(index)) return;
-    if (source_.run_one(index, [this] { on_work_taken(); })) continue;
+    if (retire_requested(index) && try_retire(index, woken)) return;
+    if (source_.run_one(index, [this, &woken] {
+          on_work_taken(std::exchange(woken, false));
+        })) {
+      continue;
+    }
     // acquire: pairs with the seq_cst store in stop_and_join(); work
     // offered before the stop is then visible to run_one() above on the
     // next round, and we only exit after it found none.
@@ -231,24 +241,61 @@ void ThreadPool::worker_loop(std::size_t index) noexcept {
       if (!source_.has_work()) return;
       continue;
     }
-    if (!spin_for_work(index)) park(index);
+    if (!spin_for_work(index, std::exchange(woken, false))) {
+      woken = park(index);
+    }
   }
 }
 
-void ThreadPool::on_work_taken() noexcept {
+void ThreadPool::on_work_taken(bool woken) noexcept {
+  if (woken) {
+    done_waking();
+    // Pairs with the fence in notify_work(): a producer that saw us still
+    // waking (and so woke nobody) made its work visible to the has_work()
+    // below, so we wake the helper it did not. Only after a wake-up, so
+    // the fence stays off the path of a worker running a backlog.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
   // More work than awake workers: wake a helper before we run ours, so the
   // rest does not wait for our handler. relaxed: hints only; notify_work()
   // re-checks behind a fence.
   if (spinning_.load(std::memory_order_relaxed) == 0 &&
+      waking_.load(std::memory_order_relaxed) == 0 &&
       parked_.load(std::memory_order_relaxed) > 0 && source_.has_work()) {
     notify_work();
   }
 }
 
-bool ThreadPool::spin_for_work(std::size_t index) noexcept {
+void ThreadPool::done_waking() noexcept {
+  // If positive: the count may already have been lowered for us by a
+  // worker that took a permit from resize() or stop_and_join() (see
+  // waking_). relaxed: see waking_.
+  decrement_if_positive(waking_);
+}
+
+bool ThreadPool::decrement_if_positive(
+    std::atomic<std::int32_t>& counter) noexcept {
+  // relaxed: a counter; the callers' fences (or, for parked_, permits_)
+  // carry the ordering.
+  std::int32_t value = counter.load(std::memory_order_relaxed);
+  while (value > 0) {
+    if (counter.compare_exchange_weak(value, value - 1,
+                                      std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ThreadPool::spin_for_work(std::size_t index, bool woken) noexcept {
   // seq_cst: announces a spinner before we look for work; pairs with the
   // fence in notify_work(), which skips waking anyone while we spin.
   spinning_.fetch_add(1, std::memory_order_seq_cst);
+  // Woken and found nothing (another worker took it, or has_work() was
+  // spurious): now counted as spinning, no longer as waking. Before the
+  // spin, so the count never outlives us; park() re-checks behind its
+  // fence before we sleep.
+  if (woken) done_waking();
   // Saturating: ThreadPoolOptions does not bound idle_spin (the bus does),
   // and now() + nanoseconds::max() would overflow.
   const TimePoint deadline = detail::saturating_add(
@@ -279,7 +326,7 @@ bool ThreadPool::spin_for_work(std::size_t index) noexcept {
   return found;
 }
 
-void ThreadPool::park(std::size_t index) noexcept {
+bool ThreadPool::park(std::size_t index) noexcept {
   // seq_cst: the announcement half of the handshake with notify_work().
   parked_.fetch_add(1, std::memory_order_seq_cst);
   // Pairs with the fence in notify_work(): either it sees us parked, or
@@ -290,26 +337,19 @@ void ThreadPool::park(std::size_t index) noexcept {
   if ((source_.has_work() || stopping_.load(std::memory_order_relaxed) ||
        retire_requested(index)) &&
       withdraw_parked()) {
-    return;
+    return false;
   }
-  acquire_wake_permit(index);
+  return acquire_wake_permit(index);
 }
 
 bool ThreadPool::withdraw_parked() noexcept {
   // Only while some parked worker is unclaimed: once a waker has claimed
   // one, its permit is ours to consume (keeping parked_ = sleepers -
   // permits). relaxed: parked_ is a counter; permits_ carries the hand-off.
-  std::int32_t parked = parked_.load(std::memory_order_relaxed);
-  while (parked > 0) {
-    if (parked_.compare_exchange_weak(parked, parked - 1,
-                                      std::memory_order_relaxed)) {
-      return true;
-    }
-  }
-  return false;
+  return decrement_if_positive(parked_);
 }
 
-void ThreadPool::acquire_wake_permit(std::size_t index) noexcept {
+bool ThreadPool::acquire_wake_permit(std::size_t index) noexcept {
   for (;;) {
     // acquire: pairs with the release in wake_one() / wake_all_parked() /
     // stop_and_join() (and, through the release sequence, makes a
@@ -320,7 +360,7 @@ void ThreadPool::acquire_wake_permit(std::size_t index) noexcept {
       if (permits_.compare_exchange_weak(word, word - 1,
                                          std::memory_order_acquire,
                                          std::memory_order_relaxed)) {
-        return;
+        return true;
       }
     }
     // Permits are not addressed: a worker that re-parked may have taken
@@ -328,7 +368,7 @@ void ThreadPool::acquire_wake_permit(std::size_t index) noexcept {
     // go back to sleep: it uncounts itself, or -- if every sleeper is
     // already claimed -- waits for the permit that is on its way.
     if (retire_requested(index)) {
-      if (withdraw_parked()) return;
+      if (withdraw_parked()) return false;
       std::this_thread::yield();
       continue;
     }
@@ -339,6 +379,8 @@ void ThreadPool::acquire_wake_permit(std::size_t index) noexcept {
 }
 
 void ThreadPool::wake_one() noexcept {
+  // relaxed: a running total for stats(); orders nothing.
+  wakeups_.fetch_add(1, std::memory_order_relaxed);
   // release: the caller's work is visible to the worker that takes the
   // permit (acquire in acquire_wake_permit()).
   permits_.fetch_add(1, std::memory_order_release);
@@ -350,16 +392,23 @@ void ThreadPool::notify_work() noexcept {
   // work made available before this call is seen by a worker that we do
   // not see parked, or by the spinner we see.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  // relaxed: ordered by the fence above.
-  if (spinning_.load(std::memory_order_relaxed) > 0) return;
+  // relaxed: ordered by the fence above. A spinner, or a worker woken by
+  // an earlier call that has not yet taken work or started to spin, will
+  // look for this work too: waking another would only have it find
+  // nothing and park again (one wake-up per call in a burst, before).
+  if (spinning_.load(std::memory_order_relaxed) > 0 ||
+      waking_.load(std::memory_order_relaxed) > 0) {
+    return;
+  }
   // relaxed: ordered by the fence above; the CAS claims one sleeper.
-  std::int32_t parked = parked_.load(std::memory_order_relaxed);
-  while (parked > 0) {
-    if (parked_.compare_exchange_weak(parked, parked - 1,
-                                      std::memory_order_relaxed)) {
-      wake_one();
-      return;
-    }
+  if (decrement_if_positive(parked_)) {
+    // Counted before the permit is released (wake_one()), so the worker
+    // that takes the permit, which acquires it, sees the count and lowers
+    // it; counted after, it could find 0 to lower and leave the count
+    // stuck above 0. Two concurrent callers may both get here: at most
+    // one spare wake-up each, never a lost one. relaxed: see waking_.
+    waking_.fetch_add(1, std::memory_order_relaxed);
+    wake_one();
   }
 }
 
@@ -412,6 +461,8 @@ void ThreadPool::forget_joined_threads() noexcept {
   size_.store(0, std::memory_order_relaxed);
   retiring_.store(0, std::memory_order_relaxed);
   parked_.store(0, std::memory_order_relaxed);
+  // Workers woken just before the stop may have left without taking work.
+  waking_.store(0, std::memory_order_relaxed);
 }
 
 ThreadPoolStats ThreadPool::stats() const noexcept {
@@ -428,7 +479,8 @@ ThreadPoolStats ThreadPool::stats() const noexcept {
           .retiring = count(retiring),
           .spinning = count(spinning),
           .parked = count(parked),
-          .max_workers = max_};
+          .max_workers = max_,
+          .wakeups = wakeups_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace fnbus

@@ -191,6 +191,62 @@ class TicketSource : public fnbus::WorkSource {
   std::string name_prefix_;  // written before the pool starts
 };
 
+// Units 0, 1, 2, ... like TicketSource, but once armed, every run_one()
+// waits at `gate` before looking for a unit until the test opens it: a
+// woken worker is then neither spinning nor done waking.
+class GatedSource : public fnbus::WorkSource {
+ public:
+  // Closes the gate for the run_one() calls that see the next add().
+  void arm() {
+    // relaxed: published to the workers by the next add() (release).
+    armed_.store(true, std::memory_order_relaxed);
+  }
+  void add(std::uint64_t n) {
+    // release: pairs with the acquire loads in has_work() and run_one().
+    limit_.fetch_add(n, std::memory_order_release);
+  }
+  bool has_work() const noexcept override {
+    // acquire: pairs with add().
+    return next_.load(std::memory_order_relaxed) <
+           limit_.load(std::memory_order_acquire);
+  }
+  bool run_one(std::size_t /*worker*/,
+               absl::FunctionRef<void()> taken) noexcept override {
+    // relaxed: the test arms only an all-parked pool, and a parked
+    // worker gets here through add()'s release (seen by its has_work() or
+    // carried by its wake permit), which arm() precedes. acquire: pairs
+    // with Gate::open().
+    if (armed_.load(std::memory_order_relaxed) &&
+        !gate.opened.load(std::memory_order_acquire)) {
+      gate.pass();
+    }
+    std::uint64_t ticket = next_.load(std::memory_order_relaxed);
+    for (;;) {
+      // acquire: pairs with add().
+      if (ticket >= limit_.load(std::memory_order_acquire)) return false;
+      if (next_.compare_exchange_weak(ticket, ticket + 1,
+                                      std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    taken();
+    // release: pairs with completed().
+    completed_.fetch_add(1, std::memory_order_release);
+    return true;
+  }
+  std::uint64_t completed() const {
+    // acquire: pairs with run_one().
+    return completed_.load(std::memory_order_acquire);
+  }
+  fnbus::testing_support::Gate gate;
+
+ private:
+  alignas(64) std::atomic<std::uint64_t> next_{0};
+  alignas(64) std::atomic<std::uint64_t> limit_{0};
+  alignas(64) std::atomic<std::uint64_t> completed_{0};
+  std::atomic<bool> armed_{false};
+};
+
 std::unique_ptr<fnbus::ThreadPool> start_pool(
     fnbus::WorkSource& source, fnbus::ThreadPoolOptions options) {
   auto pool = fnbus::ThreadPool::Start(source, std::move(options));
@@ -334,6 +390,98 @@ TEST_CASE("thread_pool: a single notify_work after a burst runs it all",
   require_completed(source, kUnits);
   pool->stop_and_join();
   check_each_ran_once(source, kUnits);
+}
+
+TEST_CASE("thread_pool: an idle pool makes no wake-ups", "[thread_pool]") {
+  constexpr std::size_t kWorkers = 4;
+  TicketSource source(1, kWorkers);
+  auto pool = start_watched_pool(source, parking(kWorkers));
+  require_all_parked(*pool);
+  // Nothing was ever notified, so nothing may have woken; and with every
+  // worker asleep, nothing can change that while we look (the loop bounds
+  // the looking, it does not wait for anything).
+  std::uint64_t moved = 0;
+  for (int check = 0; check < 10'000; ++check) {
+    const fnbus::ThreadPoolStats stats = pool->stats();
+    if (stats.wakeups != 0 || stats.parked != kWorkers) ++moved;
+    std::this_thread::yield();
+  }
+  CHECK(moved == 0);
+  CHECK(pool->stats().wakeups == 0);
+
+  // The same once the pool has worked and settled again.
+  source.add(1);
+  pool->notify_work();
+  require_completed(source, 1);
+  require_all_parked(*pool);
+  const std::uint64_t settled = pool->stats().wakeups;
+  for (int check = 0; check < 10'000; ++check) {
+    if (pool->stats().wakeups != settled) ++moved;
+    std::this_thread::yield();
+  }
+  CHECK(moved == 0);
+  pool->stop_and_join();
+  CHECK(pool->stats().wakeups == settled);  // a running total stays
+}
+
+TEST_CASE("thread_pool: one unit into an all-parked pool wakes one worker",
+          "[thread_pool]") {
+  constexpr std::size_t kWorkers = 4;
+  constexpr std::uint64_t kRounds = 20;
+  TicketSource source(kRounds, kWorkers);
+  auto pool = start_watched_pool(source, parking(kWorkers));
+  for (std::uint64_t round = 1; round <= kRounds; ++round) {
+    INFO("round " << round);
+    require_all_parked(*pool);
+    const std::uint64_t before = pool->stats().wakeups;
+    source.add(1);
+    pool->notify_work();
+    require_completed(source, round);
+    require_all_parked(*pool);
+    CHECK(pool->stats().wakeups == before + 1);
+  }
+  pool->stop_and_join();
+  check_each_ran_once(source, kRounds);
+}
+
+TEST_CASE(
+    "thread_pool: a burst of notify_work wakes one worker until the woken "
+    "one takes work",
+    "[thread_pool]") {
+  constexpr std::size_t kWorkers = 4;
+  constexpr std::uint64_t kBurst = 8;
+  GatedSource source;
+  auto pool = start_pool(source, parking(kWorkers));
+  require_all_parked(*pool);
+  REQUIRE(pool->stats().wakeups == 0);
+  source.arm();
+
+  // Every worker that wakes waits at the closed gate before it looks for
+  // work: it is awake but has taken nothing, so the pool must count it as
+  // on its way and wake nobody else, however many units follow.
+  for (std::uint64_t i = 0; i < kBurst / 2; ++i) {
+    source.add(1);
+    pool->notify_work();
+  }
+  CHECK(pool->stats().wakeups == 1);
+  REQUIRE(source.gate.wait_for_waiter());  // the woken worker is held
+  for (std::uint64_t i = kBurst / 2; i < kBurst; ++i) {
+    source.add(1);
+    pool->notify_work();
+  }
+  CHECK(pool->stats().wakeups == 1);
+
+  // Once it takes a unit it may wake helpers for the rest: at most one
+  // per unit left behind it.
+  source.gate.open();
+  const bool completed =
+      wait_until([&] { return source.completed() == kBurst; }, kWaitBound);
+  INFO("completed " << source.completed() << " of " << kBurst);
+  REQUIRE(completed);
+  require_all_parked(*pool);
+  CHECK(pool->stats().wakeups <= kBurst);
+  pool->stop_and_join();
+  CHECK(source.gate.timeouts.load() == 0);
 }
 
 TEST_CASE("thread_pool: stop_and_join runs pending work and is idempotent",

@@ -54,7 +54,7 @@ struct ThreadPoolOptions {
 };
 
 // A snapshot of what the workers are doing. After stop_and_join() every
-// count is 0; max_workers, a bound, stays.
+// gauge is 0; max_workers, a bound, and wakeups, a running total, stay.
 struct ThreadPoolStats {
   std::size_t workers = 0;   // the size: running, or starting
   std::size_t starting = 0;  // of those, threads not yet in their loop
@@ -62,6 +62,11 @@ struct ThreadPoolStats {
   std::size_t spinning = 0;  // polling for work (retiring ones too)
   std::size_t parked = 0;    // asleep until notified (retiring ones too)
   std::size_t max_workers = 0;
+  // Parked workers woken to look for work since Start(): one per wake
+  // permit notify_work() handed out (a worker's call for a helper
+  // included; the wake-ups of resize() and stop_and_join() are not).
+  // Exact, not sampled. Idle, it does not move.
+  std::uint64_t wakeups = 0;
 };
 
 // A set of worker threads whose size resize() changes between 1 and
@@ -76,12 +81,17 @@ struct ThreadPoolStats {
 //
 // Wake protocol: a worker that finds no work spins for `idle_spin`, then
 // announces itself parked and checks once more before sleeping.
-// notify_work() wakes a parked worker only when no worker is spinning:
-// a spinner will find the work. A worker that takes work while more
-// remains and nobody spins wakes a helper before it runs what it took, so
-// a burst fans out over the parked workers.
+// notify_work() wakes a parked worker only when no worker is spinning and
+// none is waking (woken by an earlier notify_work() and not yet past
+// taking work or starting to spin): either will find the work. So a burst
+// of notify_work() calls into a parked pool wakes one worker, not one per
+// call. A worker that takes work while more remains and nobody spins or
+// wakes wakes a helper before it runs what it took, so a burst still fans
+// out over the parked workers, one wake-up per helper.
 // No wake-up is lost: both sides use a seq_cst fence between their
-// announcement and their check (a Dekker handshake).
+// announcement and their check (a Dekker handshake), and a worker that
+// stops counting itself as waking then goes through that check (in park())
+// before it can sleep.
 //
 // A retiring worker that leaves while work is queued passes the wake-up
 // on (it may have consumed the one meant for that work).
@@ -147,14 +157,23 @@ class ThreadPool {
   ThreadPool(WorkSource& source, ThreadPoolOptions options);
   void worker_loop(std::size_t index) noexcept;
   [[nodiscard]] bool retire_requested(std::size_t index) const noexcept;
-  bool try_retire(std::size_t index) noexcept;
-  bool spin_for_work(std::size_t index) noexcept;
-  void park(std::size_t index) noexcept;
+  bool try_retire(std::size_t index, bool woken) noexcept;
+  bool spin_for_work(std::size_t index, bool woken) noexcept;
+  // Returns acquire_wake_permit()'s answer (false if the park was
+  // cancelled).
+  bool park(std::size_t index) noexcept;
   void wake_one() noexcept;
   void wake_all_parked() noexcept;
-  void on_work_taken() noexcept;
+  void on_work_taken(bool woken) noexcept;
+  void done_waking() noexcept;
   bool withdraw_parked() noexcept;
-  void acquire_wake_permit(std::size_t index) noexcept;
+  // Returns true if the worker slept and took a wake permit (false if it
+  // cancelled its park, or a retiring worker uncounted itself).
+  bool acquire_wake_permit(std::size_t index) noexcept;
+  // Lowers `counter` by one if it is above 0; returns whether it did.
+  // relaxed: the callers' fences order it.
+  static bool decrement_if_positive(
+      std::atomic<std::int32_t>& counter) noexcept;
   // resize()'s steps; the caller holds resize_mutex_.
   absl::Status grow_to(std::size_t workers);
   void shrink_to(std::size_t workers) noexcept;
@@ -184,10 +203,29 @@ class ThreadPool {
   // Workers in spin_for_work(). RMW by workers (seq_cst: the announcement
   // half of the wake handshake), read by notify_work().
   alignas(detail::kCacheLineSize) std::atomic<std::int32_t> spinning_{0};
+  // Wake permits notify_work() handed out whose worker has not yet taken
+  // work, started to spin or retired; >= 0. While it is above 0,
+  // notify_work() wakes nobody else: the worker on its way will look for
+  // work (invariant: whoever lowers it is a worker that then runs its loop
+  // and so passes park()'s fenced re-check before it can sleep). Raised by
+  // notify_work() before it releases the permit (so the worker that takes
+  // the permit can never lower it first and leave it stuck above 0);
+  // lowered with decrement_if_positive() by a worker that took a permit
+  // (permits are not addressed, and resize() and stop_and_join() hand out
+  // permits without raising it: a worker woken by those may lower another's
+  // count, which costs at most a spare wake-up, never a lost one).
+  // relaxed everywhere: notify_work() reads it after its seq_cst fence,
+  // and every lowering is sequenced before the fence in park() (or in
+  // try_retire()), so the two fences order it as they order spinning_.
+  std::atomic<std::int32_t> waking_{0};
   // Workers committed to sleeping minus wake permits handed out; >= 0.
   // Incremented by a parking worker, decremented by whoever claims it
   // (a waker, or the worker itself cancelling its park).
   alignas(detail::kCacheLineSize) std::atomic<std::int32_t> parked_{0};
+  // Wake permits notify_work() handed out since Start() (stats().wakeups).
+  // relaxed RMW by wakers: a running total that orders nothing. Next to
+  // parked_, which the same wakers have just written.
+  std::atomic<std::uint64_t> wakeups_{0};
   // Wake permits not yet consumed (low 16 bits: at most the sleepers,
   // <= kMaxWorkers, plus max_workers per stop_and_join() call, which joins
   // every thread the first time) and a generation that wake_all_parked()
