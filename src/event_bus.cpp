@@ -396,14 +396,26 @@ absl::Status EventBus::keep_follow_up(
     type.published.fetch_add(1, std::memory_order_relaxed);
     return absl::OkStatus();
   }
-  return reject(
-      type,
-      absl::ResourceExhaustedError(fmt::format(
-          "queue full ({} slots) publishing {} from a handler, and this "
-          "worker already holds {} follow-ups (BusConfig::follow_up_headroom"
-          "); raise follow_up_headroom or queue_capacity, or publish fewer "
-          "events per handled one",
-          queue_.capacity(), type.name, buffer.capacity())));
+  return reject(type, absl::ResourceExhaustedError(
+                          follow_up_refusal(type.name, buffer.capacity())));
+}
+
+std::string EventBus::follow_up_refusal(std::string_view type_name,
+                                        std::size_t headroom) const {
+  if (headroom == 0) {
+    return fmt::format(
+        "queue full ({} slots) publishing {} from a handler, and follow-up "
+        "headroom is off (BusConfig::follow_up_headroom = 0); set it above "
+        "0 so that handlers' publishes are kept instead of refused, or "
+        "raise queue_capacity",
+        queue_.capacity(), type_name);
+  }
+  return fmt::format(
+      "queue full ({} slots) publishing {} from a handler, and this worker "
+      "already holds {} follow-ups (BusConfig::follow_up_headroom); raise "
+      "follow_up_headroom or queue_capacity, or publish fewer events per "
+      "handled one",
+      queue_.capacity(), type_name, headroom);
 }
 
 void EventBus::run_follow_ups(detail::FollowUpBuffer& buffer,

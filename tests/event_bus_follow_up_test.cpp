@@ -207,40 +207,68 @@ TEST_CASE(
   CHECK(followed.load() == 10);
 }
 
-TEST_CASE(
-    "follow_up: past the headroom a follow-up is refused at once and counted",
-    "[follow_up]") {
+// What a handler's publishes returned, with its only worker busy in it and
+// the 2-slot queue full of external Orders behind it.
+struct FollowUpsIntoFullQueue {
+  std::vector<absl::Status> statuses;
+  fnbus::BusStats stats;
+};
+FollowUpsIntoFullQueue publish_into_full_queue(std::size_t headroom,
+                                               int follow_ups) {
   Gate gate;
-  std::vector<absl::Status> statuses;  // written by the one worker
+  FollowUpsIntoFullQueue out;  // statuses written by the one worker
   auto bus = make_bus({.queue_capacity = 2,
                        .workers = 1,
                        .overflow = OverflowPolicy::kBlock,
-                       .follow_up_headroom = 3,
+                       .follow_up_headroom = headroom,
                        .block_timeout = std::chrono::hours(1)});
   EventBus* raw = bus.get();
   auto on_order = bus->subscribe<Order>([&, raw](const Order& order) {
     if (order.id != 0) return;
     gate.pass();
-    for (int i = 0; i < 5; ++i) statuses.push_back(raw->publish(Filler{i}));
+    for (int i = 0; i < follow_ups; ++i) {
+      out.statuses.push_back(raw->publish(Filler{i}));
+    }
   });
   auto on_filler = bus->subscribe<Filler>([](const Filler&) {});
   REQUIRE(bus->publish(Order{0}).ok());
   REQUIRE(gate.wait_for_waiter());
-  REQUIRE(bus->publish(Order{1}).ok());
+  REQUIRE(bus->publish(Order{1}).ok());  // the queue is full now
   REQUIRE(bus->publish(Order{2}).ok());
   gate.open();
-  REQUIRE(bus->shutdown().ok());
-  REQUIRE(statuses.size() == 5);
-  for (int i = 0; i < 3; ++i) CHECK(statuses[static_cast<std::size_t>(i)].ok());
+  REQUIRE(bus->shutdown().ok());  // joins the worker: statuses are ours
+  out.stats = bus->stats();
+  return out;
+}
+
+TEST_CASE(
+    "follow_up: past the headroom a follow-up is refused at once and counted",
+    "[follow_up]") {
+  const FollowUpsIntoFullQueue run = publish_into_full_queue(3, 5);
+  REQUIRE(run.statuses.size() == 5);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(run.statuses[static_cast<std::size_t>(i)].ok());
+  }
   for (int i = 3; i < 5; ++i) {
-    const absl::Status& status = statuses[static_cast<std::size_t>(i)];
+    const absl::Status& status = run.statuses[static_cast<std::size_t>(i)];
     CHECK(status.code() == absl::StatusCode::kResourceExhausted);
     CHECK(std::string(status.message()).find("follow_up_headroom") !=
           std::string::npos);
   }
-  const fnbus::BusStats stats = bus->stats();
-  CHECK(stats.rejected == 2);
-  CHECK(stats.published == stats.dispatched + stats.dead_lettered);
+  CHECK(run.stats.rejected == 2);
+  CHECK(run.stats.published == run.stats.dispatched + run.stats.dead_lettered);
+}
+
+TEST_CASE("follow_up: with headroom 0 the refusal says that headroom is off",
+          "[follow_up]") {
+  const FollowUpsIntoFullQueue run = publish_into_full_queue(0, 1);
+  REQUIRE(run.statuses.size() == 1);
+  CHECK(run.statuses[0].code() == absl::StatusCode::kResourceExhausted);
+  const std::string message(run.statuses[0].message());
+  CHECK(message.find("headroom is off") != std::string::npos);
+  CHECK(message.find("follow_up_headroom = 0") != std::string::npos);
+  CHECK(message.find("Filler") != std::string::npos);
+  CHECK(run.stats.rejected == 1);
 }
 
 TEST_CASE("follow_up: follow_up_headroom above 2^20 is refused",

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <string>
 #include <string_view>
 #include <thread>
 #include <type_traits>
@@ -329,6 +330,9 @@ class EventBus : private WorkSource {
   absl::Status keep_follow_up(
       detail::ThreadRecord& record, detail::TypeInfo& type,
       absl::FunctionRef<bool(detail::FollowUpBuffer&)> try_keep);
+  // keep_follow_up()'s refusal: what to raise, or that headroom is off.
+  std::string follow_up_refusal(std::string_view type_name,
+                                std::size_t headroom) const;
   // Runs the follow-ups `worker`'s handlers kept (see keep_follow_up()).
   void run_follow_ups(detail::FollowUpBuffer& buffer,
                       detail::WorkerShard& shard) noexcept;

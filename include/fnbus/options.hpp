@@ -213,7 +213,10 @@ struct BusStats {
                                     // returned a non-OK Status
   std::uint64_t unhandled = 0;      // dispatches that found no subscriber
   std::uint64_t dead_lettered = 0;  // accepted events given to the DLQ sink
-  std::uint64_t queue_depth = 0;    // events waiting in the queue now
+  // Events waiting to be dispatched now: in the queue, plus follow-ups
+  // that workers hold in their headroom (BusConfig::follow_up_headroom),
+  // so it may exceed queue_capacity while the queue is full.
+  std::uint64_t queue_depth = 0;
 };
 
 }  // namespace fnbus

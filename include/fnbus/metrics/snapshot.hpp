@@ -44,7 +44,9 @@ struct FunctionMetrics {
 
 // Instantaneous values.
 struct Gauges {
-  std::uint64_t queue_depth = 0;       // events waiting in the queue
+  // Events waiting to be dispatched: queued, plus follow-ups held in
+  // workers' headroom (so it may exceed queue_capacity).
+  std::uint64_t queue_depth = 0;
   std::uint64_t queue_capacity = 0;    // slots in the queue
   std::uint64_t in_flight = 0;         // events being handled now
   std::uint64_t workers = 0;           // pool size: running + starting

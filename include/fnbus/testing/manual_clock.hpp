@@ -15,8 +15,8 @@
 namespace fnbus::testing {
 
 // Give it to BusConfig::clock and time-based behaviour (queue-wait and run
-// time histograms, blocking publishes, and later timeouts, backoff and
-// scaling ticks) runs instantly and deterministically:
+// time histograms, blocking publishes, the drain deadline of a shutdown
+// and an Autoscaler's ticks) runs instantly and deterministically:
 //
 //   auto clock = std::make_shared<fnbus::testing::ManualClock>();
 //   auto bus = fnbus::EventBus::Create({.clock = clock, ...});
