@@ -12,6 +12,8 @@
 #include "fnbus/metrics/snapshot.hpp"
 #include "fnbus/options.hpp"
 #include "fnbus/queue/mpmc_queue.hpp"
+#include "fnbus/random.hpp"
+#include "fnbus/resilience/backoff.hpp"
 #include "fnbus/scaling/autoscaler.hpp"
 #include "fnbus/scaling/estimator.hpp"
 #include "fnbus/scaling/policies.hpp"

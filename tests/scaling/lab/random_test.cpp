@@ -1,4 +1,5 @@
-// Tests of the lab's deterministic randomness (scaling/lab/random.hpp).
+// Tests of the lab's samplers (scaling/lab/random.hpp); the generator's
+// own tests are in tests/random_test.cpp.
 
 #include "fnbus/scaling/lab/random.hpp"
 
@@ -32,40 +33,6 @@ Moments moments_of(const ServiceTimeDistribution& d, int n,
   }
   const double mean = sum / n;
   return {mean, (sum_sq / n - mean * mean) / (mean * mean)};
-}
-
-TEST_CASE("lab_random: a seed gives one sequence, other seeds others",
-          "[lab_random]") {
-  Random a(7);
-  Random b(7);
-  Random c(8);
-  std::vector<std::uint64_t> first;
-  for (int i = 0; i < 100; ++i) {
-    const std::uint64_t x = a.next();
-    CHECK(x == b.next());
-    first.push_back(x);
-  }
-  int same = 0;
-  for (int i = 0; i < 100; ++i) same += c.next() == first[i] ? 1 : 0;
-  CHECK(same == 0);
-  CHECK(std::set<std::uint64_t>(first.begin(), first.end()).size() == 100);
-}
-
-TEST_CASE("lab_random: uniform01 is at least 0, below 1, with mean 1/2",
-          "[lab_random]") {
-  Random random(1);
-  double sum = 0;
-  double low = 1;
-  double high = 0;
-  for (int i = 0; i < 200'000; ++i) {
-    const double u = random.uniform01();
-    sum += u;
-    low = std::min(low, u);
-    high = std::max(high, u);
-  }
-  CHECK(low >= 0.0);
-  CHECK(high < 1.0);
-  CHECK(sum / 200'000 == Approx(0.5).epsilon(0.01));
 }
 
 TEST_CASE("lab_random: samplers match their mean and scv", "[lab_random]") {

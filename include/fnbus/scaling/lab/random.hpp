@@ -1,38 +1,19 @@
 #pragma once
 
-// Deterministic randomness for the policy lab: our own generator and
-// samplers, so that a seed gives the same run on every platform (the
-// standard library's distributions differ between implementations).
-//
-// Generator: xoshiro256** (Blackman & Vigna), seeded through splitmix64.
-// Samplers use only it and IEEE double arithmetic (std::log, std::exp,
-// std::sqrt, std::cos are correctly rounded enough on glibc to give
-// identical bits here; the lab's scores do not depend on the last bit).
+// Samplers for the policy lab, drawing from fnbus::Random (random.hpp),
+// so that a seed gives the same run on every platform.
 
 #include <cstdint>
 
 #include "absl/status/statusor.h"
 
+#include "fnbus/random.hpp"
+
 namespace fnbus::scaling::lab {
 
-class Random {
- public:
-  explicit Random(std::uint64_t seed) noexcept;
-
-  // The next 64 random bits.
-  std::uint64_t next() noexcept;
-  // Uniform in [0, 1), 53 bits.
-  double uniform01() noexcept;
-  // Uniform in (0, 1]: safe for log().
-  double uniform_open0() noexcept { return 1.0 - uniform01(); }
-  // Exponential with the given mean (> 0).
-  double exponential(double mean) noexcept;
-  // Standard normal (Box-Muller; one of each pair is used).
-  double normal() noexcept;
-
- private:
-  std::uint64_t state_[4];
-};
+// The lab's generator is fnbus's (random.hpp); the name stays for the
+// lab's users.
+using Random = fnbus::Random;
 
 // How long one event takes to handle.
 class ServiceTimeDistribution {
