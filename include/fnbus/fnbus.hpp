@@ -14,6 +14,7 @@
 #include "fnbus/queue/mpmc_queue.hpp"
 #include "fnbus/random.hpp"
 #include "fnbus/resilience/backoff.hpp"
+#include "fnbus/resilience/circuit_breaker.hpp"
 #include "fnbus/scaling/autoscaler.hpp"
 #include "fnbus/scaling/estimator.hpp"
 #include "fnbus/scaling/policies.hpp"

@@ -1,0 +1,272 @@
+// Tests of fnbus::resilience::CircuitBreaker, HealthWindow and
+// should_trip(). Time is passed in, so every case is deterministic; the
+// last one is a bounded stress for TSan.
+
+#include "fnbus/resilience/circuit_breaker.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+using fnbus::Duration;
+using fnbus::TimePoint;
+using fnbus::resilience::BreakerOptions;
+using fnbus::resilience::BreakerState;
+using fnbus::resilience::CircuitBreaker;
+using fnbus::resilience::HealthWindow;
+
+const TimePoint kStart = TimePoint(1h);
+
+std::unique_ptr<CircuitBreaker> make(BreakerOptions options) {
+  auto breaker = CircuitBreaker::Create(options);
+  REQUIRE(breaker.ok());
+  return *std::move(breaker);
+}
+
+// `n` calls at `at`, each succeeding or failing; returns how many were let
+// through.
+int calls(CircuitBreaker& breaker, TimePoint at, int n, bool success) {
+  int permitted = 0;
+  for (int i = 0; i < n; ++i) {
+    CircuitBreaker::Permit permit = breaker.try_acquire(at);
+    if (!permit) continue;
+    ++permitted;
+    success ? permit.on_success(at) : permit.on_failure(at);
+  }
+  return permitted;
+}
+
+// minimum_calls 4, trips at half failing, open 30 s, 2 probes.
+const BreakerOptions kSmall{.failure_rate = 0.5,
+                            .minimum_calls = 4,
+                            .window = 10s,
+                            .window_buckets = 10,
+                            .open_for = 30s,
+                            .half_open_probes = 2};
+
+TEST_CASE("circuit_breaker: trips at the failure rate once enough calls",
+          "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  CHECK(breaker->state(kStart) == BreakerState::kClosed);
+  // 3 failures: every one, but fewer calls than minimum_calls.
+  CHECK(calls(*breaker, kStart, 3, false) == 3);
+  CHECK(breaker->state(kStart) == BreakerState::kClosed);
+  // The 4th call fails: 4 of 4.
+  CHECK(calls(*breaker, kStart, 1, false) == 1);
+  CHECK(breaker->state(kStart) == BreakerState::kOpen);
+  CHECK(calls(*breaker, kStart + 29s, 5, true) == 0);
+  const CircuitBreaker::Stats stats = breaker->stats();
+  CHECK(stats.permitted == 4);
+  CHECK(stats.refused == 5);
+  CHECK(stats.failures == 4);
+  CHECK(stats.transitions == 1);
+}
+
+TEST_CASE("circuit_breaker: below the failure rate it stays closed",
+          "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  CHECK(calls(*breaker, kStart, 6, true) == 6);
+  CHECK(calls(*breaker, kStart, 5, false) == 5);  // 5 of 11 < 0.5
+  CHECK(breaker->state(kStart) == BreakerState::kClosed);
+  CHECK(calls(*breaker, kStart, 1, false) == 1);  // 6 of 12: trips
+  CHECK(breaker->state(kStart) == BreakerState::kOpen);
+}
+
+TEST_CASE("circuit_breaker: failures leave the rolling window",
+          "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  CHECK(calls(*breaker, kStart, 3, false) == 3);
+  // 10 s later the window no longer holds them: 1 failure of 1 call.
+  CHECK(calls(*breaker, kStart + 10s, 1, false) == 1);
+  CHECK(breaker->state(kStart + 10s) == BreakerState::kClosed);
+  // Within the window they add up.
+  CHECK(calls(*breaker, kStart + 12s, 3, false) == 3);
+  CHECK(breaker->state(kStart + 12s) == BreakerState::kOpen);
+}
+
+TEST_CASE(
+    "circuit_breaker: open, half-open after the cool-down, closed "
+    "after the probes succeed",
+    "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  calls(*breaker, kStart, 4, false);
+  REQUIRE(breaker->state(kStart) == BreakerState::kOpen);
+  CHECK(breaker->state(kStart + 30s - 1ns) == BreakerState::kOpen);
+  const TimePoint cooled = kStart + 30s;
+  CHECK(breaker->state(cooled) == BreakerState::kHalfOpen);
+  // Two probes at once; a third caller is refused meanwhile.
+  CircuitBreaker::Permit first = breaker->try_acquire(cooled);
+  CircuitBreaker::Permit second = breaker->try_acquire(cooled);
+  REQUIRE(first);
+  REQUIRE(second);
+  CHECK_FALSE(breaker->try_acquire(cooled));
+  first.on_success(cooled);
+  CHECK(breaker->state(cooled) == BreakerState::kHalfOpen);
+  CHECK_FALSE(breaker->try_acquire(cooled));  // the 2 probes are spent
+  second.on_success(cooled);
+  CHECK(breaker->state(cooled) == BreakerState::kClosed);
+  // Closed with a fresh window: 3 failures do not trip it.
+  CHECK(calls(*breaker, cooled, 3, false) == 3);
+  CHECK(breaker->state(cooled) == BreakerState::kClosed);
+  CHECK(breaker->stats().transitions == 3);  // open, half-open, closed
+}
+
+TEST_CASE("circuit_breaker: a failed probe opens it again for open_for",
+          "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  calls(*breaker, kStart, 4, false);
+  const TimePoint cooled = kStart + 30s;
+  CircuitBreaker::Permit probe = breaker->try_acquire(cooled);
+  CircuitBreaker::Permit late = breaker->try_acquire(cooled);
+  REQUIRE(probe);
+  REQUIRE(late);
+  probe.on_failure(cooled + 1s);
+  CHECK(breaker->state(cooled + 1s) == BreakerState::kOpen);
+  // The other probe of that spell reports after it ended: no effect.
+  late.on_success(cooled + 2s);
+  CHECK(breaker->state(cooled + 2s) == BreakerState::kOpen);
+  CHECK(breaker->state(cooled + 31s - 1ns) == BreakerState::kOpen);
+  CHECK(breaker->state(cooled + 31s) == BreakerState::kHalfOpen);
+}
+
+TEST_CASE("circuit_breaker: an abandoned probe frees its slot",
+          "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  calls(*breaker, kStart, 4, false);
+  const TimePoint cooled = kStart + 30s;
+  {
+    CircuitBreaker::Permit dropped = breaker->try_acquire(cooled);
+    REQUIRE(dropped);
+  }
+  CHECK(breaker->stats().abandoned == 1);
+  CHECK(breaker->state(cooled) == BreakerState::kHalfOpen);
+  CHECK(calls(*breaker, cooled, 2, true) == 2);
+  CHECK(breaker->state(cooled) == BreakerState::kClosed);
+}
+
+TEST_CASE("circuit_breaker: a permit reports once; moves carry it",
+          "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  CircuitBreaker::Permit permit = breaker->try_acquire(kStart);
+  CircuitBreaker::Permit moved = std::move(permit);
+  CHECK_FALSE(permit);  // NOLINT(bugprone-use-after-move): checked empty
+  REQUIRE(moved);
+  moved.on_failure(kStart);
+  moved.on_failure(kStart);   // ignored
+  permit.on_success(kStart);  // empty: ignored
+  CircuitBreaker::Permit other = breaker->try_acquire(kStart);
+  other = breaker->try_acquire(kStart);  // the first is abandoned
+  const CircuitBreaker::Stats stats = breaker->stats();
+  CHECK(stats.failures == 1);
+  CHECK(stats.successes == 0);
+  CHECK(stats.abandoned == 1);
+  CHECK(stats.permitted == 3);
+}
+
+TEST_CASE("circuit_breaker: a clock at its maximum does not overflow",
+          "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  const TimePoint end = TimePoint::max();
+  calls(*breaker, end, 4, false);
+  CHECK(breaker->state(end) == BreakerState::kOpen);  // 0 s have passed
+  // From the most negative time to the most positive: the elapsed time
+  // does not fit in the signed rep, and must not overflow.
+  auto early = make(kSmall);
+  calls(*early, TimePoint::min(), 4, false);
+  CHECK(early->state(TimePoint::min()) == BreakerState::kOpen);
+  CHECK(early->state(end) == BreakerState::kHalfOpen);
+}
+
+TEST_CASE("health_window: counts the slices now covers", "[circuit_breaker]") {
+  HealthWindow window(10s, 10);  // 1 s slices
+  window.record(kStart, true);
+  window.record(kStart + 500ms, false);
+  window.record(kStart + 9s, false);
+  CHECK(window.counts(kStart + 9s).calls == 3);
+  CHECK(window.counts(kStart + 9s).failures == 2);
+  CHECK(window.counts(kStart + 10s).calls == 1);  // the first slice left
+  CHECK(window.counts(kStart + 18s).calls == 1);
+  CHECK(window.counts(kStart + 19s).calls == 0);  // 10 s after it
+  window.record(kStart + 20s, true);
+  window.clear();
+  CHECK(window.counts(kStart + 20s).calls == 0);
+}
+
+TEST_CASE("should_trip: the rule alone", "[circuit_breaker]") {
+  const BreakerOptions options{.failure_rate = 0.25, .minimum_calls = 8};
+  CHECK_FALSE(fnbus::resilience::should_trip({}, options));
+  CHECK_FALSE(fnbus::resilience::should_trip({7, 7}, options));
+  CHECK_FALSE(fnbus::resilience::should_trip({8, 1}, options));
+  CHECK(fnbus::resilience::should_trip({8, 2}, options));
+  CHECK(fnbus::resilience::should_trip({100, 100}, options));
+}
+
+TEST_CASE("circuit_breaker: bad options are InvalidArgument naming each one",
+          "[circuit_breaker]") {
+  auto bad = CircuitBreaker::Create({.failure_rate = 0,
+                                     .minimum_calls = 0,
+                                     .window = 0s,
+                                     .window_buckets = 0,
+                                     .open_for = -1s,
+                                     .half_open_probes = 0});
+  REQUIRE(bad.status().code() == absl::StatusCode::kInvalidArgument);
+  const std::string message(bad.status().message());
+  for (const char* part :
+       {"failure_rate is 0; use a fraction in (0, 1]", "minimum_calls is 0",
+        "window is 0 ns", "window_buckets is 0; use 1 to 1000",
+        "open_for is -1000000000 ns", "half_open_probes is 0"}) {
+    INFO(part);
+    CHECK_THAT(message, Catch::Contains(part));
+  }
+  CHECK_FALSE(CircuitBreaker::Create({.failure_rate = 1.5}).ok());
+  CHECK_FALSE(CircuitBreaker::Create({.failure_rate = std::nan("")}).ok());
+  CHECK_FALSE(CircuitBreaker::Create({.window_buckets = 1001}).ok());
+  CHECK(CircuitBreaker::Create({.failure_rate = 1.0}).ok());
+  CHECK(fnbus::resilience::to_string(BreakerState::kHalfOpen) == "half_open");
+}
+
+// Bounded stress: threads acquire and report while time moves; every
+// permitted call is reported or abandoned exactly once.
+TEST_CASE("circuit_breaker: concurrent callers keep the counts exact",
+          "[circuit_breaker]") {
+  auto breaker = make({.failure_rate = 0.5,
+                       .minimum_calls = 10,
+                       .window = 1s,
+                       .window_buckets = 4,
+                       .open_for = 50ms,
+                       .half_open_probes = 2});
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 5'000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&breaker, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        // Time advances with the call number: 1 ms per call.
+        const TimePoint now = kStart + std::chrono::milliseconds(i);
+        CircuitBreaker::Permit permit = breaker->try_acquire(now);
+        if (!permit) continue;
+        const int kind = (i + t) % 3;  // fail, succeed, drop
+        if (kind == 0 && i % 1000 < 500) permit.on_failure(now);
+        if (kind == 1) permit.on_success(now);
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  const CircuitBreaker::Stats stats = breaker->stats();
+  CHECK(stats.permitted + stats.refused == kThreads * kCalls);
+  CHECK(stats.permitted == stats.successes + stats.failures + stats.abandoned);
+  CHECK(stats.failures > 0);
+  CHECK(stats.transitions > 0);
+}
+
+}  // namespace
