@@ -154,7 +154,7 @@ TEST_CASE("circuit_breaker: an abandoned probe frees its slot",
   CHECK(breaker->state(cooled) == BreakerState::kClosed);
 }
 
-TEST_CASE("circuit_breaker: a permit reports once; moves carry it",
+TEST_CASE("circuit_breaker: a permit reports once, and moves carry it",
           "[circuit_breaker]") {
   auto breaker = make(kSmall);
   CircuitBreaker::Permit permit = breaker->try_acquire(kStart);
