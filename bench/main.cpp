@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   fnbus_bench::register_trigger_benchmarks();
   fnbus_bench::register_histogram_benchmarks();
+  fnbus_bench::register_timer_benchmarks();
   fnbus_bench::register_idle_benchmarks();
   fnbus_bench::register_pingpong_benchmark("BM_PingPong_Before");
   fnbus_bench::register_latency_benchmarks();

@@ -136,6 +136,7 @@ using HandledCounter = BasicHandledCounter<8, 4>;
 // Registration, called by main() in the order the benchmarks should run.
 void register_trigger_benchmarks();
 void register_histogram_benchmarks();
+void register_timer_benchmarks();
 void register_idle_benchmarks();
 void register_pingpong_benchmark(const char* name);
 void register_latency_benchmarks();

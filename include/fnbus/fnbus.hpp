@@ -24,4 +24,5 @@
 #include "fnbus/scaling/scaling_loop.hpp"
 #include "fnbus/scaling/slo_policies.hpp"
 #include "fnbus/subscription.hpp"
+#include "fnbus/timers/timer_wheel.hpp"
 #include "fnbus/version.hpp"
