@@ -17,6 +17,21 @@ std::uint64_t nanos_between(TimePoint then, TimePoint now) {
          static_cast<std::uint64_t>(then.time_since_epoch().count());
 }
 
+// How many nodes ahead a walk over a slot prefetches: enough misses in
+// flight to hide most of the memory latency, few enough that the lines
+// are still in cache when the walk reaches them.
+constexpr std::size_t kPrefetchAhead = 8;
+
+// Asks for the cache line at `address`, to be written soon. Only a hint:
+// a wheel larger than the caches touches each node at random.
+void prefetch_for_write(const void* address) {
+#if defined(__GNUC__)
+  __builtin_prefetch(address, 1);
+#else
+  (void)address;
+#endif
+}
+
 }  // namespace
 
 absl::StatusOr<TimerWheel> TimerWheel::Create(TimerWheelOptions options,
@@ -71,8 +86,8 @@ bool TimerWheel::cancel(TimerId id) {
   const auto generation = static_cast<std::uint32_t>(id.value >> 32);
   if (index >= nodes_.size()) return false;
   const Node& node = nodes_[index];
-  if (node.generation != generation || node.list == kNone) return false;
-  unlink(index);
+  if (node.generation != generation || node.slot == kNone) return false;
+  remove(index);
   release(index);
   return true;
 }
@@ -92,26 +107,31 @@ std::size_t TimerWheel::advance(TimePoint now,
     }
     next_tick_ = *work;
     if (next_tick_ % kSlots == 0) cascade();
-    const std::uint32_t list = static_cast<std::uint32_t>(next_tick_ % kSlots);
+    const auto slot = static_cast<std::uint32_t>(next_tick_ % kSlots);
     // Past this tick before anything fires: a callback's timer for "now"
-    // goes to the next tick, never into the list being fired.
+    // goes to the next tick, never into the slot being fired.
     ++next_tick_;
     // Taken off the wheel first, so that callbacks may schedule and
     // cancel freely (cancelling one of these returns false: it fires).
-    std::vector<std::uint64_t>& payloads = firing_;
-    payloads.clear();
-    for (std::uint32_t index = heads_[list]; index != kNone;) {
-      const std::uint32_t next = nodes_[index].next;
-      payloads.push_back(nodes_[index].payload);
-      release(index);
-      index = next;
-    }
-    heads_[list] = kNone;
-    occupied_[0][list / 64] &= ~(std::uint64_t{1} << (list % 64));
-    for (const std::uint64_t payload : payloads) fire(payload);
-    fired += payloads.size();
+    take_due(slot);
+    for (const std::uint64_t payload : firing_) fire(payload);
+    fired += firing_.size();
   }
   return fired;
+}
+
+void TimerWheel::take_due(std::uint32_t slot) {
+  Slot& due = slots_[slot];
+  firing_.clear();
+  for (std::size_t i = 0; i < due.size(); ++i) {
+    if (i + kPrefetchAhead < due.size()) {
+      prefetch_for_write(&nodes_[due[i + kPrefetchAhead]]);
+    }
+    firing_.push_back(nodes_[due[i]].payload);
+    release(due[i]);
+  }
+  reset(due);
+  mark_empty(slot);
 }
 
 std::optional<TimePoint> TimerWheel::next_wake() const {
@@ -143,11 +163,15 @@ std::optional<std::uint64_t> TimerWheel::earliest_work_tick() const {
       return rotation | (std::uint64_t{*slot} << shift);
     }
   }
-  if (heads_[kOverflow] != kNone) {
+  if (!slots_[kOverflow].empty()) {
+    // The top-level wrap that starts the earliest overflow timer's
+    // rotation: the wraps before it would only put everything back (with
+    // a 1 ns tick, 2^32 of them).
     constexpr int kTopShift = kSlotBits * kLevels;
-    return ((now >> kTopShift) + 1) << kTopShift;
+    return std::max(((now >> kTopShift) + 1) << kTopShift,
+                    (overflow_earliest_ >> kTopShift) << kTopShift);
   }
-  return now;  // unreachable while pending_ counts the lists' nodes
+  return now;  // unreachable while pending_ counts the slots' nodes
 }
 
 std::optional<std::uint32_t> TimerWheel::next_occupied(
@@ -166,7 +190,7 @@ void TimerWheel::cascade() {
   const std::uint64_t now = next_tick_;
   constexpr int kTopShift = kSlotBits * kLevels;
   if (now != 0 && now % (std::uint64_t{1} << kTopShift) == 0) {
-    cascade_list(kOverflow);
+    cascade_slot(kOverflow);
   }
   // Highest first: a level's slot may move timers into the lower level's
   // slot that starts at this same tick.
@@ -174,23 +198,24 @@ void TimerWheel::cascade() {
     const int shift = kSlotBits * level;
     if (now % (std::uint64_t{1} << shift) != 0) continue;
     const auto slot = static_cast<std::uint32_t>((now >> shift) % kSlots);
-    cascade_list(static_cast<std::uint32_t>(level) * kSlots + slot);
+    cascade_slot(static_cast<std::uint32_t>(level) * kSlots + slot);
   }
 }
 
-void TimerWheel::cascade_list(std::uint32_t list) {
-  std::uint32_t index = heads_[list];
-  if (index == kNone) return;
-  heads_[list] = kNone;
-  if (list != kOverflow) {
-    occupied_[list / kSlots][(list % kSlots) / 64] &=
-        ~(std::uint64_t{1} << (list % 64));
+void TimerWheel::cascade_slot(std::uint32_t slot) {
+  if (slots_[slot].empty()) return;
+  // Swapped out first: the overflow slot's timers may go back into it.
+  cascading_.swap(slots_[slot]);
+  mark_empty(slot);
+  // The walk is over contiguous indices, so the nodes it is about to move
+  // (each a likely cache miss) are fetched several at a time.
+  for (std::size_t i = 0; i < cascading_.size(); ++i) {
+    if (i + kPrefetchAhead < cascading_.size()) {
+      prefetch_for_write(&nodes_[cascading_[i + kPrefetchAhead]]);
+    }
+    place(cascading_[i]);
   }
-  while (index != kNone) {
-    const std::uint32_t next = nodes_[index].next;
-    place(index);
-    index = next;
-  }
+  reset(cascading_);
 }
 
 void TimerWheel::place(std::uint32_t index) {
@@ -200,40 +225,55 @@ void TimerWheel::place(std::uint32_t index) {
     const int shift = kSlotBits * level;
     if ((differing >> (shift + kSlotBits)) == 0) {
       const auto slot = static_cast<std::uint32_t>((due >> shift) % kSlots);
-      link(index, static_cast<std::uint32_t>(level) * kSlots + slot);
+      append(index, static_cast<std::uint32_t>(level) * kSlots + slot);
       return;
     }
   }
-  link(index, kOverflow);
+  append(index, kOverflow);
 }
 
-void TimerWheel::link(std::uint32_t index, std::uint32_t list) {
+void TimerWheel::append(std::uint32_t index, std::uint32_t slot) {
+  Slot& nodes = slots_[slot];
   Node& node = nodes_[index];
-  node.list = list;
-  node.prev = kNone;
-  node.next = heads_[list];
-  if (node.next != kNone) nodes_[node.next].prev = index;
-  heads_[list] = index;
-  if (list != kOverflow) {
-    occupied_[list / kSlots][(list % kSlots) / 64] |= std::uint64_t{1}
-                                                      << (list % 64);
-  }
-}
-
-void TimerWheel::unlink(std::uint32_t index) {
-  Node& node = nodes_[index];
-  if (node.prev != kNone) {
-    nodes_[node.prev].next = node.next;
+  node.slot = slot;
+  node.position = static_cast<std::uint32_t>(nodes.size());
+  nodes.push_back(index);
+  if (slot == kOverflow) {
+    overflow_earliest_ = std::min(overflow_earliest_, node.due_tick);
   } else {
-    heads_[node.list] = node.next;
-    if (node.next == kNone && node.list != kOverflow) {
-      occupied_[node.list / kSlots][(node.list % kSlots) / 64] &=
-          ~(std::uint64_t{1} << (node.list % 64));
-    }
+    occupied_[slot / kSlots][(slot % kSlots) / 64] |= std::uint64_t{1}
+                                                      << (slot % 64);
   }
-  if (node.next != kNone) nodes_[node.next].prev = node.prev;
-  node.prev = kNone;
-  node.next = kNone;
+}
+
+void TimerWheel::remove(std::uint32_t index) {
+  const Node& node = nodes_[index];
+  Slot& nodes = slots_[node.slot];
+  const std::uint32_t moved = nodes.back();
+  nodes[node.position] = moved;
+  nodes_[moved].position = node.position;
+  nodes.pop_back();
+  if (nodes.empty()) {
+    reset(nodes);
+    mark_empty(node.slot);
+  }
+}
+
+void TimerWheel::reset(Slot& slot) {
+  if (slot.capacity() > kKeptCapacity) {
+    Slot().swap(slot);  // frees the array
+  } else {
+    slot.clear();
+  }
+}
+
+void TimerWheel::mark_empty(std::uint32_t slot) {
+  if (slot == kOverflow) {
+    overflow_earliest_ = std::numeric_limits<std::uint64_t>::max();
+    return;
+  }
+  occupied_[slot / kSlots][(slot % kSlots) / 64] &=
+      ~(std::uint64_t{1} << (slot % 64));
 }
 
 std::uint32_t TimerWheel::allocate() {
@@ -248,9 +288,8 @@ std::uint32_t TimerWheel::allocate() {
 
 void TimerWheel::release(std::uint32_t index) {
   Node& node = nodes_[index];
-  node.list = kNone;
-  node.prev = kNone;
-  node.next = kNone;
+  node.slot = kNone;
+  node.position = 0;
   // 0 is never a generation: TimerId{0} names no timer.
   if (++node.generation == 0) node.generation = 1;
   free_.push_back(index);

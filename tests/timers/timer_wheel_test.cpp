@@ -141,6 +141,77 @@ TEST_CASE(
   CHECK(advances > 10);
 }
 
+TEST_CASE(
+    "timer_wheel: cancel finds timers that share a slot, before and after "
+    "they move down a level",
+    "[timer_wheel]") {
+  TimerWheel wheel = make();
+  // Ticks 300 to 349: one level-1 slot at first, 20 timers per tick.
+  std::vector<TimerId> ids;
+  for (std::uint64_t i = 0; i < 1000; ++i) {
+    ids.push_back(
+        wheel.schedule(kStart + std::chrono::milliseconds(300 + i % 50), i));
+  }
+  for (std::uint64_t i = 0; i < 1000; i += 3) REQUIRE(wheel.cancel(ids[i]));
+  CHECK(advance(wheel, kStart + 299ms).empty());  // all moved to level 0
+  for (std::uint64_t i = 1; i < 1000; i += 3) REQUIRE(wheel.cancel(ids[i]));
+  for (std::uint64_t i = 0; i < 1000; i += 3) CHECK_FALSE(wheel.cancel(ids[i]));
+  CHECK(wheel.size() == 333);
+  Fired fired = advance(wheel, kStart + 349ms);
+  std::sort(fired.begin(), fired.end());
+  Fired expected;
+  for (std::uint64_t i = 2; i < 1000; i += 3) expected.push_back(i);
+  CHECK(fired == expected);
+  CHECK(wheel.empty());
+}
+
+TEST_CASE(
+    "timer_wheel: interleaved schedule, cancel and advance match a "
+    "reference",
+    "[timer_wheel]") {
+  constexpr std::uint64_t kTickNs = 1'000'000;  // 1 ms
+  TimerWheel wheel = make(1ms);
+  const std::uint64_t seed = GENERATE(1, 2, 3);
+  INFO("seed " << seed);
+  Random random(seed);
+  std::map<std::uint64_t, std::uint64_t> due_of;  // id -> due tick
+  std::map<std::uint64_t, TimerId> ids;           // the pending ones
+  std::uint64_t now = 0;
+  std::uint64_t next_id = 0;
+  for (int step = 0; step < 20'000; ++step) {
+    const std::uint64_t choice = random.uniform_to(10);
+    if (choice < 5) {  // up to 2^36 ticks ahead: every level and overflow
+      const int scale = static_cast<int>(random.uniform_to(36));
+      const std::uint64_t due =
+          now + 1 + random.uniform_to(std::uint64_t{1} << scale);
+      ids[next_id] = wheel.schedule(kStart + Duration(due * kTickNs), next_id);
+      due_of[next_id++] = due;
+    } else if (choice < 8 && !ids.empty()) {
+      auto it = ids.lower_bound(random.uniform_to(next_id));
+      if (it == ids.end()) it = ids.begin();
+      REQUIRE(wheel.cancel(it->second));
+      due_of.erase(it->first);
+      ids.erase(it);
+    } else {
+      now += random.uniform_to(std::uint64_t{1} << random.uniform_to(34));
+      Fired fired = advance(wheel, kStart + Duration(now * kTickNs));
+      Fired due_now;
+      for (auto it = due_of.begin(); it != due_of.end();) {
+        if (it->second <= now) {
+          due_now.push_back(it->first);
+          ids.erase(it->first);
+          it = due_of.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      std::sort(fired.begin(), fired.end());
+      REQUIRE(fired == due_now);
+    }
+    REQUIRE(wheel.size() == ids.size());
+  }
+}
+
 TEST_CASE("timer_wheel: next_wake is exact nearby and never late",
           "[timer_wheel]") {
   TimerWheel wheel = make();

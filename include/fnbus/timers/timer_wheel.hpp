@@ -3,7 +3,7 @@
 // A hierarchical timing wheel: the structure behind delayed publishes,
 // periodic schedules and waiting retries. Four levels of 256 slots cover
 // 2^32 ticks (49 days at the default 1 ms tick); later timers wait in an
-// overflow list. schedule() and cancel() cost O(1) however many timers
+// overflow slot. schedule() and cancel() cost O(1) however many timers
 // are pending; advance() costs O(1) per timer fired or moved down a level,
 // plus one step per 256 ticks skipped.
 //
@@ -19,11 +19,22 @@
 // caller's token (an
 // index into its own table of events).
 //
+// Layout: each pending timer is a 32-byte node in one table (due tick,
+// payload, its slot and its position there) plus a 4-byte entry in its
+// slot's array of node indices: 36 bytes, plus the arrays' growth slack.
+// cancel() moves the slot's last entry into the hole. A cascade or a
+// firing walks a slot's contiguous array and prefetches the nodes a few
+// entries ahead, so that with a wheel far larger than the caches the
+// misses overlap instead of following a linked list one at a time. The
+// 1,025 slot arrays cost 24 KB when empty; an emptied slot keeps at most
+// 256 bytes of capacity.
+//
 // next_wake() is exact when the earliest timer is within the current
 // 256-tick rotation, and otherwise the start of the slot that holds it
-// (a lower bound): waking there, advance() moves it down, and next_wake()
-// is exact again. So a scheduler sleeps until next_wake() instead of
-// ticking.
+// (a lower bound; for a timer in the overflow slot, the start of its
+// 2^32-tick rotation or earlier): waking there, advance() moves it down,
+// and next_wake() is exact again. So a scheduler sleeps until next_wake()
+// instead of ticking.
 //
 // Thread safety: none (the owner serialises). fire() callbacks may
 // schedule and cancel; a timer scheduled at or before the tick being fired
@@ -35,6 +46,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -87,36 +99,54 @@ class TimerWheel {
   static constexpr int kSlotBits = 8;
   static constexpr std::uint32_t kSlots = 1u << kSlotBits;      // per level
   static constexpr std::uint32_t kNone = 0xffff'ffff;           // no node
-  static constexpr std::uint32_t kOverflow = kLevels * kSlots;  // list id
+  static constexpr std::uint32_t kOverflow = kLevels * kSlots;  // slot id
+  // An emptied slot array keeps at most this much capacity (256 bytes),
+  // so that slots reused tick after tick do not reallocate, while the
+  // memory held by empty slots stays bounded whatever the peak was.
+  static constexpr std::size_t kKeptCapacity = 64;
 
-  struct Node {
+  // One pending (or free) timer. 32-byte aligned so that a node never
+  // straddles two cache lines: each touch is one miss at most.
+  struct alignas(32) Node {
     std::uint64_t due_tick = 0;
     std::uint64_t payload = 0;
-    std::uint32_t prev = kNone;
-    std::uint32_t next = kNone;
-    std::uint32_t list = kNone;    // level * kSlots + slot, kOverflow, or
+    std::uint32_t slot = kNone;    // level * kSlots + slot, kOverflow, or
                                    // kNone when free
+    std::uint32_t position = 0;    // where slots_[slot] holds this node
     std::uint32_t generation = 1;  // bumped when freed: stale ids fail
   };
+  static_assert(sizeof(Node) == 32, "two nodes per cache line");
+  // The node indices of one slot, in no order.
+  using Slot = std::vector<std::uint32_t>;
   // One bit per slot: which slots of a level hold a timer.
   using Occupancy = std::array<std::uint64_t, kSlots / 64>;
 
-  TimerWheel(Duration tick, TimePoint start) : tick_(tick), start_(start) {}
+  TimerWheel(Duration tick, TimePoint start)
+      : tick_(tick), start_(start), slots_(kLevels * kSlots + 1) {}
 
   [[nodiscard]] std::uint64_t due_tick_of(TimePoint due) const;
   [[nodiscard]] std::uint64_t tick_at(TimePoint now) const;
   [[nodiscard]] TimePoint time_of(std::uint64_t tick) const;
-  // Puts a node into the list its due tick belongs to, seen from
+  // Appends a node to the slot its due tick belongs to, seen from
   // next_tick_.
   void place(std::uint32_t index);
-  void link(std::uint32_t index, std::uint32_t list);
-  void unlink(std::uint32_t index);
+  void append(std::uint32_t index, std::uint32_t slot);
+  // Takes a node out of its slot: the slot's last node moves into its
+  // place.
+  void remove(std::uint32_t index);
+  // Empties a slot that has been taken apart, keeping a little capacity.
+  static void reset(Slot& slot);
+  // Records that a slot holds no timer (its occupancy bit; for the
+  // overflow slot, its earliest due tick).
+  void mark_empty(std::uint32_t slot);
   std::uint32_t allocate();
   void release(std::uint32_t index);
+  // Releases the timers of a level-0 slot, their payloads into firing_.
+  void take_due(std::uint32_t slot);
   // Moves the timers of every level's slot that starts at next_tick_ (and
-  // of the overflow list at a top-level wrap) down to where they belong.
+  // of the overflow slot at a top-level wrap) down to where they belong.
   void cascade();
-  void cascade_list(std::uint32_t list);
+  void cascade_slot(std::uint32_t slot);
   // The first tick at or after next_tick_ at which advance() has work: a
   // slot boundary to cascade or a level-0 slot to fire. Never later than
   // the start of any occupied slot.
@@ -131,15 +161,14 @@ class TimerWheel {
   std::vector<Node> nodes_;
   std::vector<std::uint32_t> free_;
   std::vector<std::uint64_t> firing_;  // advance()'s scratch: payloads
-  // Heads of the kLevels * kSlots slot lists, then the overflow list.
-  std::array<std::uint32_t, kLevels* kSlots + 1> heads_ = make_heads();
+  Slot cascading_;                     // cascade_slot()'s scratch
+  // The kLevels * kSlots slots, then the overflow slot. For every pending
+  // node n: slots_[n.slot][n.position] == n's index.
+  std::vector<Slot> slots_;
   std::array<Occupancy, kLevels> occupied_{};
-
-  static std::array<std::uint32_t, kLevels * kSlots + 1> make_heads() {
-    std::array<std::uint32_t, kLevels * kSlots + 1> heads{};
-    heads.fill(kNone);
-    return heads;
-  }
+  // At most the earliest due tick in the overflow slot (exact but for
+  // cancels since it last emptied); the largest tick while it is empty.
+  std::uint64_t overflow_earliest_ = std::numeric_limits<std::uint64_t>::max();
 };
 
 }  // namespace fnbus::timers
