@@ -126,6 +126,8 @@ std::string_view to_string(DeadLetterReason reason) noexcept {
       return "cancelled_at_shutdown";
     case DeadLetterReason::kDrainTimeout:
       return "drain_timeout";
+    case DeadLetterReason::kCircuitOpen:
+      return "circuit_open";
   }
   return "unknown";
 }
@@ -792,7 +794,8 @@ void EventBus::set_unhandled_sink(UnhandledSink sink) {
 void EventBus::report_dead_letter(const detail::Envelope& envelope,
                                   DeadLetterReason reason,
                                   const EventTrace& trace) noexcept {
-  dead_letter_sink_.call(DeadLetter{envelope.ref(), reason, trace});
+  dead_letter_sink_.call(
+      DeadLetter{.event = envelope.ref(), .reason = reason, .trace = trace});
 }
 
 }  // namespace fnbus

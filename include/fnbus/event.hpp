@@ -2,9 +2,12 @@
 
 // Event types: their names, dense ids, and type-erased references.
 
+#include <concepts>
 #include <cstdint>
 #include <string_view>
 #include <type_traits>
+
+#include "absl/status/status.h"
 
 #include "fnbus/detail/type_slot.hpp"
 
@@ -124,6 +127,19 @@ class Context {
   std::string_view function_name_;
   EventTrace trace_;  // a copy: a Context may be copied out of the handler
 };
+
+// What a handler may return: nothing, or an absl::Status whose non-OK value
+// counts as a failure (like a throw, without the exception).
+template <typename R>
+concept HandlerResult = std::is_void_v<R> || std::same_as<R, absl::Status>;
+
+// A callable taking `const E&`, or `const E&` and `Context&`.
+template <typename F, typename E>
+concept HandlerFor =
+    (std::invocable<F&, const E&> &&
+     HandlerResult<std::invoke_result_t<F&, const E&>>) ||
+    (std::invocable<F&, const E&, Context&> &&
+     HandlerResult<std::invoke_result_t<F&, const E&, Context&>>);
 
 namespace detail {
 class ContextAccess {

@@ -42,19 +42,6 @@
 
 namespace fnbus {
 
-// What a handler may return: nothing, or an absl::Status whose non-OK value
-// counts as a failure (like a throw, without the exception).
-template <typename R>
-concept HandlerResult = std::is_void_v<R> || std::same_as<R, absl::Status>;
-
-// A callable taking `const E&`, or `const E&` and `Context&`.
-template <typename F, typename E>
-concept HandlerFor =
-    (std::invocable<F&, const E&> &&
-     HandlerResult<std::invoke_result_t<F&, const E&>>) ||
-    (std::invocable<F&, const E&, Context&> &&
-     HandlerResult<std::invoke_result_t<F&, const E&, Context&>>);
-
 // An in-process event bus.
 //
 // - subscribe<E>(handler, options) registers a named function for events of
@@ -242,6 +229,12 @@ class EventBus : private WorkSource {
 
   template <Event E, typename F>
   static detail::ErasedHandler erase_handler(F&& handler);
+  // `handler` run through the stages `options` asks for (see
+  // resilience::Pipeline); fails a precondition check on bad options.
+  detail::ErasedHandler with_pipeline(detail::ErasedHandler handler,
+                                      const FunctionOptions& options,
+                                      detail::TypeSlot slot,
+                                      std::string_view event_type);
 
   // Runs the handlers of one event; false if it had none.
   template <typename Counts>
@@ -262,6 +255,11 @@ class EventBus : private WorkSource {
                                                    const Context& context,
                                                    absl::Status& failure,
                                                    Counts& counts) noexcept;
+  // Accounts for every outcome but the success path's kDelivered.
+  template <typename Counts>
+  [[gnu::cold, gnu::noinline]] void account(
+      Outcome outcome, detail::HandlerEntry& entry, const void* event,
+      const Context& context, absl::Status& failure, Counts& counts) noexcept;
   template <typename Counts>
   [[gnu::cold, gnu::noinline]] void handler_threw(detail::HandlerEntry& entry,
                                                   const void* event,
@@ -377,6 +375,10 @@ class EventBus : private WorkSource {
                       const Context& context, absl::StatusCode code,
                       std::string_view message) noexcept;
   void report_unhandled(const EventRef& event) noexcept;
+  // An open breaker kept `entry` from handling `event`: the dead-letter
+  // sink hears of it (DeadLetterReason::kCircuitOpen).
+  void report_circuit_open(const detail::HandlerEntry& entry, const void* event,
+                           const Context& context) noexcept;
   void report_dead_letter(const detail::Envelope& envelope,
                           DeadLetterReason reason,
                           const EventTrace& trace) noexcept;

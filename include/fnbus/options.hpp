@@ -14,6 +14,9 @@
 
 #include "fnbus/clock.hpp"
 #include "fnbus/event.hpp"
+#include "fnbus/resilience/circuit_breaker.hpp"
+#include "fnbus/resilience/event_callables.hpp"
+#include "fnbus/resilience/seen_store.hpp"
 
 namespace fnbus {
 
@@ -55,6 +58,10 @@ enum class ShutdownMode {
 enum class DeadLetterReason {
   kCancelledAtShutdown,  // queued when shutdown(kCancelPending) ran
   kDrainTimeout,  // still queued when shutdown(kDrain) passed drain_timeout
+  // Not run by one function because its circuit breaker was open and it
+  // has no fallback (FunctionOptions::breaker); DeadLetter::function
+  // names it. The event's other functions ran as usual.
+  kCircuitOpen,
 };
 
 [[nodiscard]] std::string_view to_string(OverflowPolicy policy) noexcept;
@@ -82,6 +89,9 @@ struct DeadLetter {
   EventRef event;  // valid only during the sink call
   DeadLetterReason reason;
   EventTrace trace;  // the event's trace ids
+  // The function that did not run it (kCircuitOpen); empty when no
+  // function did (the reasons of shutdown()).
+  std::string_view function = {};
 };
 
 // Bridges fnbus's trace ids to a tracing system (OpenTelemetry, Jaeger, a
@@ -182,6 +192,35 @@ struct FunctionOptions {
   // goes here. It may publish and trigger like a handler; if it throws,
   // the exception is dropped.
   std::function<void(const HandlerError&)> on_error = {};
+
+  // The stages below (docs/resilience.md) cost nothing when none is set.
+  // subscribe() checks them and fails a precondition on a bad one;
+  // resilience::check_options<E>(options) returns that check as a Status.
+
+  // Trigger condition: the function runs only for the events it accepts,
+  // e.g. `.when = [](const OrderPlaced& o) { return o.total_cents > 1000; }`.
+  // The others are counted as filtered: not failures, not unhandled.
+  Condition when = {};
+  // Idempotency: the key of an event, e.g.
+  // `[](const PaymentCompleted& p) { return p.payment_id; }`. An event
+  // whose key was handled before (within the store's TTL) is not handled
+  // again, and is counted as a duplicate. A key is remembered once the
+  // handler succeeds; it is forgotten when the handler fails or does not
+  // run, so that a replay or a retry is handled.
+  KeyOf idempotency_key = {};
+  // Where keys are remembered; null: an InMemorySeenStore of this
+  // function's own with SeenStoreOptions' defaults (100,000 keys, 24 h).
+  // Functions sharing one store are idempotent together.
+  std::shared_ptr<resilience::SeenStore> seen_store = {};
+  // A circuit breaker around the handler (BreakerOptions; validated). While
+  // it is open the handler is not called: the fallback handles the event,
+  // or else the event goes to the dead-letter sink for this function
+  // (DeadLetterReason::kCircuitOpen).
+  std::optional<resilience::BreakerOptions> breaker = {};
+  // Called instead of the handler while the breaker is open, and after the
+  // handler fails (that failure is still counted and reported to on_error
+  // and the error sink). The same forms as a handler of the same event.
+  Fallback fallback = {};
 };
 
 // Options of one publish() call.

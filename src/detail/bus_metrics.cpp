@@ -137,6 +137,10 @@ void BusMetrics::fill(metrics::MetricsSnapshot& snapshot) const {
         if (series == nullptr) continue;
         out.delivered += read(series->delivered);
         out.failed += read(series->failed);
+        out.filtered += read(series->filtered);
+        out.duplicates += read(series->duplicates);
+        out.rejected += read(series->rejected);
+        out.fell_back += read(series->fell_back);
         add_histogram(series->run_time, out.run_time);
       }
     }

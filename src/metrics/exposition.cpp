@@ -147,6 +147,18 @@ constexpr CounterFamily<FunctionMetrics> kFunctionCounters[] = {
     {"fnbus_function_failed_total",
      "Function calls that threw or returned a non-OK status.",
      &FunctionMetrics::failed},
+    {"fnbus_function_filtered_total",
+     "Events the function's trigger condition turned down.",
+     &FunctionMetrics::filtered},
+    {"fnbus_function_duplicates_total",
+     "Events not run again: their idempotency key was seen before.",
+     &FunctionMetrics::duplicates},
+    {"fnbus_function_rejected_total",
+     "Events not run while the circuit breaker was open (no fallback; "
+     "dead-lettered).",
+     &FunctionMetrics::rejected},
+    {"fnbus_function_fell_back_total",
+     "Events handled by the function's fallback.", &FunctionMetrics::fell_back},
 };
 
 constexpr HistogramFamily<EventTypeMetrics> kEventHistograms[] = {
@@ -298,8 +310,11 @@ void append_json_function(std::string& out, const FunctionMetrics& f,
   append_json_string(out, f.event);
   out += ",\"function\":";
   append_json_string(out, f.function);
-  fmt::format_to(std::back_inserter(out), ",\"delivered\":{},\"failed\":{}",
-                 f.delivered, f.failed);
+  fmt::format_to(std::back_inserter(out),
+                 ",\"delivered\":{},\"failed\":{},\"filtered\":{},"
+                 "\"duplicates\":{},\"rejected\":{},\"fell_back\":{}",
+                 f.delivered, f.failed, f.filtered, f.duplicates, f.rejected,
+                 f.fell_back);
   if (latency) append_json_latency(out, "run_time", f.run_time);
   out += '}';
 }

@@ -18,6 +18,10 @@ void EventTypeMetrics::merge(const EventTypeMetrics& other) {
 void FunctionMetrics::merge(const FunctionMetrics& other) {
   delivered += other.delivered;
   failed += other.failed;
+  filtered += other.filtered;
+  duplicates += other.duplicates;
+  rejected += other.rejected;
+  fell_back += other.fell_back;
   run_time.merge(other.run_time);
 }
 

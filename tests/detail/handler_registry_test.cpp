@@ -36,7 +36,9 @@ constexpr TypeSlot kHeldSlot = 1;
 constexpr TypeSlot kOtherSlot = 2;
 
 ErasedHandler noop() {
-  return [](const void*, Context&, absl::Status&) { return true; };
+  return [](const void*, Context&, absl::Status&) {
+    return fnbus::Outcome::kDelivered;
+  };
 }
 
 HandlerEntry* add(HandlerRegistry& registry, TypeSlot slot) {

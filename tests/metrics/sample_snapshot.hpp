@@ -55,7 +55,11 @@ inline metrics::MetricsSnapshot sample_snapshot() {
   FunctionMetrics reserve{.event = "OrderCreated",
                           .function = "reserve_inventory",
                           .delivered = 9'980,
-                          .failed = 10};
+                          .failed = 10,
+                          .filtered = 41,
+                          .duplicates = 42,
+                          .rejected = 43,
+                          .fell_back = 44};
   reserve.run_time = sample_histogram(30'000, 2.0, 9'990, 5);
   FunctionMetrics weird{.event = "OrderCreated",
                         .function = "say \"hi\" \\ back\\slash\nnext\tline",

@@ -249,7 +249,7 @@ TEST_CASE("timer_wheel: sleeping until next_wake fires every timer on time",
 }
 
 TEST_CASE(
-    "timer_wheel: callbacks schedule and cancel; 'now' means the "
+    "timer_wheel: callbacks schedule and cancel, and 'now' means the "
     "next tick",
     "[timer_wheel]") {
   TimerWheel wheel = make();

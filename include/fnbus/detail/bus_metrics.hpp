@@ -156,6 +156,11 @@ struct alignas(kCacheLineSize) FunctionSeries {
   explicit FunctionSeries(bool timed);
   std::atomic<std::uint64_t> delivered{0};
   std::atomic<std::uint64_t> failed{0};
+  // The outcomes of a function's stages (resilience::Pipeline).
+  std::atomic<std::uint64_t> filtered{0};
+  std::atomic<std::uint64_t> duplicates{0};
+  std::atomic<std::uint64_t> rejected{0};  // breaker open, no fallback
+  std::atomic<std::uint64_t> fell_back{0};
   const std::unique_ptr<metrics::LatencyRecorder> run_time;
 };
 

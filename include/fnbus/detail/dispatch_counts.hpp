@@ -3,9 +3,9 @@
 // How the dispatch loop accounts for each handler call. The loop is a
 // template over one of these, so that trigger()'s success path counts
 // nothing and a worker's counts per function without a branch on which
-// one it is. Each provides on_delivered(entry), on_failed(entry) and
-// restart() (start the next run time now, after work that was no
-// handler's: a sink, a trace hook).
+// one it is. Each provides on_delivered(entry), on_failed(entry),
+// on_counted(entry, counter) and restart() (start the next run time now, after
+// work that was no handler's: a sink, a trace hook).
 
 #include <atomic>
 #include <cstdint>
@@ -32,6 +32,14 @@ struct WorkerCounts {
   }
   void on_failed(const HandlerEntry& entry) noexcept {
     finish(entry, &FunctionSeries::failed);
+  }
+  // An outcome that is no handler call of its own (filtered, duplicate,
+  // rejected, fell back): counted, not timed.
+  void on_counted(
+      const HandlerEntry& entry,
+      std::atomic<std::uint64_t> FunctionSeries::*counter) noexcept {
+    bump(metrics.function_series(shard, entry.function_id).*counter);
+    restart();
   }
   void restart() noexcept {
     if (weight != 0) last_ticks = ticks.now();
@@ -71,6 +79,8 @@ struct TriggerCounts {
   TriggerFailures& failures;
   void on_delivered(const HandlerEntry&) noexcept {}
   void on_failed(const HandlerEntry& entry) noexcept { failures.count(entry); }
+  void on_counted(const HandlerEntry&,
+                  std::atomic<std::uint64_t> FunctionSeries::*) noexcept {}
   void restart() noexcept {}
 };
 

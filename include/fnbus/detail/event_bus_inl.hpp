@@ -10,26 +10,11 @@
 #include <type_traits>
 #include <utility>
 
+#include "fnbus/detail/call_handler.hpp"
 #include "fnbus/event_bus.hpp"
+#include "fnbus/resilience/pipeline.hpp"
 
 namespace fnbus {
-
-namespace detail {
-// Calls `fn` and maps its result (void or absl::Status) to ErasedHandler's.
-template <typename Fn, typename... Args>
-bool call_handler(Fn& fn, absl::Status& failure, Args&... args) {
-  if constexpr (std::is_void_v<std::invoke_result_t<Fn&, Args&...>>) {
-    fn(args...);
-    return true;
-  } else {
-    absl::Status status = fn(args...);
-    if (status.ok()) [[likely]]
-      return true;
-    failure = std::move(status);
-    return false;
-  }
-}
-}  // namespace detail
 
 template <Event E, typename F>
 detail::ErasedHandler EventBus::erase_handler(F&& handler) {
@@ -52,14 +37,19 @@ detail::ErasedHandler EventBus::erase_handler(F&& handler) {
 
 template <Event E, HandlerFor<E> F>
 Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
+  const detail::TypeSlot slot = detail::type_slot<E>();
+  detail::ErasedHandler erased = erase_handler<E>(std::forward<F>(handler));
+  if (resilience::Pipeline::wanted(options)) [[unlikely]] {
+    erased =
+        with_pipeline(std::move(erased), options, slot, event_type_name<E>());
+  }
   std::string name =
       options.name.empty() ? std::string("<unnamed>") : std::move(options.name);
-  const detail::TypeSlot slot = detail::type_slot<E>();
   const std::uint32_t function_id =
       metrics_.function_id(slot, event_type_name<E>(), name);
-  detail::HandlerEntry* entry = registry_->add(
-      slot, std::move(name), function_id,
-      erase_handler<E>(std::forward<F>(handler)), std::move(options.on_error));
+  detail::HandlerEntry* entry =
+      registry_->add(slot, std::move(name), function_id, std::move(erased),
+                     std::move(options.on_error));
   return Subscription(registry_, entry, entry->serial);
 }
 
@@ -143,10 +133,11 @@ void EventBus::run_handler(detail::HandlerEntry& entry, const void* event,
   // cold functions, so that this stays small enough to be inlined into
   // the dispatch loop.
   try {
-    if (entry.fn(event, context, failure)) [[likely]] {
+    const Outcome outcome = entry.fn(event, context, failure);
+    if (outcome == Outcome::kDelivered) [[likely]] {
       counts.on_delivered(entry);
     } else {
-      handler_failed(entry, event, context, failure, counts);
+      account(outcome, entry, event, context, failure, counts);
     }
   } catch (...) {
     handler_threw(entry, event, context, counts);
@@ -165,6 +156,37 @@ void EventBus::handler_failed(detail::HandlerEntry& entry, const void* event,
       std::string_view(failure.message().data(), failure.message().size()));
   failure = absl::OkStatus();
   counts.restart();
+}
+
+template <typename Counts>
+void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
+                       const void* event, const Context& context,
+                       absl::Status& failure, Counts& counts) noexcept {
+  switch (outcome) {
+    case Outcome::kDelivered:
+      counts.on_delivered(entry);
+      return;
+    case Outcome::kFailed:
+      handler_failed(entry, event, context, failure, counts);
+      return;
+    case Outcome::kFiltered:
+      counts.on_counted(entry, &detail::FunctionSeries::filtered);
+      return;
+    case Outcome::kDuplicate:
+      counts.on_counted(entry, &detail::FunctionSeries::duplicates);
+      return;
+    case Outcome::kRejected:
+      counts.on_counted(entry, &detail::FunctionSeries::rejected);
+      report_circuit_open(entry, event, context);
+      counts.restart();
+      return;
+    case Outcome::kFellBack:
+      // The handler's failure (none if the breaker was open) is a
+      // failure like any other; the fallback's work is its delivery.
+      if (!failure.ok()) handler_failed(entry, event, context, failure, counts);
+      counts.on_counted(entry, &detail::FunctionSeries::fell_back);
+      return;
+  }
 }
 
 template <typename Counts>

@@ -18,14 +18,16 @@
 #include "fnbus/detail/type_slot.hpp"
 #include "fnbus/event.hpp"
 #include "fnbus/options.hpp"
+#include "fnbus/resilience/outcome.hpp"
 
 namespace fnbus::detail {
 
-// Calls a handler on a type-erased event. Returns false, with the reason in
-// `failure`, when a Status-returning handler reports an error. (A bool keeps
-// the hot path free of Status construction and destruction.)
+// Calls a handler (through its pipeline, if it has one) on a type-erased
+// event. kFailed comes with the reason in `failure`; the other outcomes
+// leave it alone. (The out-parameter keeps the hot path free of Status
+// construction and destruction.)
 using ErasedHandler =
-    absl::AnyInvocable<bool(const void*, Context&, absl::Status& failure)>;
+    absl::AnyInvocable<Outcome(const void*, Context&, absl::Status& failure)>;
 
 // HandlerEntry::cancelled values.
 inline constexpr std::uint8_t kSubscribed = 0;

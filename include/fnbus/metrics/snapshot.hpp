@@ -36,7 +36,12 @@ struct FunctionMetrics {
   std::string function;         // FunctionOptions::name
   std::uint64_t delivered = 0;  // calls that returned normally
   std::uint64_t failed = 0;     // calls that threw or returned non-OK
-  HistogramSnapshot run_time;   // one handler call
+  // Outcomes of the function's stages (FunctionOptions; docs/resilience.md):
+  std::uint64_t filtered = 0;    // turned down by its condition (`when`)
+  std::uint64_t duplicates = 0;  // idempotency key seen before: not run
+  std::uint64_t rejected = 0;    // breaker open, no fallback: dead-lettered
+  std::uint64_t fell_back = 0;   // handled by the fallback
+  HistogramSnapshot run_time;    // one handler call
 
   // Adds `other`'s counts and samples to these (keeps these names).
   void merge(const FunctionMetrics& other);

@@ -1,0 +1,35 @@
+#pragma once
+
+// What one invocation of a function came to. The dispatch loop accounts
+// for every outcome in one place (the success path inline, the rest in
+// cold code), so a new stage of a function's pipeline adds an outcome, not
+// a branch in the hot loop.
+
+#include <cstdint>
+#include <string_view>
+
+namespace fnbus {
+
+enum class Outcome : std::uint8_t {
+  // The handler returned normally (or OK).
+  kDelivered,
+  // The handler threw or returned a non-OK Status (in the call's failure
+  // out-parameter); no fallback handled it.
+  kFailed,
+  // FunctionOptions::when said no: not run, not a failure.
+  kFiltered,
+  // The idempotency key was seen before (FunctionOptions::idempotency_key):
+  // not run again, not a failure.
+  kDuplicate,
+  // The circuit breaker is open and there is no fallback: not run, handed
+  // to the dead-letter sink (DeadLetterReason::kCircuitOpen).
+  kRejected,
+  // The fallback handled it: the breaker was open (the failure
+  // out-parameter is OK), or the handler failed (it holds that failure,
+  // which is reported like any other).
+  kFellBack,
+};
+
+[[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;
+
+}  // namespace fnbus

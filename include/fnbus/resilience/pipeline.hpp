@@ -1,0 +1,98 @@
+#pragma once
+
+// The stages of one function, composed once at subscribe() from its
+// FunctionOptions and stored beside its handler. A function without any of
+// them keeps the direct call; with some, each invocation runs
+//
+//   condition -> idempotency -> breaker -> handler -> fallback
+//
+// (resilience4j's order: Fallback(Breaker(f))): an event the condition
+// turns down is kFiltered; a key seen before is kDuplicate; an open
+// breaker gives the event to the fallback, or kRejected without one; a
+// failed handler is reported to the breaker, its key forgotten (a replay
+// or retry is handled again) and the fallback called.
+//
+// Thread safety: run() may be called from many threads at once (each
+// stage is thread-safe).
+
+#include <memory>
+#include <string_view>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+#include "fnbus/clock.hpp"
+#include "fnbus/detail/type_slot.hpp"
+#include "fnbus/event.hpp"
+#include "fnbus/options.hpp"
+#include "fnbus/resilience/circuit_breaker.hpp"
+#include "fnbus/resilience/event_callables.hpp"
+#include "fnbus/resilience/outcome.hpp"
+#include "fnbus/resilience/seen_store.hpp"
+
+namespace fnbus::resilience {
+
+class Pipeline {
+ public:
+  // Whether `options` asks for any stage.
+  [[nodiscard]] static bool wanted(const FunctionOptions& options) noexcept;
+  // OK, or InvalidArgument naming each option that is wrong for a function
+  // of `event_type` and what to do instead.
+  [[nodiscard]] static absl::Status check(const FunctionOptions& options,
+                                          detail::TypeSlot slot,
+                                          std::string_view event_type);
+  // check()'s errors. `clock` (the bus's) must outlive the pipeline's use.
+  static absl::StatusOr<std::unique_ptr<Pipeline>> Create(
+      const FunctionOptions& options, detail::TypeSlot slot,
+      std::string_view event_type, Clock& clock);
+
+  // The handler's call: kDelivered, or kFailed with the Status in its
+  // argument; may throw.
+  using Call = absl::FunctionRef<Outcome(absl::Status& failure)>;
+  // Runs the stages around `handler` for `event` (of the pipeline's type).
+  // May throw only what the handler threw when there is no fallback (the
+  // bus reports it as usual).
+  Outcome run(const void* event, Context& context, absl::Status& failure,
+              Call handler);
+
+  // The breaker, or null (for metrics).
+  [[nodiscard]] CircuitBreaker* breaker() const noexcept {
+    return breaker_.get();
+  }
+
+ private:
+  Pipeline(Clock& clock) : clock_(clock) {}
+
+  Outcome call_guarded(const void* event, Context& context,
+                       absl::Status& failure, Call handler,
+                       CircuitBreaker::Permit& permit, std::string_view key);
+  // After the handler failed (`failure` set): the fallback's outcome, or
+  // kFailed.
+  Outcome after_failure(const void* event, Context& context,
+                        absl::Status& failure);
+  Outcome while_open(const void* event, Context& context,
+                     absl::Status& failure);
+  // Calls the fallback; its failure (or throw) becomes kFailed with a
+  // message that also carries the handler's failure, if any.
+  Outcome call_fallback(const void* event, Context& context,
+                        absl::Status& failure);
+  void forget(std::string_view key);
+
+  Clock& clock_;
+  Condition when_;
+  KeyOf key_of_;
+  std::shared_ptr<SeenStore> seen_;
+  std::unique_ptr<CircuitBreaker> breaker_;
+  Fallback fallback_;
+};
+
+// Pipeline::check for a function of events E: the configuration-time
+// check of options (subscribe() fails a precondition check with the same
+// message on options that do not pass it).
+template <Event E>
+[[nodiscard]] absl::Status check_options(const FunctionOptions& options) {
+  return Pipeline::check(options, detail::type_slot<E>(), event_type_name<E>());
+}
+
+}  // namespace fnbus::resilience

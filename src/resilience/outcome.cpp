@@ -1,0 +1,23 @@
+#include "fnbus/resilience/outcome.hpp"
+
+namespace fnbus {
+
+std::string_view to_string(Outcome outcome) noexcept {
+  switch (outcome) {
+    case Outcome::kDelivered:
+      return "delivered";
+    case Outcome::kFailed:
+      return "failed";
+    case Outcome::kFiltered:
+      return "filtered";
+    case Outcome::kDuplicate:
+      return "duplicate";
+    case Outcome::kRejected:
+      return "rejected";
+    case Outcome::kFellBack:
+      return "fell_back";
+  }
+  return "unknown";
+}
+
+}  // namespace fnbus

@@ -1,0 +1,181 @@
+#include "fnbus/resilience/pipeline.hpp"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "fmt/format.h"
+
+#include "fnbus/detail/exception_message.hpp"
+
+namespace fnbus::resilience {
+namespace {
+
+// The problem of a typed option (when, idempotency_key, fallback) made for
+// another event type, or none.
+void check_type(const detail::ErasedFor& callable, bool set,
+                std::string_view option, detail::TypeSlot slot,
+                std::string_view event_type,
+                std::vector<std::string>& problems) {
+  if (!set || callable.event_slot() == slot) return;
+  problems.push_back(fmt::format(
+      "{} takes {} but the function handles {}; give it a callable taking "
+      "const {}& (a function subscribed to several types cannot have one: "
+      "subscribe to each type on its own)",
+      option, callable.event_type(), event_type, event_type));
+}
+
+// A Status for the exception in flight (call inside a catch block), as
+// the bus reports a throwing handler.
+absl::Status status_of_current_exception() {
+  return absl::UnknownError(detail::current_exception_message());
+}
+
+}  // namespace
+
+bool Pipeline::wanted(const FunctionOptions& options) noexcept {
+  return static_cast<bool>(options.when) ||
+         static_cast<bool>(options.idempotency_key) ||
+         options.seen_store != nullptr || options.breaker.has_value() ||
+         static_cast<bool>(options.fallback);
+}
+
+absl::Status Pipeline::check(const FunctionOptions& options,
+                             detail::TypeSlot slot,
+                             std::string_view event_type) {
+  std::vector<std::string> problems;
+  check_type(options.when, static_cast<bool>(options.when), "when", slot,
+             event_type, problems);
+  check_type(options.idempotency_key,
+             static_cast<bool>(options.idempotency_key), "idempotency_key",
+             slot, event_type, problems);
+  check_type(options.fallback, static_cast<bool>(options.fallback), "fallback",
+             slot, event_type, problems);
+  if (options.seen_store != nullptr && !options.idempotency_key) {
+    problems.push_back(
+        "seen_store is set without an idempotency_key; give the key that "
+        "identifies an event (an order id), or drop the store");
+  }
+  if (options.breaker) {
+    if (auto breaker = CircuitBreaker::Create(*options.breaker);
+        !breaker.ok()) {
+      problems.emplace_back(breaker.status().message());
+    }
+  }
+  if (problems.empty()) return absl::OkStatus();
+  const std::string_view name =
+      options.name.empty() ? std::string_view("<unnamed>") : options.name;
+  return absl::InvalidArgumentError(
+      fmt::format("FunctionOptions of function '{}' ({}): {}", name, event_type,
+                  absl::StrJoin(problems, "; ")));
+}
+
+absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
+    const FunctionOptions& options, detail::TypeSlot slot,
+    std::string_view event_type, Clock& clock) {
+  if (absl::Status status = check(options, slot, event_type); !status.ok()) {
+    return status;
+  }
+  std::unique_ptr<Pipeline> pipeline(new Pipeline(clock));
+  pipeline->when_ = options.when;
+  pipeline->key_of_ = options.idempotency_key;
+  pipeline->seen_ = options.seen_store;
+  if (pipeline->key_of_ && pipeline->seen_ == nullptr) {
+    auto store = InMemorySeenStore::Create(SeenStoreOptions{});
+    if (!store.ok()) return store.status();
+    pipeline->seen_ = std::move(*store);
+  }
+  if (options.breaker) {
+    auto breaker = CircuitBreaker::Create(*options.breaker);
+    if (!breaker.ok()) return breaker.status();
+    pipeline->breaker_ = std::move(*breaker);
+  }
+  pipeline->fallback_ = options.fallback;
+  return pipeline;
+}
+
+Outcome Pipeline::run(const void* event, Context& context,
+                      absl::Status& failure, Call handler) {
+  if (when_ && !when_(event)) return Outcome::kFiltered;
+  std::string key;
+  if (key_of_) {
+    key = key_of_(event);
+    if (!seen_->first_sight(key, clock_.now())) return Outcome::kDuplicate;
+  }
+  CircuitBreaker::Permit permit;
+  if (breaker_) {
+    permit = breaker_->try_acquire(clock_.now());
+    if (!permit) {
+      forget(key);  // not handled: a replay must be
+      return while_open(event, context, failure);
+    }
+  }
+  return call_guarded(event, context, failure, handler, permit, key);
+}
+
+Outcome Pipeline::call_guarded(const void* event, Context& context,
+                               absl::Status& failure, Call handler,
+                               CircuitBreaker::Permit& permit,
+                               std::string_view key) {
+  Outcome outcome;
+  try {
+    outcome = handler(failure);
+  } catch (...) {
+    if (permit) permit.on_failure(clock_.now());
+    forget(key);
+    if (!fallback_) throw;  // the bus reports it as it does without stages
+    failure = status_of_current_exception();
+    return after_failure(event, context, failure);
+  }
+  if (outcome == Outcome::kDelivered) [[likely]] {
+    if (permit) permit.on_success(clock_.now());
+    return outcome;
+  }
+  if (permit) permit.on_failure(clock_.now());
+  forget(key);
+  return after_failure(event, context, failure);
+}
+
+Outcome Pipeline::after_failure(const void* event, Context& context,
+                                absl::Status& failure) {
+  if (!fallback_) return Outcome::kFailed;
+  return call_fallback(event, context, failure);
+}
+
+Outcome Pipeline::while_open(const void* event, Context& context,
+                             absl::Status& failure) {
+  if (!fallback_) return Outcome::kRejected;
+  return call_fallback(event, context, failure);
+}
+
+Outcome Pipeline::call_fallback(const void* event, Context& context,
+                                absl::Status& failure) {
+  // The handler's failure, if it ran and failed: reported by the bus
+  // whatever the fallback does.
+  const absl::Status handler_failure = failure;
+  absl::Status fallback_failure;
+  try {
+    if (fallback_(event, context, fallback_failure) == Outcome::kDelivered) {
+      return Outcome::kFellBack;
+    }
+  } catch (...) {
+    fallback_failure = status_of_current_exception();
+  }
+  const std::string before =
+      handler_failure.ok()
+          ? std::string(" (called because the circuit breaker is open)")
+          : fmt::format(" (called because the function failed: {})",
+                        std::string(handler_failure.message()));
+  failure = absl::Status(
+      fallback_failure.code(),
+      fmt::format("fallback failed: {}{}",
+                  std::string(fallback_failure.message()), before));
+  return Outcome::kFailed;
+}
+
+void Pipeline::forget(std::string_view key) {
+  if (key_of_) seen_->forget(key);
+}
+
+}  // namespace fnbus::resilience
