@@ -24,5 +24,6 @@
 #include "fnbus/scaling/scaling_loop.hpp"
 #include "fnbus/scaling/slo_policies.hpp"
 #include "fnbus/subscription.hpp"
+#include "fnbus/timers/scheduler.hpp"
 #include "fnbus/timers/timer_wheel.hpp"
 #include "fnbus/version.hpp"
