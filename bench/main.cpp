@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   fnbus_bench::register_trigger_benchmarks();
+  fnbus_bench::register_stages_benchmarks();
   fnbus_bench::register_histogram_benchmarks();
   fnbus_bench::register_timer_benchmarks();
   fnbus_bench::register_idle_benchmarks();
