@@ -8,6 +8,8 @@
 #include "absl/strings/str_join.h"
 #include "fmt/format.h"
 
+#include "fnbus/detail/saturating_time.hpp"
+
 namespace fnbus::resilience {
 
 std::string_view to_string(BreakerState state) noexcept {
@@ -236,12 +238,7 @@ void CircuitBreaker::leave_open_if_cooled(TimePoint now) {
 bool CircuitBreaker::cooled(TimePoint now) const noexcept {
   // A clock that went back has not cooled.
   if (now < opened_at_) return false;
-  // In unsigned arithmetic: now - opened_at_ may not fit in the signed
-  // rep (a ManualClock may stand anywhere in its range), but it is
-  // non-negative, so its unsigned difference is exact.
-  const auto elapsed =
-      static_cast<std::uint64_t>(now.time_since_epoch().count()) -
-      static_cast<std::uint64_t>(opened_at_.time_since_epoch().count());
+  const std::uint64_t elapsed = detail::nanos_between(opened_at_, now);
   return elapsed >= static_cast<std::uint64_t>(options_.open_for.count());
 }
 

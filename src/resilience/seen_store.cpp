@@ -8,6 +8,8 @@
 #include "absl/strings/string_view.h"
 #include "fmt/format.h"
 
+#include "fnbus/detail/saturating_time.hpp"
+
 namespace fnbus::resilience {
 namespace {
 
@@ -41,11 +43,7 @@ absl::StatusOr<std::unique_ptr<InMemorySeenStore>> InMemorySeenStore::Create(
 bool InMemorySeenStore::expired(const Entry& entry, TimePoint now) const {
   // A clock that went back keeps the key.
   if (now < entry.seen) return false;
-  // Unsigned: now - seen is non-negative but may not fit in the signed
-  // rep (a ManualClock may stand anywhere in its range).
-  const auto age =
-      static_cast<std::uint64_t>(now.time_since_epoch().count()) -
-      static_cast<std::uint64_t>(entry.seen.time_since_epoch().count());
+  const std::uint64_t age = detail::nanos_between(entry.seen, now);
   return age >= static_cast<std::uint64_t>(options_.ttl.count());
 }
 

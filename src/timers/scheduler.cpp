@@ -32,12 +32,7 @@ TimePoint next_period(TimePoint due, Duration period, TimePoint now) {
   const auto step = static_cast<std::uint64_t>(period.count());
   std::uint64_t periods = 1;
   if (now >= due) {
-    // now - due in unsigned arithmetic: exact even where the signed
-    // difference does not fit (a clock anywhere in its range).
-    const std::uint64_t behind =
-        static_cast<std::uint64_t>(now.time_since_epoch().count()) -
-        static_cast<std::uint64_t>(due.time_since_epoch().count());
-    periods = behind / step + 1;
+    periods = detail::nanos_between(due, now) / step + 1;
   }
   std::uint64_t offset = 0;
   if (__builtin_mul_overflow(periods, step, &offset) ||

@@ -10,12 +10,7 @@
 namespace fnbus::timers {
 namespace {
 
-// now - then for now >= then, exact in unsigned arithmetic even where the
-// signed difference does not fit (a clock anywhere in its range).
-std::uint64_t nanos_between(TimePoint then, TimePoint now) {
-  return static_cast<std::uint64_t>(now.time_since_epoch().count()) -
-         static_cast<std::uint64_t>(then.time_since_epoch().count());
-}
+using detail::nanos_between;
 
 // How many nodes ahead a walk over a slot prefetches: enough misses in
 // flight to hide most of the memory latency, few enough that the lines

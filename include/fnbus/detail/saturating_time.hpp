@@ -5,6 +5,7 @@
 // in plain arithmetic is then signed overflow (undefined behaviour).
 // Every deadline fnbus computes goes through saturating_add().
 
+#include <cstdint>
 #include <limits>
 
 #include "fnbus/clock.hpp"
@@ -22,6 +23,15 @@ namespace fnbus::detail {
     return step > 0 ? TimePoint::max() : TimePoint::min();
   }
   return TimePoint(Duration(sum));
+}
+
+// `now - then` in nanoseconds, for now >= then: exact in unsigned
+// arithmetic even where the signed difference does not fit (a ManualClock
+// may stand anywhere in its range).
+[[nodiscard]] constexpr std::uint64_t nanos_between(TimePoint then,
+                                                    TimePoint now) noexcept {
+  return static_cast<std::uint64_t>(now.time_since_epoch().count()) -
+         static_cast<std::uint64_t>(then.time_since_epoch().count());
 }
 
 }  // namespace fnbus::detail
