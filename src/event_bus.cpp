@@ -21,6 +21,7 @@ constexpr std::size_t kMaxWorkers = 1024;
 constexpr std::size_t kMaxQueueCapacity = std::size_t{1} << 24;
 constexpr auto kMaxBlockTimeout = std::chrono::hours(1);
 constexpr auto kMaxDrainTimeout = std::chrono::hours(1);
+constexpr auto kMaxTimerTick = std::chrono::hours(1);
 constexpr auto kMaxIdleSpin = std::chrono::seconds(1);
 constexpr std::uint32_t kMaxLatencySampleEvery = 65536;
 constexpr std::size_t kMaxFollowUpHeadroom = std::size_t{1} << 20;
@@ -70,6 +71,13 @@ std::vector<std::string> config_problems(const BusConfig& config) {
         "the default)",
         config.drain_timeout));
   }
+  if (config.timer_tick <= std::chrono::nanoseconds::zero() ||
+      config.timer_tick > kMaxTimerTick) {
+    problems.push_back(fmt::format(
+        "timer_tick is {}; use more than 0 and at most 1 hour (1ms is the "
+        "default)",
+        config.timer_tick));
+  }
   if (config.idle_spin < std::chrono::nanoseconds::zero() ||
       config.idle_spin > kMaxIdleSpin) {
     problems.push_back(fmt::format(
@@ -96,6 +104,14 @@ std::vector<std::string> config_problems(const BusConfig& config) {
                     static_cast<int>(config.overflow)));
   }
   return problems;
+}
+
+// The clock as a shared_ptr, for the timers' scheduler: BusConfig::clock,
+// or the process-wide SteadyClock (not owned).
+std::shared_ptr<Clock> bus_clock(const std::shared_ptr<Clock>& configured) {
+  if (configured) return configured;
+  return std::shared_ptr<Clock>(std::shared_ptr<Clock>(),
+                                &SteadyClock::instance());
 }
 
 }  // namespace
@@ -128,6 +144,10 @@ std::string_view to_string(DeadLetterReason reason) noexcept {
       return "drain_timeout";
     case DeadLetterReason::kCircuitOpen:
       return "circuit_open";
+    case DeadLetterReason::kTimerPendingAtShutdown:
+      return "timer_pending_at_shutdown";
+    case DeadLetterReason::kTimerRefused:
+      return "timer_refused";
   }
   return "unknown";
 }
@@ -178,6 +198,8 @@ EventBus::EventBus(BusConfig config)
           config_.execution == Execution::kThreadPool
               ? make_follow_up_buffers(max_workers_, config_.follow_up_headroom)
               : nullptr),
+      timers_(bus_clock(config_.clock), config_.timer_tick,
+              config_.execution == Execution::kThreadPool),
       lifecycle_(*clock_),
       error_sink_(config_.error_sink),
       dead_letter_sink_(config_.dead_letter_sink),
@@ -658,6 +680,9 @@ absl::Status EventBus::shutdown(ShutdownMode mode) {
   if (lifecycle_.hint() == detail::Lifecycle::kStopped) {
     return absl::OkStatus();
   }
+  // Timers first, while the bus still accepts their events: the due ones
+  // publish (kDrain), the pending ones are dead-lettered.
+  timers_.shutdown(mode == ShutdownMode::kDrain);
   // wait_for_publishers() runs the heavy barrier. Workers and sweeps read
   // the drain deadline per event from here on (Lifecycle::fate()).
   lifecycle_.begin_stop(mode == ShutdownMode::kCancelPending,
@@ -693,6 +718,7 @@ metrics::MetricsSnapshot EventBus::metrics() const {
   metrics::MetricsSnapshot snapshot;
   snapshot.taken_at = clock_->now();
   metrics_.fill(snapshot);
+  snapshot.timers = timers_.metrics();
   metrics::Gauges& gauges = snapshot.gauges;
   // relaxed: a gauge.
   gauges.queue_depth =

@@ -39,6 +39,7 @@
 #include "fnbus/options.hpp"
 #include "fnbus/queue/mpmc_queue.hpp"
 #include "fnbus/subscription.hpp"
+#include "fnbus/timers/bus_timers.hpp"
 
 namespace fnbus {
 
@@ -165,6 +166,40 @@ class EventBus : private WorkSource {
   // `event` is left as that constructor left it.)
   template <Event E>
   absl::Status try_publish(E& event, PublishOptions options = {});
+
+  // Timers (docs/timers.md): publish `event` later, on the bus clock, from
+  // the bus's timer thread (Execution::kThreadPool) or run_due_timers().
+  // A waiting timer holds no worker. The publish uses `options` (overflow
+  // defaulting to kBlock); its trace is taken now: a timer set by a handler
+  // continues that handler's correlation. When the publish is refused
+  // (e.g. the queue stayed full) the event goes to the dead-letter sink
+  // (DeadLetterReason::kTimerRefused). shutdown(kDrain) first publishes
+  // the timers already due; every one-shot timer still pending then goes
+  // to the dead-letter sink (kTimerPendingAtShutdown) -- under both
+  // modes; periodic ones stop. metrics().timers counts them all.
+  // Returns: a handle (cancel() it, or let it go); InvalidArgument for a
+  // delay or period <= 0 or bad options; FailedPrecondition once
+  // shutdown() has begun. On error the event is not kept.
+  // Thread safety: any thread, also inside handlers.
+  template <Event E>
+  absl::StatusOr<timers::TimerHandle> publish_after(
+      Duration delay, E event, PublishOptions options = {});
+  // At `due`; a time already past publishes at the next timer tick.
+  template <Event E>
+  absl::StatusOr<timers::TimerHandle> publish_at(TimePoint due, E event,
+                                                 PublishOptions options = {});
+  // A copy of `event` every `period`, the first one period from now, until
+  // the returned handle is cancelled or destroyed.
+  template <Event E>
+  requires std::copy_constructible<E> absl::StatusOr<timers::PeriodicTimer>
+  publish_every(Duration period, E event, PublishOptions options = {});
+  // Publishes the timers that are due now (by the bus clock) in the
+  // calling thread; returns how many ran. Drives the timers of a bus
+  // with Execution::kManual or kInline (which start no thread); with a
+  // thread pool the timer thread does it anyway. Not from inside a
+  // handler of a kInline bus's timer.
+  // Thread safety: any thread.
+  std::size_t run_due_timers();
 
   // Stops accepting events, then either handles (kDrain) or dead-letters
   // (kCancelPending) everything still queued, waits for running handlers
@@ -383,6 +418,18 @@ class EventBus : private WorkSource {
                           DeadLetterReason reason,
                           const EventTrace& trace) noexcept;
 
+  // Timers: `options` completed for a timer's publish (see publish_after).
+  absl::StatusOr<PublishOptions> timer_options(PublishOptions options) const;
+  template <Event E>
+  absl::StatusOr<timers::TimerHandle> schedule_publish(TimePoint due, E& event,
+                                                       PublishOptions options);
+  // A timer came due: publishes `event`, or dead-letters it if refused.
+  template <Event E>
+  void fire_timer(E& event, const PublishOptions& options) noexcept;
+  // A timer's event will not be published.
+  void timer_event_lost(const EventRef& event, DeadLetterReason reason,
+                        const PublishOptions& options) noexcept;
+
   const BusConfig config_;
   Clock* const clock_;  // BusConfig::clock or SteadyClock::instance()
   const detail::TickClock ticks_;  // latency timestamps
@@ -413,6 +460,7 @@ class EventBus : private WorkSource {
   // The thread holding caller_mutex_ (see CallerLoop), or none.
   std::atomic<std::thread::id> caller_runner_{};
 
+  timers::BusTimers timers_;  // publish_after() & co.
   detail::Lifecycle lifecycle_;
   std::mutex shutdown_mutex_;  // serialises shutdown() calls
   // The sinks now (BusConfig's, or set_*_sink()'s).
@@ -432,4 +480,5 @@ class EventBus : private WorkSource {
 }  // namespace fnbus
 
 // The definitions of the templates above (the dispatch hot path).
-#include "fnbus/detail/event_bus_inl.hpp"  // IWYU pragma: export
+#include "fnbus/detail/bus_timers_inl.hpp"  // IWYU pragma: export
+#include "fnbus/detail/event_bus_inl.hpp"   // IWYU pragma: export

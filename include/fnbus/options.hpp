@@ -62,6 +62,12 @@ enum class DeadLetterReason {
   // has no fallback (FunctionOptions::breaker); DeadLetter::function
   // names it. The event's other functions ran as usual.
   kCircuitOpen,
+  // A timer's event (EventBus::publish_after(), publish_at()) still
+  // waiting for its time when shutdown() ran, under either mode.
+  kTimerPendingAtShutdown,
+  // A timer came due but publishing its event was refused (the queue
+  // stayed full for the block timeout, say).
+  kTimerRefused,
 };
 
 [[nodiscard]] std::string_view to_string(OverflowPolicy policy) noexcept;
@@ -148,6 +154,9 @@ struct BusConfig {
   // running are waited for: a handler that never returns keeps shutdown
   // waiting.
   std::chrono::nanoseconds drain_timeout = std::chrono::seconds(30);
+  // The resolution of the bus's timers (publish_after() & co.): due times
+  // round up to it. > 0, <= 1 hour.
+  std::chrono::nanoseconds timer_tick = std::chrono::milliseconds(1);
   // Where published events run; kInline and kManual are for tests.
   Execution execution = Execution::kThreadPool;
   // The time source of everything the bus times; null means

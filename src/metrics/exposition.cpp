@@ -194,6 +194,31 @@ constexpr GaugeFamily kGauges[] = {
      &Gauges::workers_max},
 };
 
+// The timers' metrics: one unlabelled sample each.
+struct TimerFamily {
+  std::string_view name;
+  std::string_view help;
+  std::string_view type;  // "gauge" or "counter"
+  std::uint64_t TimerMetrics::*field;
+};
+
+constexpr TimerFamily kTimerFamilies[] = {
+    {"fnbus_timers_pending", "Timers scheduled and not yet ended.", "gauge",
+     &TimerMetrics::pending},
+    {"fnbus_timers_scheduled_total", "Timers created.", "counter",
+     &TimerMetrics::scheduled},
+    {"fnbus_timers_fired_total", "Events published by timers.", "counter",
+     &TimerMetrics::fired},
+    {"fnbus_timers_cancelled_total", "Timers cancelled before they fired.",
+     "counter", &TimerMetrics::cancelled},
+    {"fnbus_timers_dead_lettered_total",
+     "Timer events given to the dead-letter sink (pending at shutdown, or "
+     "refused when published).",
+     "counter", &TimerMetrics::dead_lettered},
+    {"fnbus_timers_stopped_total", "Periodic timers ended by shutdown.",
+     "counter", &TimerMetrics::stopped},
+};
+
 void append_header(std::string& out, std::string_view name,
                    std::string_view help, std::string_view type) {
   fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name,
@@ -331,6 +356,20 @@ void append_json_gauges(std::string& out, const Gauges& g) {
   out += '}';
 }
 
+void append_json_timers(std::string& out, const TimerMetrics& t) {
+  out += '{';
+  for (const TimerFamily& family : kTimerFamilies) {
+    if (&family != &kTimerFamilies[0]) out += ',';
+    // The JSON key is the metric name without "fnbus_timers_" and "_total".
+    std::string_view key =
+        family.name.substr(std::string_view("fnbus_timers_").size());
+    if (key.ends_with("_total"))
+      key.remove_suffix(std::string_view("_total").size());
+    fmt::format_to(std::back_inserter(out), "\"{}\":{}", key, t.*family.field);
+  }
+  out += '}';
+}
+
 }  // namespace
 
 std::string to_prometheus_text(const MetricsSnapshot& snapshot) {
@@ -362,6 +401,11 @@ std::string to_prometheus_text(const MetricsSnapshot& snapshot) {
     fmt::format_to(std::back_inserter(out), "{} {}\n", gauge.name,
                    snapshot.gauges.*gauge.field);
   }
+  for (const TimerFamily& family : kTimerFamilies) {
+    append_header(out, family.name, family.help, family.type);
+    fmt::format_to(std::back_inserter(out), "{} {}\n", family.name,
+                   snapshot.timers.*family.field);
+  }
   return out;
 }
 
@@ -382,6 +426,8 @@ std::string to_json(const MetricsSnapshot& snapshot) {
   }
   out += "],\"gauges\":";
   append_json_gauges(out, snapshot.gauges);
+  out += ",\"timers\":";
+  append_json_timers(out, snapshot.timers);
   out += '}';
   return out;
 }

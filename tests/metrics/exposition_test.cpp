@@ -380,6 +380,12 @@ TEST_CASE("exposition: HELP and TYPE once per family, before its samples",
       "fnbus_workers_starting",
       "fnbus_workers_retiring",
       "fnbus_workers_max",
+      "fnbus_timers_pending",
+      "fnbus_timers_scheduled_total",
+      "fnbus_timers_fired_total",
+      "fnbus_timers_cancelled_total",
+      "fnbus_timers_dead_lettered_total",
+      "fnbus_timers_stopped_total",
   };
   REQUIRE(types.size() == expected.size());
   for (const std::string& name : expected) REQUIRE(types.count(name) == 1);
@@ -515,9 +521,18 @@ TEST_CASE("exposition: no histograms when latency_recorded is false",
           std::string::npos);
 }
 
-TEST_CASE("exposition: an empty snapshot has only the gauges", "[exposition]") {
+TEST_CASE("exposition: an empty snapshot has only the unlabelled families",
+          "[exposition]") {
   const std::string text = to_prometheus_text(MetricsSnapshot{});
-  REQUIRE(text.find("counter") == std::string::npos);
+  // The only counters are the timers' (one unlabelled sample each).
+  std::size_t counters = 0;
+  for (std::size_t at = text.find(" counter\n"); at != std::string::npos;
+       at = text.find(" counter\n", at + 1)) {
+    const std::size_t line = text.rfind("# TYPE ", at);
+    REQUIRE(text.compare(line, 19, "# TYPE fnbus_timers") == 0);
+    ++counters;
+  }
+  REQUIRE(counters == 5);
   REQUIRE(text.find("histogram") == std::string::npos);
   std::size_t samples = 0;
   for (const Sample& sample : samples_of(text)) {
@@ -525,7 +540,7 @@ TEST_CASE("exposition: an empty snapshot has only the gauges", "[exposition]") {
     REQUIRE(sample.value == "0");
     ++samples;
   }
-  REQUIRE(samples == 10);
+  REQUIRE(samples == 16);  // 10 gauges, the timers' gauge and 5 counters
 }
 
 TEST_CASE("exposition: to_json is valid JSON with the documented keys",
@@ -548,7 +563,9 @@ TEST_CASE("exposition: to_json is valid JSON with the documented keys",
         "\"gauges\":{\"queue_depth\":12,\"queue_capacity\":4096,"
         "\"in_flight\":2,\"workers\":4,\"workers_busy\":2,\"workers_idle\":1,"
         "\"workers_parked\":1,\"workers_starting\":0,"
-        "\"workers_retiring\":0,\"workers_max\":0}}"}) {
+        "\"workers_retiring\":0,\"workers_max\":0},",
+        "\"timers\":{\"pending\":0,\"scheduled\":0,\"fired\":0,"
+        "\"cancelled\":0,\"dead_lettered\":0,\"stopped\":0}}"}) {
     INFO(key);
     REQUIRE(json.find(key) != std::string::npos);
   }

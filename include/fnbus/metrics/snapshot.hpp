@@ -63,6 +63,21 @@ struct Gauges {
   std::uint64_t workers_max = 0;       // BusConfig::max_workers
 };
 
+// The bus's timers (EventBus::publish_after(), publish_at(),
+// publish_every()). Every one-shot timer ends exactly once: fired,
+// cancelled or dead-lettered; a periodic one fires any number of times,
+// then is cancelled or stopped by shutdown().
+struct TimerMetrics {
+  std::uint64_t pending = 0;        // gauge: scheduled and not yet ended
+  std::uint64_t scheduled = 0;      // timers created
+  std::uint64_t fired = 0;          // events they published
+  std::uint64_t cancelled = 0;      // ended by cancel() or their handle
+  std::uint64_t dead_lettered = 0;  // events given to the dead-letter sink:
+                                    // pending at shutdown, or refused when
+                                    // published
+  std::uint64_t stopped = 0;        // periodic timers ended by shutdown()
+};
+
 // Everything at once. Counters are exact; they are read at slightly
 // different moments while the bus is busy, and are final after shutdown().
 // Event types appear once published or subscribed to (trigger() records
@@ -74,6 +89,7 @@ struct MetricsSnapshot {
   std::vector<EventTypeMetrics> events;
   std::vector<FunctionMetrics> functions;
   Gauges gauges;
+  TimerMetrics timers;
 
   // Sums over all event types / functions: every counter added, every
   // histogram merged; the names are left empty.
