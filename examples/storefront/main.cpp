@@ -1,8 +1,8 @@
 // Storefront: a small shop on fnbus, in three parts (see parts.hpp):
 //
-//   storefront                       runs the tour, the flash sale and the
-//                                    outbox, one after another
-//   storefront tour|flash-sale|outbox   runs the parts named
+//   storefront                       runs the tour, the flash sale, the
+//                                    outbox and payments, one after another
+//   storefront tour|flash-sale|outbox|payments   runs the parts named
 //   storefront --metrics-out FILE    writes the tour's Prometheus text to
 //                                    FILE instead of printing it (CI checks
 //                                    it with promtool)
@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   bool tour = false;
   bool flash_sale = false;
   bool outbox = false;
+  bool payments = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--metrics-out" && i + 1 < argc) {
@@ -31,20 +32,25 @@ int main(int argc, char** argv) {
       flash_sale = true;
     } else if (arg == "outbox") {
       outbox = true;
+    } else if (arg == "payments") {
+      payments = true;
     } else {
       fmt::print(stderr,
-                 "usage: {} [tour] [flash-sale] [outbox] [--metrics-out "
-                 "FILE]\n",
+                 "usage: {} [tour] [flash-sale] [outbox] [payments] "
+                 "[--metrics-out FILE]\n",
                  argv[0]);
       return 2;
     }
   }
-  if (!tour && !flash_sale && !outbox) tour = flash_sale = outbox = true;
+  if (!tour && !flash_sale && !outbox && !payments) {
+    tour = flash_sale = outbox = payments = true;
+  }
 
   bool ok = true;
   if (tour) ok &= shop::run_tour(metrics_out);
   if (flash_sale) ok &= shop::run_flash_sale();
   if (outbox) ok &= shop::run_outbox();
+  if (payments) ok &= shop::run_payments();
   fmt::print("{}\n", ok ? "storefront: all checks passed"
                         : "storefront: CHECKS FAILED");
   return ok ? 0 : 1;

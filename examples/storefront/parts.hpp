@@ -9,6 +9,8 @@
 //                   (BusConfig::follow_up_headroom)
 //   outbox.cpp      events the bus refuses stay with the caller
 //                   (EventBus::try_publish) and are published again later
+//   payments.cpp    a flaky gateway behind a circuit breaker with a
+//                   fallback; unpaid orders cancelled by a timer
 //
 // Events are plain structs. Up to 48 bytes (ids as integers, money in
 // cents) with a noexcept move constructor, they are stored inside the
@@ -88,6 +90,15 @@ struct PageViewed {
   std::int64_t product_id = 0;
 };
 
+// --- Payments (payments.cpp) ---
+//
+// OrderPlaced, PaymentRequested and PaymentCompleted as above, and:
+
+// Published by a timer 30 minutes after an order: cancel it if unpaid.
+struct CancelIfUnpaid {
+  std::int64_t order_id = 0;
+};
+
 // --- The outbox (outbox.cpp) ---
 
 struct Invoice {
@@ -134,5 +145,6 @@ inline void print_stats(std::string_view label, const fnbus::BusStats& stats) {
 bool run_tour(const std::string& metrics_out);
 bool run_flash_sale();
 bool run_outbox();
+bool run_payments();
 
 }  // namespace shop
