@@ -16,6 +16,11 @@
 // lock/unlock pairs of an uncontended std::mutex alone. And two
 // candidates for a cheaper closed state: a CLOCK_MONOTONIC_COARSE read and
 // one relaxed fetch_add (a lock-free count).
+//
+// BM_Stages_Deadline: a deadline (FunctionOptions::deadline) that is never
+// reached; BM_StagesPart_DeadlineWatch times its watch alone: one
+// DeadlineWatch::begin() and end() (the slot's stores and the handshake's
+// load), without the stage's two clock reads.
 
 #include <atomic>
 #include <cstdint>
@@ -29,6 +34,7 @@
 #include "fnbus/clock.hpp"
 #include "fnbus/options.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
+#include "fnbus/resilience/deadline_watch.hpp"
 
 namespace fnbus_bench {
 namespace {
@@ -66,6 +72,11 @@ void BM_Stages_BreakerWhenFallback(benchmark::State& state) {
                      .fallback = &ignore});
 }
 
+void BM_Stages_Deadline(benchmark::State& state) {
+  using namespace std::chrono_literals;
+  run_trigger<Tick>(state, 1, {.name = "add", .deadline = 1h});
+}
+
 void BM_StagesPart_ClockNow(benchmark::State& state) {
   fnbus::Clock& clock = fnbus::SteadyClock::instance();
   // Through a pointer the compiler cannot see through, as the pipeline
@@ -90,6 +101,17 @@ void BM_StagesPart_BreakerCycle(benchmark::State& state) {
   if ((*breaker)->stats().successes !=
       static_cast<std::uint64_t>(state.iterations())) {
     state.SkipWithError("the breaker refused calls");
+  }
+}
+
+void BM_StagesPart_DeadlineWatch(benchmark::State& state) {
+  using namespace std::chrono_literals;
+  fnbus::resilience::DeadlineWatch watch;
+  const fnbus::TimePoint deadline = fnbus::SteadyClock::instance().now() + 1h;
+  for (auto _ : state) {
+    fnbus::resilience::DeadlineWatch::Invocation call =
+        watch.begin(deadline, 1h);
+    benchmark::DoNotOptimize(&call.state());
   }
 }
 
@@ -130,10 +152,13 @@ void register_stages_benchmarks() {
   benchmark::RegisterBenchmark("BM_Stages_Breaker", BM_Stages_Breaker);
   benchmark::RegisterBenchmark("BM_Stages_BreakerWhenFallback",
                                BM_Stages_BreakerWhenFallback);
+  benchmark::RegisterBenchmark("BM_Stages_Deadline", BM_Stages_Deadline);
   benchmark::RegisterBenchmark("BM_StagesPart_ClockNow",
                                BM_StagesPart_ClockNow);
   benchmark::RegisterBenchmark("BM_StagesPart_BreakerCycle",
                                BM_StagesPart_BreakerCycle);
+  benchmark::RegisterBenchmark("BM_StagesPart_DeadlineWatch",
+                               BM_StagesPart_DeadlineWatch);
   benchmark::RegisterBenchmark("BM_StagesPart_TwoLockUnlock",
                                BM_StagesPart_TwoLockUnlock);
   benchmark::RegisterBenchmark("BM_StagesPart_CoarseClockNow",

@@ -3,8 +3,14 @@
 // dead-letter and error sinks hear. Deterministic: Execution::kManual and
 // a ManualClock.
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -225,6 +231,179 @@ TEST_CASE("stages: the outcomes are in the Prometheus text", "[stages]") {
                              "stages_test::OrderPlaced\",function=\"big\"} 1"));
   CHECK_THAT(text, Catch::Contains("# TYPE fnbus_function_fell_back_total "
                                    "counter"));
+}
+
+TEST_CASE(
+    "stages: a call that ends past its deadline is timed out and late, "
+    "reported, a failure for the breaker, and handed to the fallback",
+    "[stages][deadline]") {
+  StagesBus s;
+  int gateway_calls = 0;
+  int fallbacks = 0;
+  std::vector<absl::StatusCode> on_error;
+  auto charge = s.bus->subscribe(
+      [&](const PaymentRequested&) {
+        ++gateway_calls;
+        s.clock->advance(120ms);  // the gateway is slow, but answers OK
+      },
+      {.name = "charge",
+       .on_error = [&](const HandlerError& e) { on_error.push_back(e.code); },
+       .breaker = trips_after_two(),
+       .fallback = [&](const PaymentRequested&) { ++fallbacks; },
+       .deadline = 100ms});
+  s.publish_and_run(PaymentRequested{"pay-1"});
+  s.publish_and_run(PaymentRequested{"pay-2"});
+  s.publish_and_run(PaymentRequested{"pay-3"});  // open: fallback alone
+
+  CHECK(gateway_calls == 2);
+  CHECK(fallbacks == 3);
+  CHECK(s.errors == std::vector<std::string>{
+                        "charge: ran 120ms, past its deadline of 100ms",
+                        "charge: ran 120ms, past its deadline of 100ms"});
+  CHECK(on_error ==
+        std::vector<absl::StatusCode>{absl::StatusCode::kDeadlineExceeded,
+                                      absl::StatusCode::kDeadlineExceeded});
+  const FunctionMetrics f = s.function("charge");
+  CHECK(f.timed_out == 2);
+  CHECK(f.late == 2);
+  CHECK(f.failed == 2);
+  CHECK(f.delivered == 0);
+  CHECK(f.fell_back == 3);
+  CHECK(f.rejected == 0);
+}
+
+TEST_CASE(
+    "stages: a failure or a throw past the deadline is timed out, not "
+    "late, and carries its own message",
+    "[stages][deadline]") {
+  StagesBus s;
+  bool fail_by_throwing = false;
+  auto charge = s.bus->subscribe(
+      [&](const PaymentRequested&) {
+        s.clock->advance(150ms);
+        if (fail_by_throwing) throw std::runtime_error("socket closed");
+        return absl::UnavailableError("gateway down");
+      },
+      {.name = "charge", .deadline = 100ms});
+  s.publish_and_run(PaymentRequested{"pay-1"});
+  fail_by_throwing = true;
+  s.publish_and_run(PaymentRequested{"pay-2"});
+
+  CHECK(s.errors ==
+        std::vector<std::string>{
+            "charge: failed after 150ms, past its deadline of 100ms: "
+            "gateway down",
+            "charge: threw after 150ms, past its deadline of 100ms: "
+            "socket closed"});
+  const FunctionMetrics f = s.function("charge");
+  CHECK(f.timed_out == 2);
+  CHECK(f.late == 0);
+  CHECK(f.failed == 2);
+  CHECK(s.bus->stats().failed == 2);
+}
+
+TEST_CASE(
+    "stages: a call within its deadline sees it in its Context, and its "
+    "token is not requested",
+    "[stages][deadline]") {
+  StagesBus s;
+  std::vector<fnbus::TimePoint> deadlines;
+  std::vector<bool> requested;
+  std::vector<bool> possible;
+  auto record = [&](const fnbus::Context& context) {
+    deadlines.push_back(context.deadline());
+    requested.push_back(context.stop_token().stop_requested());
+    possible.push_back(context.stop_token().stop_possible());
+  };
+  auto charge = s.bus->subscribe(
+      [&](const PaymentRequested&, fnbus::Context& context) {
+        s.clock->advance(100ms);  // exactly at the deadline: on time
+        record(context);
+      },
+      {.name = "charge", .deadline = 100ms});
+  auto audit =
+      s.bus->subscribe([&](const PaymentRequested&,
+                           fnbus::Context& context) { record(context); },
+                       {.name = "audit"});
+  const fnbus::TimePoint start = s.clock->now();
+  s.publish_and_run(PaymentRequested{"pay-1"});
+
+  REQUIRE(deadlines.size() == 2);
+  CHECK(deadlines[0] == start + 100ms);
+  CHECK(requested[0] == false);
+  CHECK(possible[0] == true);
+  // The next function in the same dispatch has no deadline.
+  CHECK(deadlines[1] == fnbus::TimePoint::max());
+  CHECK(requested[1] == false);
+  CHECK(possible[1] == false);
+  const FunctionMetrics f = s.function("charge");
+  CHECK(f.delivered == 1);
+  CHECK(f.timed_out == 0);
+  CHECK(f.failed == 0);
+  CHECK(s.errors.empty());
+}
+
+TEST_CASE(
+    "stages: on a thread pool, the watchdog requests the stop token of a "
+    "call running past its deadline",
+    "[stages][deadline]") {
+  auto clock = std::make_shared<ManualClock>();
+  std::unique_ptr<EventBus> bus =
+      make_bus({.workers = 1, .clock = clock, .record_latency = false});
+  std::atomic<bool> started{false};
+  std::atomic<bool> saw_stop{false};
+  auto slow = bus->subscribe(
+      [&](const OrderPlaced&, fnbus::Context& context) {
+        // release: the test reads `started` before advancing the clock.
+        started.store(true, std::memory_order_release);
+        std::mutex mutex;
+        std::condition_variable_any wake;
+        std::unique_lock lock(mutex);
+        // Bounded in real time: a watchdog that never fires fails the
+        // test instead of hanging it.
+        (void)wake.wait_for(lock, context.stop_token(), 10s,
+                            [] { return false; });
+        // relaxed: read after shutdown() joined the worker.
+        saw_stop.store(context.stop_token().stop_requested(),
+                       std::memory_order_relaxed);
+      },
+      {.name = "slow", .deadline = 100ms});
+  REQUIRE(bus->publish(OrderPlaced{.order_id = 1}).ok());
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  // acquire: pairs with the handler's release store.
+  while (!started.load(std::memory_order_acquire) &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  REQUIRE(started.load(std::memory_order_acquire));
+  // The watchdog's timer thread is the clock's only sleeper.
+  REQUIRE(clock->wait_for_sleepers(1));
+  clock->advance(125ms);  // past the deadline, and a watch period
+  REQUIRE(bus->shutdown().ok());
+
+  CHECK(saw_stop.load(std::memory_order_relaxed));
+  const fnbus::metrics::MetricsSnapshot m = bus->metrics();
+  REQUIRE(m.functions.size() == 1);
+  CHECK(m.functions[0].timed_out == 1);
+  CHECK(m.functions[0].late == 1);
+  CHECK(m.functions[0].failed == 1);
+}
+
+TEST_CASE("stages: timed out and late calls are in the Prometheus text",
+          "[stages][deadline]") {
+  StagesBus s;
+  auto f = s.bus->subscribe([&](const OrderPlaced&) { s.clock->advance(2s); },
+                            {.name = "slow", .deadline = 1s});
+  s.publish_and_run(OrderPlaced{.order_id = 1});
+  const std::string text = fnbus::metrics::to_prometheus_text(s.bus->metrics());
+  CHECK_THAT(
+      text, Catch::Contains("fnbus_function_timed_out_total{event=\"fnbus_"
+                            "stages_test::OrderPlaced\",function=\"slow\"} 1"));
+  CHECK_THAT(
+      text, Catch::Contains("fnbus_function_late_total{event=\"fnbus_"
+                            "stages_test::OrderPlaced\",function=\"slow\"} 1"));
+  CHECK_THAT(fnbus::metrics::to_json(s.bus->metrics()),
+             Catch::Contains("\"timed_out\":1,\"late\":1"));
 }
 
 }  // namespace fnbus_stages_test

@@ -4,11 +4,14 @@
 
 #include <concepts>
 #include <cstdint>
+#include <stop_token>
 #include <string_view>
 #include <type_traits>
 
 #include "absl/status/status.h"
 
+#include "fnbus/clock.hpp"
+#include "fnbus/detail/deadline_state.hpp"
 #include "fnbus/detail/type_slot.hpp"
 
 namespace fnbus {
@@ -120,12 +123,31 @@ class Context {
   [[nodiscard]] const EventTrace& event_trace() const noexcept {
     return trace_;
   }
+  // The instant by which this call should end: when the function's stages
+  // started the handler plus FunctionOptions::deadline, on the bus clock.
+  // TimePoint::max() when the function has no deadline, and once the
+  // handler has returned (in a fallback, on_error or the error sink).
+  [[nodiscard]] TimePoint deadline() const noexcept {
+    return deadline_ != nullptr && deadline_->running ? deadline_->deadline
+                                                      : TimePoint::max();
+  }
+  // Requested once deadline() has passed while the handler still runs --
+  // by the bus's deadline watchdog, within one watch period after the
+  // deadline (docs/resilience.md, "Deadlines"), on a bus with a thread
+  // pool. A token that is never requested when there is no deadline().
+  [[nodiscard]] std::stop_token stop_token() const noexcept {
+    return deadline_ != nullptr && deadline_->running ? deadline_->token
+                                                      : std::stop_token();
+  }
 
  private:
   friend class detail::ContextAccess;
   std::string_view event_type_;
   std::string_view function_name_;
   EventTrace trace_;  // a copy: a Context may be copied out of the handler
+  // The deadline of the call in progress (see resilience::Pipeline), or
+  // null: owned by the bus's DeadlineWatch; reset for every handler.
+  const detail::DeadlineState* deadline_ = nullptr;
 };
 
 // What a handler may return: nothing, or an absl::Status whose non-OK value
@@ -144,8 +166,18 @@ concept HandlerFor =
 namespace detail {
 class ContextAccess {
  public:
+  // Also clears the previous handler's deadline.
   static void set_function(Context& context, std::string_view name) noexcept {
     context.function_name_ = name;
+    context.deadline_ = nullptr;
+  }
+  static void set_deadline(Context& context,
+                           const DeadlineState* deadline) noexcept {
+    context.deadline_ = deadline;
+  }
+  [[nodiscard]] static const DeadlineState* deadline(
+      const Context& context) noexcept {
+    return context.deadline_;
   }
 };
 }  // namespace detail

@@ -38,6 +38,7 @@
 #include "fnbus/metrics/snapshot.hpp"
 #include "fnbus/options.hpp"
 #include "fnbus/queue/mpmc_queue.hpp"
+#include "fnbus/resilience/deadline_watch.hpp"
 #include "fnbus/subscription.hpp"
 #include "fnbus/timers/bus_timers.hpp"
 
@@ -270,6 +271,9 @@ class EventBus : private WorkSource {
                                       const FunctionOptions& options,
                                       detail::TypeSlot slot,
                                       std::string_view event_type);
+  // The watch of the functions with a deadline, its watchdog made (or its
+  // period shortened) to cover `deadline` (bus_stages.cpp).
+  std::shared_ptr<resilience::DeadlineWatch> deadline_watch(Duration deadline);
 
   // Runs the handlers of one event; false if it had none.
   template <typename Counts>
@@ -295,6 +299,10 @@ class EventBus : private WorkSource {
   [[gnu::cold, gnu::noinline]] void account(
       Outcome outcome, detail::HandlerEntry& entry, const void* event,
       const Context& context, absl::Status& failure, Counts& counts) noexcept;
+  // Counts a call that ended after its deadline as timed out (and late).
+  template <typename Counts>
+  void count_overrun(detail::HandlerEntry& entry, const Context& context,
+                     Counts& counts) noexcept;
   template <typename Counts>
   [[gnu::cold, gnu::noinline]] void handler_threw(detail::HandlerEntry& entry,
                                                   const void* event,
@@ -475,6 +483,13 @@ class EventBus : private WorkSource {
   alignas(detail::kCacheLineSize) std::atomic<std::int32_t> blocked_{0};
   std::mutex blocked_mutex_;
   std::condition_variable blocked_cv_;
+
+  // Deadlines (FunctionOptions::deadline): the watchdog requesting the
+  // stop tokens of overrunning calls, made by the first subscribe() with
+  // a deadline. Last, so destroyed first: its timer thread is joined
+  // before the rest of the bus goes. Guarded by deadlines_mutex_.
+  std::mutex deadlines_mutex_;
+  std::unique_ptr<resilience::DeadlineWatchdog> deadlines_;
 };
 
 }  // namespace fnbus

@@ -15,6 +15,7 @@
 #include "fnbus/random.hpp"
 #include "fnbus/resilience/backoff.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
+#include "fnbus/resilience/deadline_watch.hpp"
 #include "fnbus/resilience/seen_store.hpp"
 #include "fnbus/scaling/autoscaler.hpp"
 #include "fnbus/scaling/estimator.hpp"

@@ -230,6 +230,14 @@ struct FunctionOptions {
   // handler fails (that failure is still counted and reported to on_error
   // and the error sink). The same forms as a handler of the same event.
   Fallback fallback = {};
+  // How long one call may run (> 0; unset: no deadline). The handler's
+  // Context gives deadline() (its start + this) and a stop_token()
+  // requested once it passes (on a thread-pool bus: within a quarter of
+  // this, at least 1 ms, at most 1 s). A call that returns or throws after
+  // its deadline is counted as timed out and failed (a successful one also
+  // as late), reported with DeadlineExceeded, counts as a failure for the
+  // breaker and is handed to the fallback.
+  std::optional<Duration> deadline = {};
 };
 
 // Options of one publish() call.

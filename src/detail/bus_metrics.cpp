@@ -141,6 +141,8 @@ void BusMetrics::fill(metrics::MetricsSnapshot& snapshot) const {
         out.duplicates += read(series->duplicates);
         out.rejected += read(series->rejected);
         out.fell_back += read(series->fell_back);
+        out.timed_out += read(series->timed_out);
+        out.late += read(series->late);
         add_histogram(series->run_time, out.run_time);
       }
     }

@@ -159,6 +159,14 @@ constexpr CounterFamily<FunctionMetrics> kFunctionCounters[] = {
      &FunctionMetrics::rejected},
     {"fnbus_function_fell_back_total",
      "Events handled by the function's fallback.", &FunctionMetrics::fell_back},
+    {"fnbus_function_timed_out_total",
+     "Function calls that returned or threw after their deadline (counted "
+     "as failed too).",
+     &FunctionMetrics::timed_out},
+    {"fnbus_function_late_total",
+     "Function calls that succeeded after their deadline (counted as timed "
+     "out).",
+     &FunctionMetrics::late},
 };
 
 constexpr HistogramFamily<EventTypeMetrics> kEventHistograms[] = {
@@ -337,9 +345,10 @@ void append_json_function(std::string& out, const FunctionMetrics& f,
   append_json_string(out, f.function);
   fmt::format_to(std::back_inserter(out),
                  ",\"delivered\":{},\"failed\":{},\"filtered\":{},"
-                 "\"duplicates\":{},\"rejected\":{},\"fell_back\":{}",
+                 "\"duplicates\":{},\"rejected\":{},\"fell_back\":{},"
+                 "\"timed_out\":{},\"late\":{}",
                  f.delivered, f.failed, f.filtered, f.duplicates, f.rejected,
-                 f.fell_back);
+                 f.fell_back, f.timed_out, f.late);
   if (latency) append_json_latency(out, "run_time", f.run_time);
   out += '}';
 }

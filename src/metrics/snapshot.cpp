@@ -22,6 +22,8 @@ void FunctionMetrics::merge(const FunctionMetrics& other) {
   duplicates += other.duplicates;
   rejected += other.rejected;
   fell_back += other.fell_back;
+  timed_out += other.timed_out;
+  late += other.late;
   run_time.merge(other.run_time);
 }
 

@@ -13,8 +13,12 @@ detail::ErasedHandler EventBus::with_pipeline(detail::ErasedHandler handler,
                                               const FunctionOptions& options,
                                               detail::TypeSlot slot,
                                               std::string_view event_type) {
-  auto pipeline =
-      resilience::Pipeline::Create(options, slot, event_type, *clock_);
+  std::shared_ptr<resilience::DeadlineWatch> watch;
+  if (options.deadline && *options.deadline > Duration::zero()) {
+    watch = deadline_watch(*options.deadline);
+  }
+  auto pipeline = resilience::Pipeline::Create(options, slot, event_type,
+                                               *clock_, std::move(watch));
   if (!pipeline.ok()) {
     const std::string message(pipeline.status().message());
     detail::assertion_failed("resilience::check_options<E>(options).ok()",
@@ -28,6 +32,25 @@ detail::ErasedHandler EventBus::with_pipeline(detail::ErasedHandler handler,
                                return handler(event, context, handler_failure);
                              });
       };
+}
+
+std::shared_ptr<resilience::DeadlineWatch> EventBus::deadline_watch(
+    Duration deadline) {
+  std::lock_guard lock(deadlines_mutex_);
+  if (deadlines_ == nullptr) {
+    // The bus's clock, not owned when it is SteadyClock::instance().
+    std::shared_ptr<Clock> clock =
+        config_.clock != nullptr
+            ? config_.clock
+            : std::shared_ptr<Clock>(std::shared_ptr<Clock>(), clock_);
+    auto watchdog = resilience::DeadlineWatchdog::Create(
+        std::move(clock), config_.execution == Execution::kThreadPool);
+    FNBUS_ASSERT(watchdog.ok(), "the bus clock is set");
+    deadlines_ = *std::move(watchdog);
+  }
+  // Fails only after the bus's destructor began (not while subscribing).
+  (void)deadlines_->cover(deadline);
+  return deadlines_->watch();
 }
 
 void EventBus::report_circuit_open(const detail::HandlerEntry& entry,

@@ -16,6 +16,8 @@ std::string_view to_string(Outcome outcome) noexcept {
       return "rejected";
     case Outcome::kFellBack:
       return "fell_back";
+    case Outcome::kTimedOut:
+      return "timed_out";
   }
   return "unknown";
 }

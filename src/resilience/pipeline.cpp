@@ -38,7 +38,7 @@ bool Pipeline::wanted(const FunctionOptions& options) noexcept {
   return static_cast<bool>(options.when) ||
          static_cast<bool>(options.idempotency_key) ||
          options.seen_store != nullptr || options.breaker.has_value() ||
-         static_cast<bool>(options.fallback);
+         static_cast<bool>(options.fallback) || options.deadline.has_value();
 }
 
 absl::Status Pipeline::check(const FunctionOptions& options,
@@ -63,6 +63,12 @@ absl::Status Pipeline::check(const FunctionOptions& options,
       problems.emplace_back(breaker.status().message());
     }
   }
+  if (options.deadline && *options.deadline <= Duration::zero()) {
+    problems.push_back(fmt::format(
+        "deadline is {} ns; give how long one call may run (more than 0), "
+        "or leave it unset for none",
+        options.deadline->count()));
+  }
   if (problems.empty()) return absl::OkStatus();
   const std::string_view name =
       options.name.empty() ? std::string_view("<unnamed>") : options.name;
@@ -73,7 +79,8 @@ absl::Status Pipeline::check(const FunctionOptions& options,
 
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     const FunctionOptions& options, detail::TypeSlot slot,
-    std::string_view event_type, Clock& clock) {
+    std::string_view event_type, Clock& clock,
+    std::shared_ptr<DeadlineWatch> watch) {
   if (absl::Status status = check(options, slot, event_type); !status.ok()) {
     return status;
   }
@@ -92,6 +99,11 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     pipeline->breaker_ = std::move(*breaker);
   }
   pipeline->fallback_ = options.fallback;
+  if (options.deadline) {
+    pipeline->deadline_ = options.deadline;
+    pipeline->watch_ =
+        watch != nullptr ? std::move(watch) : std::make_shared<DeadlineWatch>();
+  }
   return pipeline;
 }
 
@@ -110,6 +122,12 @@ Outcome Pipeline::run(const void* event, Context& context,
       forget(key);  // not handled: a replay must be
       return while_open(event, context, failure);
     }
+  }
+  if (deadline_) {
+    auto watched = [&](absl::Status& handler_failure) {
+      return call_within_deadline(context, handler_failure, handler);
+    };
+    return call_guarded(event, context, failure, watched, permit, key);
   }
   return call_guarded(event, context, failure, handler, permit, key);
 }
@@ -134,12 +152,12 @@ Outcome Pipeline::call_guarded(const void* event, Context& context,
   }
   if (permit) permit.on_failure(clock_.now());
   forget(key);
-  return after_failure(event, context, failure);
+  return after_failure(event, context, failure, outcome);
 }
 
 Outcome Pipeline::after_failure(const void* event, Context& context,
-                                absl::Status& failure) {
-  if (!fallback_) return Outcome::kFailed;
+                                absl::Status& failure, Outcome failed) {
+  if (!fallback_) return failed;
   return call_fallback(event, context, failure);
 }
 

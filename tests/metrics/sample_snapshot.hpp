@@ -59,7 +59,9 @@ inline metrics::MetricsSnapshot sample_snapshot() {
                           .filtered = 41,
                           .duplicates = 42,
                           .rejected = 43,
-                          .fell_back = 44};
+                          .fell_back = 44,
+                          .timed_out = 45,
+                          .late = 46};
   reserve.run_time = sample_histogram(30'000, 2.0, 9'990, 5);
   FunctionMetrics weird{.event = "OrderCreated",
                         .function = "say \"hi\" \\ back\\slash\nnext\tline",

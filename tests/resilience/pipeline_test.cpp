@@ -49,6 +49,10 @@ struct PipelineFixture {
     pipeline = *std::move(created);
   }
 
+  // For tests that call pipeline->run() themselves.
+  Order own_order;
+  Context own_context{fnbus::event_type_name<Order>(), "f", {}};
+
   Outcome run(const Order& order, absl::Status& failure) {
     Context context(fnbus::event_type_name<Order>(), "f", {});
     return pipeline->run(&order, context, failure, [&](absl::Status& out) {
@@ -84,6 +88,7 @@ TEST_CASE("pipeline: no option wants no pipeline, each option wants one",
       {.idempotency_key = [](const Order& o) { return o.id; }}));
   CHECK(Pipeline::wanted({.breaker = BreakerOptions{}}));
   CHECK(Pipeline::wanted({.fallback = [](const Order&) {}}));
+  CHECK(Pipeline::wanted({.deadline = 100ms}));
 }
 
 TEST_CASE("pipeline: the condition filters before the handler runs",
@@ -259,4 +264,50 @@ TEST_CASE(
              .idempotency_key =
                  KeyOf::For<Order>([](const auto& o) { return o.id; })})
             .ok());
+}
+
+TEST_CASE("pipeline: a zero or negative deadline is InvalidArgument",
+          "[pipeline][deadline]") {
+  for (const fnbus::Duration deadline :
+       {fnbus::Duration::zero(), fnbus::Duration(-5'000'000)}) {
+    const absl::Status status = fnbus::resilience::check_options<Order>(
+        {.name = "charge", .deadline = deadline});
+    REQUIRE(status.code() == absl::StatusCode::kInvalidArgument);
+    const std::string message(status.message());
+    INFO(message);
+    CHECK_THAT(message, Catch::Contains("'charge'"));
+    CHECK_THAT(message, Catch::Contains("deadline is " +
+                                        std::to_string(deadline.count()) +
+                                        " ns; give how long one call may run"));
+  }
+  CHECK(fnbus::resilience::check_options<Order>({.deadline = 1ns}).ok());
+}
+
+TEST_CASE(
+    "pipeline: a handler ending past its deadline is kTimedOut, exactly "
+    "at it is on time",
+    "[pipeline][deadline]") {
+  PipelineFixture f({.deadline = 100ms});
+  absl::Status failure;
+  CHECK(
+      f.pipeline->run(&f.own_order, f.own_context, failure, [&](absl::Status&) {
+        f.clock.advance(100ms);
+        return Outcome::kDelivered;
+      }) == Outcome::kDelivered);
+  CHECK(failure.ok());
+  CHECK(
+      f.pipeline->run(&f.own_order, f.own_context, failure, [&](absl::Status&) {
+        f.clock.advance(100ms + 1ns);
+        return Outcome::kDelivered;
+      }) == Outcome::kTimedOut);
+  CHECK(failure.code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(std::string(failure.message()) ==
+        "ran 100.000ms, past its deadline of 100ms");
+  const fnbus::detail::DeadlineState* state =
+      fnbus::detail::ContextAccess::deadline(f.own_context);
+  REQUIRE(state != nullptr);
+  CHECK(state->timed_out);
+  CHECK(state->late);
+  CHECK_FALSE(state->running);
+  CHECK(f.own_context.deadline() == fnbus::TimePoint::max());  // returned
 }

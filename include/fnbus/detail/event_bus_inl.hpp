@@ -168,6 +168,7 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       return;
     case Outcome::kFailed:
       handler_failed(entry, event, context, failure, counts);
+      count_overrun(entry, context, counts);  // the fallback failed too
       return;
     case Outcome::kFiltered:
       counts.on_counted(entry, &detail::FunctionSeries::filtered);
@@ -184,9 +185,26 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       // The handler's failure (none if the breaker was open) is a
       // failure like any other; the fallback's work is its delivery.
       if (!failure.ok()) handler_failed(entry, event, context, failure, counts);
+      count_overrun(entry, context, counts);
       counts.on_counted(entry, &detail::FunctionSeries::fell_back);
       return;
+    case Outcome::kTimedOut:
+      handler_failed(entry, event, context, failure, counts);
+      count_overrun(entry, context, counts);
+      return;
   }
+}
+
+template <typename Counts>
+void EventBus::count_overrun(detail::HandlerEntry& entry,
+                             const Context& context, Counts& counts) noexcept {
+  // The deadline stage's verdict on the call that just ended (see
+  // resilience::Pipeline::call_within_deadline).
+  const detail::DeadlineState* deadline =
+      detail::ContextAccess::deadline(context);
+  if (deadline == nullptr || !deadline->timed_out) return;
+  counts.on_counted(entry, &detail::FunctionSeries::timed_out);
+  if (deadline->late) counts.on_counted(entry, &detail::FunctionSeries::late);
 }
 
 template <typename Counts>

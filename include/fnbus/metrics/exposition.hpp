@@ -40,7 +40,7 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //   _dead_lettered_total;
 // - counters per function {event, function}: fnbus_function_delivered_total,
 //   _failed_total, _filtered_total, _duplicates_total, _rejected_total,
-//   _fell_back_total;
+//   _fell_back_total, _timed_out_total, _late_total;
 // - histograms, only when snapshot.latency_recorded:
 //   fnbus_queue_wait_seconds{event}, fnbus_end_to_end_seconds{event},
 //   fnbus_handler_run_seconds{event, function}, with the `le` bounds of
@@ -61,7 +61,7 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //                "unhandled", "dead_lettered", "queue_wait", "end_to_end"}],
 //    "functions": [{"event", "function", "delivered", "failed",
 //                   "filtered", "duplicates", "rejected", "fell_back",
-//                   "run_time"}],
+//                   "timed_out", "late", "run_time"}],
 //    "gauges": {"queue_depth", "queue_capacity", "in_flight", "workers",
 //               "workers_busy", "workers_idle", "workers_parked",
 //               "workers_starting", "workers_retiring", "workers_max"}}

@@ -41,7 +41,10 @@ struct FunctionMetrics {
   std::uint64_t duplicates = 0;  // idempotency key seen before: not run
   std::uint64_t rejected = 0;    // breaker open, no fallback: dead-lettered
   std::uint64_t fell_back = 0;   // handled by the fallback
-  HistogramSnapshot run_time;    // one handler call
+  // Calls that returned or threw after their deadline (also in `failed`).
+  std::uint64_t timed_out = 0;
+  std::uint64_t late = 0;      // of those, calls that had succeeded
+  HistogramSnapshot run_time;  // one handler call
 
   // Adds `other`'s counts and samples to these (keeps these names).
   void merge(const FunctionMetrics& other);

@@ -28,6 +28,11 @@ enum class Outcome : std::uint8_t {
   // out-parameter is OK), or the handler failed (it holds that failure,
   // which is reported like any other).
   kFellBack,
+  // The handler returned or threw after its deadline
+  // (FunctionOptions::deadline), whatever it returned, and no fallback
+  // handled it: a failure, with kDeadlineExceeded in the failure
+  // out-parameter. A retry may run it again.
+  kTimedOut,
 };
 
 [[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;

@@ -4,18 +4,21 @@
 // FunctionOptions and stored beside its handler. A function without any of
 // them keeps the direct call; with some, each invocation runs
 //
-//   condition -> idempotency -> breaker -> handler -> fallback
+//   condition -> idempotency -> breaker -> deadline -> handler -> fallback
 //
 // (resilience4j's order: Fallback(Breaker(f))): an event the condition
 // turns down is kFiltered; a key seen before is kDuplicate; an open
 // breaker gives the event to the fallback, or kRejected without one; a
 // failed handler is reported to the breaker, its key forgotten (a replay
-// or retry is handled again) and the fallback called.
+// or retry is handled again) and the fallback called. A handler that
+// returns (or throws) after its deadline is kTimedOut, whatever it
+// returned, and is then treated as a failure (breaker, key, fallback).
 //
 // Thread safety: run() may be called from many threads at once (each
 // stage is thread-safe).
 
 #include <memory>
+#include <optional>
 #include <string_view>
 
 #include "absl/functional/function_ref.h"
@@ -27,6 +30,7 @@
 #include "fnbus/event.hpp"
 #include "fnbus/options.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
+#include "fnbus/resilience/deadline_watch.hpp"
 #include "fnbus/resilience/event_callables.hpp"
 #include "fnbus/resilience/outcome.hpp"
 #include "fnbus/resilience/seen_store.hpp"
@@ -43,9 +47,13 @@ class Pipeline {
                                           detail::TypeSlot slot,
                                           std::string_view event_type);
   // check()'s errors. `clock` (the bus's) must outlive the pipeline's use.
+  // `watch`: where calls with a deadline are watched (the bus's, checked
+  // by its DeadlineWatchdog); null gives the pipeline a watch of its own,
+  // which nothing checks (tokens are then never requested).
   static absl::StatusOr<std::unique_ptr<Pipeline>> Create(
       const FunctionOptions& options, detail::TypeSlot slot,
-      std::string_view event_type, Clock& clock);
+      std::string_view event_type, Clock& clock,
+      std::shared_ptr<DeadlineWatch> watch = nullptr);
 
   // The handler's call: kDelivered, or kFailed with the Status in its
   // argument; may throw.
@@ -68,9 +76,10 @@ class Pipeline {
                        absl::Status& failure, Call handler,
                        CircuitBreaker::Permit& permit, std::string_view key);
   // After the handler failed (`failure` set): the fallback's outcome, or
-  // kFailed.
+  // `failed` (kFailed, or kTimedOut).
   Outcome after_failure(const void* event, Context& context,
-                        absl::Status& failure);
+                        absl::Status& failure,
+                        Outcome failed = Outcome::kFailed);
   Outcome while_open(const void* event, Context& context,
                      absl::Status& failure);
   // Calls the fallback; its failure (or throw) becomes kFailed with a
@@ -78,6 +87,11 @@ class Pipeline {
   Outcome call_fallback(const void* event, Context& context,
                         absl::Status& failure);
   void forget(std::string_view key);
+  // The deadline stage (pipeline_deadline.cpp): runs `handler` watched
+  // until now + deadline_; kTimedOut (with `failure` saying why) if it
+  // returned or threw after that.
+  Outcome call_within_deadline(Context& context, absl::Status& failure,
+                               Call handler);
 
   Clock& clock_;
   Condition when_;
@@ -85,6 +99,8 @@ class Pipeline {
   std::shared_ptr<SeenStore> seen_;
   std::unique_ptr<CircuitBreaker> breaker_;
   Fallback fallback_;
+  std::optional<Duration> deadline_;      // FunctionOptions::deadline
+  std::shared_ptr<DeadlineWatch> watch_;  // set with deadline_
 };
 
 // Pipeline::check for a function of events E: the configuration-time
