@@ -130,13 +130,13 @@ Outcome Pipeline::run(const void* event, Context& context,
     key = key_of_(event);
     if (!seen_->first_sight(key, clock_.now())) return Outcome::kDuplicate;
   }
-  CircuitBreaker::Permit permit;
-  if (breaker_) {
-    permit = breaker_->try_acquire(breaker_now());
-    if (!permit) {
-      forget(key);  // not handled: a replay must be
-      return while_open(event, context, failure);
-    }
+  // Made in place (no move-assignment into an empty permit).
+  CircuitBreaker::Permit permit = breaker_
+                                      ? breaker_->try_acquire(breaker_now())
+                                      : CircuitBreaker::Permit();
+  if (breaker_ && !permit) {
+    forget(key);  // not handled: a replay must be
+    return while_open(event, context, failure);
   }
   return call_guarded(event, context, failure, handler, permit, key);
 }
