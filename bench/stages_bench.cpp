@@ -12,10 +12,13 @@
 // its time goes: one Clock::now() through the bus's Clock interface (the
 // default SteadyClock, a virtual call to steady_clock::now()); one
 // try_acquire() + on_success() of a closed CircuitBreaker at a fixed
-// instant (two lock/unlock pairs and the health window's record); two
-// lock/unlock pairs of an uncontended std::mutex alone. And two
-// candidates for a cheaper closed state: a CLOCK_MONOTONIC_COARSE read and
-// one relaxed fetch_add (a lock-free count).
+// instant (lock-free since issue 12's fast path: a relaxed state load, the
+// permit count's fetch_add and the newest slice's; before it, two
+// lock/unlock pairs and the health window's record); two lock/unlock
+// pairs of an uncontended std::mutex alone (the old cycle's floor). And
+// the pieces of the fast path: a CLOCK_MONOTONIC_COARSE read (the
+// pipeline's one clock read per call with the default clock) and one
+// relaxed fetch_add.
 //
 // BM_Stages_Deadline: a deadline (FunctionOptions::deadline) that is never
 // reached; BM_StagesPart_DeadlineWatch times its watch alone: one

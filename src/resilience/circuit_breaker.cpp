@@ -1,6 +1,8 @@
 #include "fnbus/resilience/circuit_breaker.hpp"
 
 #include <algorithm>
+#include <limits>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,36 +29,113 @@ std::string_view to_string(BreakerState state) noexcept {
 // ---------------------------------------------------------------------------
 // HealthWindow
 
-HealthWindow::HealthWindow(Duration window, std::uint32_t buckets)
-    : width_(std::max(Duration(1), window / buckets)), buckets_(buckets) {}
+namespace {
 
-std::int64_t HealthWindow::slice_of(TimePoint now) const {
-  return now.time_since_epoch() / width_;
+// A slice number, floor(now / width), and now's offset in that slice,
+// exact for every now (C++ division truncates towards zero, and a clock
+// may stand before its epoch).
+struct SliceOf {
+  std::int64_t slice;
+  Duration offset;  // in [0, width)
+};
+
+SliceOf slice_of(TimePoint now, Duration width) noexcept {
+  const std::int64_t at = now.time_since_epoch().count();
+  std::int64_t slice = at / width.count();
+  std::int64_t offset = at % width.count();
+  if (offset < 0) {
+    --slice;
+    offset += width.count();
+  }
+  return {slice, Duration(offset)};
 }
 
-HealthWindow::Bucket& HealthWindow::bucket_at(TimePoint now) {
-  const std::int64_t slice = slice_of(now);
-  const auto size = static_cast<std::int64_t>(buckets_.size());
-  // Euclidean remainder: a clock may start before its epoch.
-  Bucket& bucket =
-      buckets_[static_cast<std::size_t>(((slice % size) + size) % size)];
-  if (!bucket.used || bucket.index != slice) bucket = Bucket{true, slice, {}};
-  return bucket;
+std::int64_t nanos_since_epoch(TimePoint at) noexcept {
+  return at.time_since_epoch().count();
+}
+
+}  // namespace
+
+HealthWindow::HealthWindow(Duration window, std::uint32_t buckets)
+    : width_(std::max(Duration(1), window / buckets)),
+      size_(buckets),
+      buckets_(std::make_unique<Bucket[]>(buckets)) {}
+
+HealthWindow::Bucket& HealthWindow::bucket_of(std::int64_t slice) noexcept {
+  const std::int64_t size = size_;
+  // Euclidean remainder: slices before the epoch are negative.
+  return buckets_[static_cast<std::size_t>(((slice % size) + size) % size)];
 }
 
 void HealthWindow::record(TimePoint now, bool success) {
-  Counts& counts = bucket_at(now).counts;
-  ++counts.calls;
-  if (!success) ++counts.failures;
+  const SliceOf at = slice_of(now, width_);
+  if (started_ && !covers(newest_, at.slice)) {
+    // Older than the window: it has left already.
+    ++retired_.calls;
+    if (!success) ++retired_.failures;
+    return;
+  }
+  Bucket& bucket = bucket_of(at.slice);
+  if (!bucket.used || bucket.slice != at.slice) {
+    reuse(bucket, now, at.slice, at.offset);
+  }
+  if (!started_ || at.slice > newest_) {
+    started_ = true;
+    newest_ = at.slice;
+    // release: publishes the first and last that reuse() stored; pairs
+    // with the acquire load in try_record_success().
+    newest_bucket_.store(static_cast<std::uint32_t>(&bucket - buckets_.get()),
+                         std::memory_order_release);
+  }
+  // relaxed: the owner serialises record() with counts(), totals() and
+  // retire(), which orders it for them.
+  bucket.calls.fetch_add(1, std::memory_order_relaxed);
+  if (!success) ++bucket.failures;
 }
 
-HealthWindow::Counts HealthWindow::counts(TimePoint now) {
-  const std::int64_t newest = slice_of(now);
+void HealthWindow::reuse(Bucket& bucket, TimePoint now, std::int64_t slice,
+                         Duration offset) {
+  retire(bucket);
+  bucket.used = true;
+  bucket.slice = slice;
+  // The slice's first and last instants, clamped to the clock's range
+  // (the slices that hold TimePoint::min() and max() reach beyond it).
+  // relaxed: published by the release store of newest_bucket_ in record().
+  bucket.first.store(nanos_since_epoch(detail::saturating_add(now, -offset)),
+                     std::memory_order_relaxed);
+  bucket.last.store(nanos_since_epoch(detail::saturating_add(
+                        now, width_ - offset - Duration(1))),
+                    std::memory_order_relaxed);
+}
+
+void HealthWindow::retire(Bucket& bucket) {
+  // acquire: pairs with the release fetch_add in try_record_success(), as
+  // in totals(). An exchange, so that a success counted concurrently is
+  // either moved here or left in the bucket, never lost.
+  retired_.calls += bucket.calls.exchange(0, std::memory_order_acquire);
+  retired_.failures += std::exchange(bucket.failures, 0);
+}
+
+HealthWindow::Counts HealthWindow::counts(TimePoint now) const {
+  const std::int64_t newest = slice_of(now, width_).slice;
   Counts total;
-  for (const Bucket& bucket : buckets_) {
-    if (!bucket.used || !covers(newest, bucket.index)) continue;
-    total.calls += bucket.counts.calls;
-    total.failures += bucket.counts.failures;
+  for (std::uint32_t i = 0; i < size_; ++i) {
+    const Bucket& bucket = buckets_[i];
+    if (!bucket.used || !covers(newest, bucket.slice)) continue;
+    // acquire: pairs with the release fetch_add in try_record_success().
+    total.calls += bucket.calls.load(std::memory_order_acquire);
+    total.failures += bucket.failures;
+  }
+  return total;
+}
+
+HealthWindow::Counts HealthWindow::totals() const {
+  Counts total = retired_;
+  // Unused buckets too: a success may land in one that clear() emptied.
+  for (std::uint32_t i = 0; i < size_; ++i) {
+    // acquire: pairs with the release fetch_add in try_record_success().
+    total.calls += buckets_[i].calls.load(std::memory_order_acquire);
+    total.failures += buckets_[i].failures;
   }
   return total;
 }
@@ -69,11 +148,24 @@ bool HealthWindow::covers(std::int64_t newest, std::int64_t slice) const {
   // the clock's range), but the unsigned difference is exact.
   const std::uint64_t age =
       static_cast<std::uint64_t>(newest) - static_cast<std::uint64_t>(slice);
-  return age < buckets_.size();
+  return age < size_;
 }
 
 void HealthWindow::clear() {
-  for (Bucket& bucket : buckets_) bucket = Bucket{};
+  for (std::uint32_t i = 0; i < size_; ++i) {
+    Bucket& bucket = buckets_[i];
+    // An empty range first, so that try_record_success() stops counting
+    // here; a success that passed the check already lands in calls and
+    // stays in totals(). relaxed: a late success is allowed (see the
+    // class comment), so nothing needs ordering.
+    bucket.first.store(std::numeric_limits<std::int64_t>::max(),
+                       std::memory_order_relaxed);
+    bucket.last.store(std::numeric_limits<std::int64_t>::min(),
+                      std::memory_order_relaxed);
+    retire(bucket);
+    bucket.used = false;
+  }
+  started_ = false;
 }
 
 bool should_trip(const HealthWindow::Counts& counts,
@@ -88,7 +180,8 @@ bool should_trip(const HealthWindow::Counts& counts,
 
 CircuitBreaker::Permit::Permit(Permit&& other) noexcept
     : breaker_(std::exchange(other.breaker_, nullptr)),
-      spell_(std::exchange(other.spell_, 0)) {}
+      spell_(std::exchange(other.spell_, 0)),
+      acquired_at_(other.acquired_at_) {}
 
 CircuitBreaker::Permit& CircuitBreaker::Permit::operator=(
     Permit&& other) noexcept {
@@ -96,6 +189,7 @@ CircuitBreaker::Permit& CircuitBreaker::Permit::operator=(
     if (breaker_ != nullptr) breaker_->abandon(spell_);
     breaker_ = std::exchange(other.breaker_, nullptr);
     spell_ = std::exchange(other.spell_, 0);
+    acquired_at_ = other.acquired_at_;
   }
   return *this;
 }
@@ -104,13 +198,10 @@ CircuitBreaker::Permit::~Permit() {
   if (breaker_ != nullptr) breaker_->abandon(spell_);
 }
 
-void CircuitBreaker::Permit::on_success(TimePoint now) { report(now, true); }
-void CircuitBreaker::Permit::on_failure(TimePoint now) { report(now, false); }
-
-void CircuitBreaker::Permit::report(TimePoint now, bool success) {
+void CircuitBreaker::Permit::on_failure(TimePoint now) {
   // A refused permit, or a second report: nothing to count.
   if (breaker_ == nullptr) return;
-  std::exchange(breaker_, nullptr)->report(now, success, spell_);
+  std::exchange(breaker_, nullptr)->report(now, false, spell_);
 }
 
 // ---------------------------------------------------------------------------
@@ -158,48 +249,65 @@ absl::StatusOr<std::unique_ptr<CircuitBreaker>> CircuitBreaker::Create(
 CircuitBreaker::CircuitBreaker(BreakerOptions options)
     : options_(options), window_(options.window, options.window_buckets) {}
 
-CircuitBreaker::Permit CircuitBreaker::try_acquire(TimePoint now) {
+CircuitBreaker::Permit CircuitBreaker::acquire_locked(TimePoint now) {
   std::lock_guard lock(mutex_);
   leave_open_if_cooled(now);
-  switch (stats_.state) {
+  // relaxed: under mutex_, which orders every store of state_.
+  switch (state_.load(std::memory_order_relaxed)) {
     case BreakerState::kClosed:
-      ++stats_.permitted;
-      return Permit(this, 0);
+      return let_through(0, now);
     case BreakerState::kHalfOpen:
       if (probes_out_ + probe_successes_ < options_.half_open_probes) {
         ++probes_out_;
-        ++stats_.permitted;
-        return Permit(this, spell_);
+        return let_through(spell_, now);
       }
       break;
     case BreakerState::kOpen:
       break;
   }
-  ++stats_.refused;
+  ++refused_;
   return Permit();
 }
 
 BreakerState CircuitBreaker::state(TimePoint now) {
   std::lock_guard lock(mutex_);
   leave_open_if_cooled(now);
-  return stats_.state;
+  return state_.load(std::memory_order_relaxed);  // relaxed: under mutex_
 }
 
 CircuitBreaker::Stats CircuitBreaker::stats() const {
   std::lock_guard lock(mutex_);
-  return stats_;
+  // The outcomes first, then permitted_: totals() loads each slice's calls
+  // with acquire, so every success it counts brings its permitted_
+  // increment along, and successes + failures + abandoned <= permitted.
+  const HealthWindow::Counts windowed = window_.totals();
+  Stats stats;
+  stats.state = state_.load(std::memory_order_relaxed);  // under mutex_
+  stats.successes = unwindowed_successes_ + windowed.calls - windowed.failures;
+  stats.failures = failures_;
+  stats.abandoned = abandoned_;
+  stats.refused = refused_;
+  stats.transitions = transitions_;
+  // relaxed: ordered after the outcomes by the acquire loads above.
+  stats.permitted = permitted_.load(std::memory_order_relaxed);
+  return stats;
 }
 
 void CircuitBreaker::report(TimePoint now, bool success, std::uint64_t spell) {
   std::lock_guard lock(mutex_);
-  ++(success ? stats_.successes : stats_.failures);
+  if (!success) ++failures_;
   if (current_probe(spell)) {
+    if (success) ++unwindowed_successes_;
     report_probe(now, success);
     return;
   }
   // A call let through while closed. Finishing while open or half-open,
   // it changes nothing: the window restarts when the breaker closes.
-  if (stats_.state != BreakerState::kClosed) return;
+  // relaxed: under mutex_.
+  if (state_.load(std::memory_order_relaxed) != BreakerState::kClosed) {
+    if (success) ++unwindowed_successes_;
+    return;
+  }
   window_.record(now, success);
   if (!success && should_trip(window_.counts(now), options_)) {
     move_to(BreakerState::kOpen, now);
@@ -219,18 +327,21 @@ void CircuitBreaker::report_probe(TimePoint now, bool success) {
 
 void CircuitBreaker::abandon(std::uint64_t spell) {
   std::lock_guard lock(mutex_);
-  ++stats_.abandoned;
+  ++abandoned_;
   // Frees the probe slot for another call.
   if (current_probe(spell)) --probes_out_;
 }
 
 bool CircuitBreaker::current_probe(std::uint64_t spell) const noexcept {
+  // relaxed: under mutex_.
   return spell != 0 && spell == spell_ &&
-         stats_.state == BreakerState::kHalfOpen;
+         state_.load(std::memory_order_relaxed) == BreakerState::kHalfOpen;
 }
 
 void CircuitBreaker::leave_open_if_cooled(TimePoint now) {
-  if (stats_.state == BreakerState::kOpen && cooled(now)) {
+  // relaxed: under mutex_.
+  if (state_.load(std::memory_order_relaxed) == BreakerState::kOpen &&
+      cooled(now)) {
     move_to(BreakerState::kHalfOpen, now);
   }
 }
@@ -243,8 +354,7 @@ bool CircuitBreaker::cooled(TimePoint now) const noexcept {
 }
 
 void CircuitBreaker::move_to(BreakerState state, TimePoint now) {
-  stats_.state = state;
-  ++stats_.transitions;
+  ++transitions_;
   probes_out_ = 0;
   probe_successes_ = 0;
   switch (state) {
@@ -258,6 +368,8 @@ void CircuitBreaker::move_to(BreakerState state, TimePoint now) {
       window_.clear();
       break;
   }
+  // relaxed: see state_; readers under mutex_ are ordered by it.
+  state_.store(state, std::memory_order_relaxed);
 }
 
 }  // namespace fnbus::resilience

@@ -1,5 +1,6 @@
 #include "fnbus/resilience/pipeline.hpp"
 
+#include <ctime>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,6 +31,26 @@ void check_type(const detail::ErasedFor& callable, bool set,
 // the bus reports a throwing handler.
 absl::Status status_of_current_exception() {
   return absl::UnknownError(detail::current_exception_message());
+}
+
+// Whether CLOCK_MONOTONIC_COARSE may stand in for `clock` as the
+// breaker's time: `clock` is the steady clock (CLOCK_MONOTONIC, which the
+// coarse clock reads as of the last tick), and a tick is at most 1 % of
+// the window's slice and of the cool-down.
+bool coarse_time_fits(const Clock& clock, const BreakerOptions& options) {
+  if (&clock != &SteadyClock::instance()) return false;
+  timespec resolution{};
+  if (::clock_getres(CLOCK_MONOTONIC_COARSE, &resolution) != 0) return false;
+  const Duration tick =
+      std::chrono::seconds(resolution.tv_sec) + Duration(resolution.tv_nsec);
+  const Duration slice = options.window / options.window_buckets;
+  return tick * 100 <= slice && tick * 100 <= options.open_for;
+}
+
+TimePoint coarse_steady_now() noexcept {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+  return TimePoint(std::chrono::seconds(now.tv_sec) + Duration(now.tv_nsec));
 }
 
 }  // namespace
@@ -97,6 +118,7 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     auto breaker = CircuitBreaker::Create(*options.breaker);
     if (!breaker.ok()) return breaker.status();
     pipeline->breaker_ = std::move(*breaker);
+    pipeline->coarse_breaker_time_ = coarse_time_fits(clock, *options.breaker);
   }
   pipeline->fallback_ = options.fallback;
   if (options.deadline) {
@@ -107,6 +129,11 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
   return pipeline;
 }
 
+TimePoint Pipeline::breaker_now() const noexcept {
+  if (coarse_breaker_time_) return coarse_steady_now();
+  return clock_.now();
+}
+
 Outcome Pipeline::run(const void* event, Context& context,
                       absl::Status& failure, Call handler) {
   if (when_ && !when_(event)) return Outcome::kFiltered;
@@ -115,13 +142,13 @@ Outcome Pipeline::run(const void* event, Context& context,
     key = key_of_(event);
     if (!seen_->first_sight(key, clock_.now())) return Outcome::kDuplicate;
   }
-  CircuitBreaker::Permit permit;
-  if (breaker_) {
-    permit = breaker_->try_acquire(clock_.now());
-    if (!permit) {
-      forget(key);  // not handled: a replay must be
-      return while_open(event, context, failure);
-    }
+  // Made in place (no move-assignment into an empty permit).
+  CircuitBreaker::Permit permit = breaker_
+                                      ? breaker_->try_acquire(breaker_now())
+                                      : CircuitBreaker::Permit();
+  if (breaker_ && !permit) {
+    forget(key);  // not handled: a replay must be
+    return while_open(event, context, failure);
   }
   if (deadline_) {
     auto watched = [&](absl::Status& handler_failure) {
@@ -140,17 +167,17 @@ Outcome Pipeline::call_guarded(const void* event, Context& context,
   try {
     outcome = handler(failure);
   } catch (...) {
-    if (permit) permit.on_failure(clock_.now());
+    if (permit) permit.on_failure(breaker_now());
     forget(key);
     if (!fallback_) throw;  // the bus reports it as it does without stages
     failure = status_of_current_exception();
     return after_failure(event, context, failure);
   }
   if (outcome == Outcome::kDelivered) [[likely]] {
-    if (permit) permit.on_success(clock_.now());
+    if (permit) permit.on_success();  // at try_acquire's instant
     return outcome;
   }
-  if (permit) permit.on_failure(clock_.now());
+  if (permit) permit.on_failure(breaker_now());
   forget(key);
   return after_failure(event, context, failure, outcome);
 }

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -173,6 +174,123 @@ TEST_CASE("circuit_breaker: a permit reports once, and moves carry it",
   CHECK(stats.permitted == 3);
 }
 
+TEST_CASE(
+    "circuit_breaker: on_success() and on_failure() without an instant "
+    "count at the instant of try_acquire",
+    "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  // Three calls start at kStart and fail 15 s later, reported at their
+  // start: by the time a fourth fails at kStart + 15s they have left the
+  // 10 s window, so it is 1 failure of 1 call and stays closed.
+  std::vector<CircuitBreaker::Permit> slow;
+  for (int i = 0; i < 3; ++i) slow.push_back(breaker->try_acquire(kStart));
+  for (CircuitBreaker::Permit& permit : slow) permit.on_failure();
+  CHECK(calls(*breaker, kStart + 15s, 1, false) == 1);
+  CHECK(breaker->state(kStart + 15s) == BreakerState::kClosed);
+  // Reported at kStart + 15s instead, they would have tripped it: 4 of 4.
+  auto other = make(kSmall);
+  for (int i = 0; i < 3; ++i) {
+    other->try_acquire(kStart).on_failure(kStart + 15s);
+  }
+  CHECK(calls(*other, kStart + 15s, 1, false) == 1);
+  CHECK(other->state(kStart + 15s) == BreakerState::kOpen);
+  // A success without an instant is counted once, like any report.
+  CircuitBreaker::Permit ok = breaker->try_acquire(kStart + 15s);
+  ok.on_success();
+  ok.on_success();
+  CHECK_FALSE(ok);
+  const CircuitBreaker::Stats stats = breaker->stats();
+  CHECK(stats.successes == 1);
+  CHECK(stats.failures == 4);
+  CHECK(stats.permitted == 5);
+}
+
+// Successes from several threads take the lock-free path; the trip rule
+// then sees every one of them: it trips at exactly the failure that
+// reaches the rate.
+TEST_CASE(
+    "circuit_breaker: concurrent successes are all seen by the trip "
+    "rule",
+    "[circuit_breaker]") {
+  auto breaker = make({.failure_rate = 0.5,
+                       .minimum_calls = 4,
+                       .window = 10s,
+                       .window_buckets = 10,
+                       .open_for = 30s,
+                       .half_open_probes = 2});
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 2'000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&breaker] {
+      for (int i = 0; i < kCalls; ++i) {
+        // 200 µs per call: a rollover to the next slice races too.
+        const TimePoint now =
+            kStart + 800ms + std::chrono::microseconds(i * 200);
+        breaker->try_acquire(now).on_success();
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  CircuitBreaker::Stats stats = breaker->stats();
+  CHECK(stats.successes == kThreads * kCalls);
+  CHECK(stats.permitted == kThreads * kCalls);
+  // 8,000 successes: the 8,000th failure makes half.
+  const TimePoint later = kStart + 2s;
+  CHECK(calls(*breaker, later, kThreads * kCalls - 1, false) ==
+        kThreads * kCalls - 1);
+  CHECK(breaker->state(later) == BreakerState::kClosed);
+  CHECK(calls(*breaker, later, 1, false) == 1);
+  CHECK(breaker->state(later) == BreakerState::kOpen);
+  stats = breaker->stats();
+  CHECK(stats.failures == kThreads * kCalls);
+  CHECK(stats.transitions == 1);
+}
+
+// Successes (lock-free) and failures (under the mutex) from several
+// threads at once, with a rule that never trips: every count exact.
+TEST_CASE(
+    "circuit_breaker: concurrent successes and failures keep exact "
+    "counts",
+    "[circuit_breaker]") {
+  auto breaker = make({.failure_rate = 1.0,
+                       .minimum_calls = 1'000'000,
+                       .window = 40ms,
+                       .window_buckets = 4,
+                       .open_for = 30s,
+                       .half_open_probes = 1});
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 10'000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&breaker, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        // 5 µs per call: a new 10 ms slice every 2,000 calls.
+        const TimePoint now = kStart + std::chrono::microseconds(i * 5);
+        CircuitBreaker::Permit permit = breaker->try_acquire(now);
+        switch ((i + t) % 5) {
+          case 0:
+            permit.on_failure(now);
+            break;
+          case 1:
+            break;  // dropped: abandoned
+          default:
+            permit.on_success();
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  const CircuitBreaker::Stats stats = breaker->stats();
+  constexpr std::uint64_t kTotal = kThreads * kCalls;
+  CHECK(stats.permitted == kTotal);
+  CHECK(stats.failures == kTotal / 5);
+  CHECK(stats.abandoned == kTotal / 5);
+  CHECK(stats.successes == kTotal * 3 / 5);
+  CHECK(stats.refused == 0);
+  CHECK(stats.transitions == 0);
+}
+
 TEST_CASE("circuit_breaker: a clock at its maximum does not overflow",
           "[circuit_breaker]") {
   auto breaker = make(kSmall);
@@ -200,6 +318,114 @@ TEST_CASE("health_window: counts the slices now covers", "[circuit_breaker]") {
   window.record(kStart + 20s, true);
   window.clear();
   CHECK(window.counts(kStart + 20s).calls == 0);
+}
+
+TEST_CASE("health_window: the lock-free path counts in the newest slice alone",
+          "[circuit_breaker]") {
+  HealthWindow window(10s, 10);  // 1 s slices
+  // Nothing recorded yet: no newest slice.
+  CHECK_FALSE(window.try_record_success(kStart));
+  window.record(kStart + 200ms, true);
+  CHECK(window.try_record_success(kStart));  // same slice, earlier
+  CHECK(window.try_record_success(kStart + 1s - 1ns));
+  CHECK_FALSE(window.try_record_success(kStart + 1s));   // the next slice
+  CHECK_FALSE(window.try_record_success(kStart - 1ns));  // the one before
+  CHECK(window.counts(kStart + 1s).calls == 3);
+  CHECK(window.counts(kStart + 1s).failures == 0);
+  // A later slice becomes the newest; the lock-free path follows it.
+  window.record(kStart + 3s, false);
+  CHECK_FALSE(window.try_record_success(kStart));
+  CHECK(window.try_record_success(kStart + 3500ms));
+  CHECK(window.counts(kStart + 3s).calls == 5);
+  CHECK(window.counts(kStart + 3s).failures == 1);
+  window.clear();
+  CHECK_FALSE(window.try_record_success(kStart + 3500ms));
+  CHECK(window.counts(kStart + 3s).calls == 0);
+  // totals() keeps what clear() emptied.
+  CHECK(window.totals().calls == 5);
+  CHECK(window.totals().failures == 1);
+}
+
+TEST_CASE(
+    "health_window: an outcome older than the window leaves newer "
+    "slices alone",
+    "[circuit_breaker]") {
+  HealthWindow window(10s, 10);
+  window.record(kStart + 20s, false);
+  // Slice kStart shares a bucket with kStart + 20s, and has left the
+  // window: it must not reset that bucket.
+  window.record(kStart, true);
+  CHECK(window.counts(kStart + 20s).calls == 1);
+  CHECK(window.counts(kStart + 20s).failures == 1);
+  CHECK(window.totals().calls == 2);
+  // 9 slices before the newest: still in the window.
+  window.record(kStart + 11s, true);
+  CHECK(window.counts(kStart + 20s).calls == 2);
+}
+
+TEST_CASE(
+    "health_window: slices are whole widths before the epoch and at "
+    "the clock's ends",
+    "[circuit_breaker]") {
+  HealthWindow window(10s, 10);
+  // [-1 s, 0) is one slice, [0, 1 s) the next.
+  window.record(TimePoint(-1ns), true);
+  CHECK(window.try_record_success(TimePoint(-1s)));
+  CHECK_FALSE(window.try_record_success(TimePoint(0ns)));
+  CHECK_FALSE(window.try_record_success(TimePoint(-1s - 1ns)));
+  // The slices that hold the clock's ends reach beyond it.
+  HealthWindow ends(10s, 10);
+  ends.record(TimePoint::max(), true);
+  CHECK(ends.try_record_success(TimePoint::max()));
+  CHECK(ends.try_record_success(TimePoint::max() - 1ns));
+  ends.record(TimePoint::min(), true);  // long gone: totals() alone
+  CHECK(ends.counts(TimePoint::max()).calls == 3);
+  HealthWindow starts(10s, 10);
+  starts.record(TimePoint::min(), false);
+  CHECK(starts.try_record_success(TimePoint::min()));
+  CHECK(starts.counts(TimePoint::min()).calls == 2);
+  CHECK(ends.totals().calls == 4);
+}
+
+// The owner's serialisation is a mutex here, as in the breaker: successes
+// go lock-free while other threads move the window on and clear it; none
+// is lost.
+TEST_CASE(
+    "health_window: lock-free successes racing with rollovers are all "
+    "counted",
+    "[circuit_breaker]") {
+  HealthWindow window(4ms, 4);  // 1 ms slices
+  std::mutex mutex;
+  constexpr int kThreads = 3;
+  constexpr int kCalls = 20'000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kCalls; ++i) {
+        // 1 µs per call: a new slice every 1,000 calls, the bucket
+        // reused every 4,000.
+        const TimePoint now = kStart + std::chrono::microseconds(i);
+        if (window.try_record_success(now)) continue;
+        std::lock_guard lock(mutex);
+        window.record(now, true);
+      }
+    });
+  }
+  // A fourth thread records failures, 10 µs apart: it moves the window
+  // on ahead of the others (some of their successes are then too old for
+  // it) and clears it now and then.
+  constexpr int kFailures = 2'000;
+  threads.emplace_back([&] {
+    for (int i = 0; i < kFailures; ++i) {
+      std::lock_guard lock(mutex);
+      window.record(kStart + std::chrono::microseconds(i * 10), false);
+      if (i % 500 == 499) window.clear();
+    }
+  });
+  for (std::thread& thread : threads) thread.join();
+  const HealthWindow::Counts totals = window.totals();
+  CHECK(totals.calls == kThreads * kCalls + kFailures);
+  CHECK(totals.failures == kFailures);
 }
 
 TEST_CASE("should_trip: the rule alone", "[circuit_breaker]") {

@@ -167,6 +167,42 @@ TEST_CASE(
   CHECK(f.handler_calls == 3);
 }
 
+// The bus's default clock: the breaker may then read the coarse clock
+// (when its resolution suits the options); counts and the trip are the
+// same. The 10 s window and 30 s cool-down dwarf the test's run time.
+TEST_CASE("pipeline: a breaker on the steady clock counts and trips",
+          "[pipeline]") {
+  fnbus::SteadyClock& clock = fnbus::SteadyClock::instance();
+  auto created = Pipeline::Create({.breaker = small_breaker()},
+                                  fnbus::detail::type_slot<Order>(),
+                                  fnbus::event_type_name<Order>(), clock);
+  REQUIRE(created.ok());
+  Pipeline& pipeline = **created;
+  bool fail = false;
+  auto run = [&] {
+    Context context(fnbus::event_type_name<Order>(), "f", {});
+    const Order order{.id = "1"};
+    absl::Status failure;
+    return pipeline.run(&order, context, failure, [&](absl::Status& out) {
+      if (!fail) return Outcome::kDelivered;
+      out = absl::UnavailableError("gateway down");
+      return Outcome::kFailed;
+    });
+  };
+  for (int i = 0; i < 3; ++i) CHECK(run() == Outcome::kDelivered);
+  fail = true;
+  CHECK(run() == Outcome::kFailed);
+  CHECK(run() == Outcome::kFailed);
+  CHECK(pipeline.breaker()->state(clock.now()) == BreakerState::kClosed);
+  CHECK(run() == Outcome::kFailed);  // 3 of 6
+  CHECK(pipeline.breaker()->state(clock.now()) == BreakerState::kOpen);
+  CHECK(run() == Outcome::kRejected);
+  const auto stats = pipeline.breaker()->stats();
+  CHECK(stats.successes == 3);
+  CHECK(stats.failures == 3);
+  CHECK(stats.refused == 1);
+}
+
 TEST_CASE("pipeline: the fallback handles an open breaker and a failure",
           "[pipeline]") {
   auto fallback_calls = std::make_shared<int>(0);

@@ -10,7 +10,7 @@
 //        .open_for = 30s});
 //   if (auto permit = (*breaker)->try_acquire(clock.now())) {
 //     absl::Status status = call_gateway();
-//     status.ok() ? permit.on_success(clock.now())
+//     status.ok() ? permit.on_success()  // at the instant of try_acquire
 //                 : permit.on_failure(clock.now());
 //   } else {
 //     // open: use the fallback, or dead-letter the event
@@ -21,19 +21,34 @@
 // can replay it) and the state machine here. Time is always passed in
 // (the bus clock's now()), so a ManualClock drives it in tests.
 //
-// Thread safety: every method from any thread (one mutex per breaker;
-// held for a few counter updates).
+// Thread safety: every method from any thread. The closed state's common
+// path -- try_acquire() while closed, then on_success() within the
+// window's newest slice -- takes no lock: one relaxed load of the state
+// and two atomic increments (the permit count, the slice's calls).
+// Everything else (a failure, which may trip it; a success in another
+// slice, which moves the window on; the open and half-open states; stats())
+// takes the breaker's mutex for a few counter updates.
+//
+// Not guaranteed: a caller that has not yet seen a trip made by another
+// thread may be let through just after it, as if it had come a moment
+// earlier; its outcome then changes nothing (as for any call let through
+// while closed that finishes while open). A success counted while the
+// window moves on (a slice rollover in another thread) may be counted in
+// the slice after its own; stats() counts every outcome exactly.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string_view>
-#include <vector>
+#include <utility>
 
 #include "absl/status/statusor.h"
 
 #include "fnbus/clock.hpp"
+#include "fnbus/detail/config.hpp"
 
 namespace fnbus::resilience {
 
@@ -58,8 +73,20 @@ struct BreakerOptions {
 enum class BreakerState { kClosed, kOpen, kHalfOpen };
 std::string_view to_string(BreakerState state) noexcept;
 
-// Outcomes counted over a rolling window of fixed slices. Not
-// thread-safe (the breaker's mutex guards it).
+// Outcomes counted over a rolling window of fixed slices: slice k holds
+// the outcomes recorded at instants in [k * width, (k + 1) * width), with
+// width = window / buckets, and the window at `now` is the `buckets`
+// slices up to now's (a slice after now's, from a clock that went back,
+// is counted too rather than lost).
+//
+// Thread safety: try_record_success() is lock-free and may run on any
+// thread at any time, also while the other methods run. record(),
+// counts(), totals() and clear() must not run at the same time as one
+// another: the owner serialises them (the breaker's mutex).
+// Not guaranteed: a success counted by try_record_success() while
+// record() reuses the slice's bucket for a later slice, or while clear()
+// runs, may land in that later slice, or in the cleared window (where
+// counts() no longer sees it); totals() always has it.
 class HealthWindow {
  public:
   struct Counts {
@@ -69,25 +96,63 @@ class HealthWindow {
 
   // window > 0, buckets >= 1 (BreakerOptions checks them).
   HealthWindow(Duration window, std::uint32_t buckets);
+  HealthWindow(const HealthWindow&) = delete;
+  HealthWindow& operator=(const HealthWindow&) = delete;
 
+  // Counts a success at `now` if `now` is in the newest slice recorded
+  // (no lock, no division), else counts nothing.
+  // Returns whether it counted; if not, record(now, true) must.
+  // Thread safety: lock-free; concurrently with every method.
+  // Memory ordering: actions before a counted success are visible to a
+  // totals() or counts() that includes it.
+  [[nodiscard]] bool try_record_success(TimePoint now) noexcept;
+  // Counts an outcome at `now`; one older than the newest slice's window
+  // is counted in totals() alone. A later slice becomes the newest.
   void record(TimePoint now, bool success);
   // The counts of the slices that `now` still covers.
-  [[nodiscard]] Counts counts(TimePoint now);
+  [[nodiscard]] Counts counts(TimePoint now) const;
+  // Every outcome counted since construction, clear() notwithstanding.
+  [[nodiscard]] Counts totals() const;
+  // Empties the window (totals() keeps its counts).
   void clear();
 
  private:
   struct Bucket {
+    // The slice's first and last instant (nanoseconds since the clock's
+    // epoch, clamped to its range); first > last while unused. Written by
+    // reuse() and clear() under the owner's serialisation, read by
+    // try_record_success(); see newest_bucket_ for their ordering.
+    std::atomic<std::int64_t> first{std::numeric_limits<std::int64_t>::max()};
+    std::atomic<std::int64_t> last{std::numeric_limits<std::int64_t>::min()};
+    // Outcomes in this slice. Incremented by try_record_success() (any
+    // thread) and record(); moved into retired_ by an exchange when the
+    // bucket is reused or cleared, so no increment is lost.
+    std::atomic<std::uint64_t> calls{0};
+    // The rest only under the owner's serialisation.
+    std::uint64_t failures = 0;
+    std::int64_t slice = 0;  // floor(time since epoch / width)
     bool used = false;
-    std::int64_t index = 0;  // slice number: time since epoch / width
-    Counts counts;
   };
-  Bucket& bucket_at(TimePoint now);
+  Bucket& bucket_of(std::int64_t slice) noexcept;
+  // Empties `bucket` for `slice`, which holds `now` at `offset`.
+  void reuse(Bucket& bucket, TimePoint now, std::int64_t slice,
+             Duration offset);
+  void retire(Bucket& bucket);
   // Whether the window ending in slice `newest` covers slice `slice`.
   [[nodiscard]] bool covers(std::int64_t newest, std::int64_t slice) const;
-  [[nodiscard]] std::int64_t slice_of(TimePoint now) const;
 
-  Duration width_;
-  std::vector<Bucket> buckets_;
+  const Duration width_;
+  const std::uint32_t size_;
+  const std::unique_ptr<Bucket[]> buckets_;
+  // The index of the newest slice's bucket. Stored (release) by record()
+  // after reuse() wrote the bucket's first and last; loaded (acquire) by
+  // try_record_success(), which therefore reads that slice's range or a
+  // later reuse's.
+  std::atomic<std::uint32_t> newest_bucket_{0};
+  // Under the owner's serialisation.
+  bool started_ = false;  // newest_ is set
+  std::int64_t newest_ = 0;
+  Counts retired_;  // outcomes no longer in any bucket
 };
 
 // The trip rule, pure: enough calls, and the failure rate reached.
@@ -110,6 +175,7 @@ class CircuitBreaker {
   // Leave to call: report the outcome with on_success() or on_failure()
   // (once). A permit dropped without a report counts as abandoned: it
   // frees its probe slot and changes no state. Movable, not copyable.
+  // Thread safety: one permit from one thread at a time.
   class Permit {
    public:
     Permit() = default;
@@ -121,18 +187,27 @@ class CircuitBreaker {
 
     // Whether the call may go ahead.
     explicit operator bool() const noexcept { return breaker_ != nullptr; }
+    // The outcome at `now`.
     void on_success(TimePoint now);
     void on_failure(TimePoint now);
+    // The outcome at the instant given to try_acquire(): no clock read.
+    // A success then counts in the slice where the call started, which
+    // is exact enough for slices far longer than a call; a failure that
+    // took long may count in a slice that has already left the window,
+    // so report failures with on_failure(now).
+    void on_success() { on_success(acquired_at_); }
+    void on_failure() { on_failure(acquired_at_); }
 
    private:
     friend class CircuitBreaker;
-    Permit(CircuitBreaker* breaker, std::uint64_t spell) noexcept
-        : breaker_(breaker), spell_(spell) {}
-    void report(TimePoint now, bool success);
+    Permit(CircuitBreaker* breaker, std::uint64_t spell,
+           TimePoint acquired_at) noexcept
+        : breaker_(breaker), spell_(spell), acquired_at_(acquired_at) {}
 
     CircuitBreaker* breaker_ = nullptr;  // null: refused or reported
     // The half-open spell this probe belongs to; 0: not a probe.
     std::uint64_t spell_ = 0;
+    TimePoint acquired_at_{};
   };
 
   // InvalidArgument naming every bad option and what to use instead.
@@ -142,9 +217,13 @@ class CircuitBreaker {
   // A permit if a call may go ahead at `now`, else an empty one. Moves
   // open -> half-open once open_for has passed. The breaker must outlive
   // its permits.
+  // Thread safety: any thread; lock-free while closed.
   [[nodiscard]] Permit try_acquire(TimePoint now);
 
+  // Thread safety: any thread (takes the mutex).
   [[nodiscard]] BreakerState state(TimePoint now);
+  // A snapshot: successes + failures + abandoned <= permitted.
+  // Thread safety: any thread (takes the mutex).
   [[nodiscard]] Stats stats() const;
   [[nodiscard]] const BreakerOptions& options() const noexcept {
     return options_;
@@ -152,6 +231,9 @@ class CircuitBreaker {
 
  private:
   explicit CircuitBreaker(BreakerOptions options);
+  // Counts a call let through and makes its permit.
+  Permit let_through(std::uint64_t spell, TimePoint now) noexcept;
+  Permit acquire_locked(TimePoint now);
   void report(TimePoint now, bool success, std::uint64_t spell);
   void abandon(std::uint64_t spell);
   // The rest run under mutex_.
@@ -162,10 +244,27 @@ class CircuitBreaker {
   void report_probe(TimePoint now, bool success);
 
   const BreakerOptions options_;
-  mutable std::mutex mutex_;
-  // All guarded by mutex_.
+  // The state. Written by move_to() under mutex_; read without it by
+  // try_acquire() (and under it by the rest). Relaxed throughout: the
+  // closed path needs the value alone (its permit holds this breaker and
+  // an instant; the window orders itself, every other path takes mutex_).
+  // On the same cache line as permitted_, which every call writes anyway.
+  alignas(detail::kCacheLineSize) std::atomic<BreakerState> state_{
+      BreakerState::kClosed};
+  // Calls let through, in every state. Relaxed increments: a count, and
+  // stats() reads it after the outcomes (see there).
+  std::atomic<std::uint64_t> permitted_{0};
+  alignas(detail::kCacheLineSize) mutable std::mutex mutex_;
+  // Guarded by mutex_; its lock-free success path excepted.
   HealthWindow window_;
-  Stats stats_;
+  // All guarded by mutex_.
+  std::uint64_t refused_ = 0;
+  std::uint64_t failures_ = 0;
+  std::uint64_t abandoned_ = 0;
+  std::uint64_t transitions_ = 0;
+  // Successes reported while not closed, or by probes: not in window_
+  // (whose totals() has the others).
+  std::uint64_t unwindowed_successes_ = 0;
   TimePoint opened_at_{};
   // Numbers the half-open spells, so that a probe reported after its
   // spell ended (another probe failed) changes nothing.
@@ -173,5 +272,57 @@ class CircuitBreaker {
   std::uint32_t probes_out_ = 0;       // this spell's unreported probes
   std::uint32_t probe_successes_ = 0;  // this spell's successes
 };
+
+// ---------------------------------------------------------------------------
+// The lock-free paths, inline: they are the whole closed, successful call.
+
+inline bool HealthWindow::try_record_success(TimePoint now) noexcept {
+  // acquire: pairs with the release store in record(), so that first and
+  // last below are those reuse() wrote for this bucket's newest slice (or
+  // for a later reuse of the bucket).
+  Bucket& bucket = buckets_[newest_bucket_.load(std::memory_order_acquire)];
+  const std::int64_t at = now.time_since_epoch().count();
+  // relaxed: ordered by the acquire above. A reuse racing with these two
+  // loads can only make the success count in the slice that reuses the
+  // bucket (see the class comment) or send it to record().
+  if (at < bucket.first.load(std::memory_order_relaxed) ||
+      at > bucket.last.load(std::memory_order_relaxed)) {
+    return false;
+  }
+  // release: pairs with the acquire loads of calls in counts(), totals()
+  // and retire(), so that whoever counts this success also sees what came
+  // before it (the breaker's permitted_ increment for this call).
+  bucket.calls.fetch_add(1, std::memory_order_release);
+  return true;
+}
+
+inline CircuitBreaker::Permit CircuitBreaker::let_through(
+    std::uint64_t spell, TimePoint now) noexcept {
+  // relaxed: a count; see permitted_.
+  permitted_.fetch_add(1, std::memory_order_relaxed);
+  return Permit(this, spell, now);
+}
+
+inline CircuitBreaker::Permit CircuitBreaker::try_acquire(TimePoint now) {
+  // relaxed: see state_.
+  if (state_.load(std::memory_order_relaxed) == BreakerState::kClosed)
+      [[likely]] {
+    return let_through(0, now);
+  }
+  return acquire_locked(now);
+}
+
+inline void CircuitBreaker::Permit::on_success(TimePoint now) {
+  // A refused permit, or a second report: nothing to count.
+  if (breaker_ == nullptr) return;
+  CircuitBreaker* breaker = std::exchange(breaker_, nullptr);
+  // Not a probe, and in the newest slice: counted without the lock,
+  // whatever the state (a closed permit's success changes no state, and
+  // the window restarts when the breaker closes).
+  if (spell_ == 0 && breaker->window_.try_record_success(now)) [[likely]] {
+    return;
+  }
+  breaker->report(now, true, spell_);
+}
 
 }  // namespace fnbus::resilience
