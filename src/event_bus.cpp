@@ -795,7 +795,7 @@ void EventBus::report_failure(const detail::HandlerEntry& entry,
       .code = code,
       .message = message,
       .trace = context.event_trace(),
-      .event = EventRef(entry.slot, context.event_type(), event),
+      .event = EventRef(entry.slot, context.event_type(), event, entry.ops),
       .context = context};
   detail::call_guarded(entry.on_error, error);  // the function's own first
   error_sink_.call(error);

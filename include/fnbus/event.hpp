@@ -44,15 +44,37 @@ template <Event E>
   return detail::kEventTypeName<E>;
 }
 
+// Whether fnbus may copy events of type E (OwnedEvent::Copy, and so the
+// dead-letter store): std::is_copy_constructible_v<E> unless specialised.
+// Specialise it to false for an event whose copy constructor is declared
+// but does not compile (a member std::vector<std::unique_ptr<T>>, say,
+// which std::is_copy_constructible cannot see through), next to E:
+//   namespace fnbus {
+//   template <>
+//   inline constexpr bool kCopyableEvent<shop::Parcel> = false;
+//   }
+// Such events are kept without a copy (OwnedEvent::clone() says
+// FailedPrecondition).
+template <typename E>
+inline constexpr bool kCopyableEvent = std::is_copy_constructible_v<E>;
+
+namespace detail {
+struct EventOps;
+}  // namespace detail
+class OwnedEvent;
+
 // A reference to an event whose type is known only at run time, as given
-// to the dead-letter and unhandled sinks. Valid only during that call.
+// to the dead-letter, error and unhandled sinks. Valid only during that
+// call: OwnedEvent::Copy(ref) keeps a copy (for the dead-letter and error
+// sinks' refs and OwnedEvent::ref()'s, which know how to copy their event).
 class EventRef {
  public:
   // No event: get<E>() returns nullptr for every E.
   EventRef() noexcept : slot_(detail::kNoTypeSlot), event_(nullptr) {}
-  EventRef(detail::TypeSlot slot, std::string_view type_name,
-           const void* event) noexcept
-      : slot_(slot), type_name_(type_name), event_(event) {}
+  // `ops` (may be null) is how to copy the event, for OwnedEvent::Copy.
+  EventRef(detail::TypeSlot slot, std::string_view type_name, const void* event,
+           const detail::EventOps* ops = nullptr) noexcept
+      : slot_(slot), type_name_(type_name), event_(event), ops_(ops) {}
 
   [[nodiscard]] std::string_view type_name() const noexcept {
     return type_name_;
@@ -66,9 +88,11 @@ class EventRef {
   }
 
  private:
+  friend class OwnedEvent;
   detail::TypeSlot slot_;
   std::string_view type_name_;
   const void* event_;
+  const detail::EventOps* ops_ = nullptr;  // null: not copyable from here
 };
 
 // Where an event comes from, for tracing. Every event has a nonzero id of

@@ -37,6 +37,7 @@
 #include "fnbus/exec/thread_pool.hpp"
 #include "fnbus/metrics/snapshot.hpp"
 #include "fnbus/options.hpp"
+#include "fnbus/owned_event.hpp"
 #include "fnbus/queue/mpmc_queue.hpp"
 #include "fnbus/resilience/deadline_watch.hpp"
 #include "fnbus/subscription.hpp"
@@ -201,6 +202,17 @@ class EventBus : private WorkSource {
   // handler of a kInline bus's timer.
   // Thread safety: any thread.
   std::size_t run_due_timers();
+
+  // publish() and try_publish() of the event an OwnedEvent holds (a dead
+  // letter, say), as if it were published as its own type: same queue,
+  // errors and counters (under its type); moved into the queue without a
+  // copy or an allocation. Its trace is a published event's (options.trace,
+  // else the publishing handler's, else TraceHooks::ambient, else a new
+  // correlation), not the one it had before: pass that in options.trace to
+  // continue its chain. InvalidArgument, counting nothing, for an empty
+  // OwnedEvent. Thread safety and memory ordering: as publish().
+  absl::Status publish(OwnedEvent event, PublishOptions options = {});
+  absl::Status try_publish(OwnedEvent& event, PublishOptions options = {});
 
   // Stops accepting events, then either handles (kDrain) or dead-letters
   // (kCancelPending) everything still queued, waits for running handlers

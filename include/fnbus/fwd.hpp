@@ -8,6 +8,7 @@ class EventBus;
 class Subscription;
 class Context;
 class EventRef;
+class OwnedEvent;
 class ThreadPool;
 class Clock;
 class SteadyClock;
@@ -40,6 +41,12 @@ struct EventTypeMetrics;
 struct FunctionMetrics;
 struct Gauges;
 }  // namespace metrics
+
+namespace resilience {
+class DeadLetterStore;
+struct DeadLetterStoreOptions;
+struct StoredDeadLetter;
+}  // namespace resilience
 
 namespace testing {
 class ManualClock;

@@ -90,14 +90,21 @@ struct HandlerError {
   Context context{{}, {}};
 };
 
-// An accepted event that will not reach its handlers.
+// An accepted event that will not reach its handlers (or one of them).
 struct DeadLetter {
-  EventRef event;  // valid only during the sink call
+  // Valid only during the sink call; OwnedEvent::Copy(event) keeps a copy
+  // (resilience::DeadLetterStore does).
+  EventRef event;
   DeadLetterReason reason;
   EventTrace trace;  // the event's trace ids
   // The function that did not run it (kCircuitOpen); empty when no
   // function did (the reasons of shutdown()).
   std::string_view function = {};
+  // Handler calls made for it before it was given up: 0 for every reason
+  // so far (none ran it); retries will count theirs.
+  std::uint32_t attempts = 0;
+  // The last of those calls' error; OK when none was made.
+  absl::Status last_error = {};
 };
 
 // Bridges fnbus's trace ids to a tracing system (OpenTelemetry, Jaeger, a

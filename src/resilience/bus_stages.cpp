@@ -56,11 +56,11 @@ std::shared_ptr<resilience::DeadlineWatch> EventBus::deadline_watch(
 void EventBus::report_circuit_open(const detail::HandlerEntry& entry,
                                    const void* event,
                                    const Context& context) noexcept {
-  dead_letter_sink_.call(
-      DeadLetter{.event = EventRef(entry.slot, context.event_type(), event),
-                 .reason = DeadLetterReason::kCircuitOpen,
-                 .trace = context.event_trace(),
-                 .function = entry.name});
+  dead_letter_sink_.call(DeadLetter{
+      .event = EventRef(entry.slot, context.event_type(), event, entry.ops),
+      .reason = DeadLetterReason::kCircuitOpen,
+      .trace = context.event_trace(),
+      .function = entry.name});
 }
 
 }  // namespace fnbus

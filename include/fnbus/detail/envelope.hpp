@@ -24,14 +24,31 @@ inline constexpr bool kStoredInline =
     sizeof(E) <= kInlineEventSize &&
     alignof(E) <= kInlineEventAlign&& std::is_nothrow_move_constructible_v<E>;
 
-// How to move, destroy and read the event of one type, type-erased.
+// How to move, destroy, read and copy the event of one type, type-erased.
 struct EventOps {
   std::string_view type_name;
   // Move-constructs the stored event into `to` and destroys it in `from`.
   void (*relocate)(void* to, void* from) noexcept;
   void (*destroy)(void* storage) noexcept;
   const void* (*get)(const void* storage) noexcept;
+  // Stores a copy of `event` (an E, as get() returns it) in the storage
+  // `to`; throws what E's copy constructor (or new) throws, storing
+  // nothing. Null when E is not copy-constructible.
+  void (*clone)(void* to, const void* event);
 };
+
+// Ops::clone if E is copyable (see kCopyableEvent), else null. Only then
+// is Ops::clone instantiated: if the compiler stops in it, E's copy
+// constructor is declared but does not compile -- specialise
+// fnbus::kCopyableEvent<E> to false.
+template <typename Ops, typename E>
+constexpr void (*clone_op())(void*, const void*) {
+  if constexpr (kCopyableEvent<E>) {
+    return &Ops::clone;
+  } else {
+    return nullptr;
+  }
+}
 
 template <typename E>
 struct InlineOps {
@@ -46,8 +63,11 @@ struct InlineOps {
   static const void* get(const void* storage) noexcept {
     return std::launder(static_cast<const E*>(storage));
   }
+  static void clone(void* to, const void* event) {
+    ::new (to) E(*static_cast<const E*>(event));
+  }
   static constexpr EventOps kOps{event_type_name<E>(), &relocate, &destroy,
-                                 &get};
+                                 &get, clone_op<InlineOps<E>, E>()};
 };
 
 template <typename E>
@@ -61,9 +81,22 @@ struct HeapOps {
   static const void* get(const void* storage) noexcept {
     return *static_cast<E* const*>(storage);
   }
+  static void clone(void* to, const void* event) {
+    ::new (to) E*(new E(*static_cast<const E*>(event)));
+  }
   static constexpr EventOps kOps{event_type_name<E>(), &relocate, &destroy,
-                                 &get};
+                                 &get, clone_op<HeapOps<E>, E>()};
 };
+
+// The ops of E's envelopes.
+template <typename E>
+[[nodiscard]] constexpr const EventOps* event_ops() noexcept {
+  if constexpr (kStoredInline<E>) {
+    return &InlineOps<E>::kOps;
+  } else {
+    return &HeapOps<E>::kOps;
+  }
+}
 
 template <typename E>
 struct InPlace {};
@@ -71,6 +104,11 @@ struct InPlace {};
 template <typename E>
 struct Adopt {
   E* event;
+};
+// A copy of an event known by its ops (EventOps::clone).
+struct CopyOf {
+  const EventOps* ops;
+  const void* event;
 };
 
 // What travels with a queued event besides the event itself. The event's
@@ -108,6 +146,22 @@ class Envelope {
     set_meta(meta);
   }
 
+  // A copy of `copy.event`; throws what EventOps::clone throws.
+  // Precondition: copy.ops->clone is set.
+  Envelope(CopyOf copy, TypeSlot slot, const EnvelopeMeta& meta) : slot_(slot) {
+    copy.ops->clone(storage_, copy.event);
+    ops_ = copy.ops;  // only once the copy exists
+    set_meta(meta);
+  }
+
+  // `body`'s event with new metadata: a re-published OwnedEvent (see
+  // kQueuedInPlace). `slot` is ignored: the event keeps its own.
+  Envelope(InPlace<Envelope>, Envelope&& body, TypeSlot /*slot*/,
+           const EnvelopeMeta& meta) noexcept {
+    take(body);
+    set_meta(meta);
+  }
+
   Envelope(Envelope&& other) noexcept { take(other); }
   Envelope& operator=(Envelope&& other) noexcept {
     if (this != &other) {
@@ -136,7 +190,7 @@ class Envelope {
                         : TraceContext{};
   }
   [[nodiscard]] EventRef ref() const noexcept {
-    return EventRef(slot_, type_name(), event());
+    return EventRef(slot_, type_name(), event(), ops_);
   }
 
   void reset() noexcept {
@@ -183,6 +237,32 @@ class Envelope {
   std::uint64_t correlation_id_;  // only if has_context_
   std::uint64_t parent_id_;       // only if has_context_
 };
+
+// Whether publish moves an E into its queue slot with InPlace<E> (no
+// allocation): small events, and the Envelope of a re-published
+// OwnedEvent (which owns its event already).
+template <typename E>
+inline constexpr bool kQueuedInPlace =
+    kStoredInline<E> || std::is_same_v<E, Envelope>;
+
+// The slot and name a published E is queued and counted under; an
+// Envelope (a re-published OwnedEvent) has its event's.
+template <typename E>
+[[nodiscard]] TypeSlot published_slot(const E& event) noexcept {
+  if constexpr (std::is_same_v<E, Envelope>) {
+    return event.slot();
+  } else {
+    return type_slot<E>();
+  }
+}
+template <typename E>
+[[nodiscard]] std::string_view published_name(const E& event) noexcept {
+  if constexpr (std::is_same_v<E, Envelope>) {
+    return event.type_name();
+  } else {
+    return event_type_name<E>();
+  }
+}
 
 static_assert(alignof(Envelope) == 8 && sizeof(Envelope) == 88,
               "a queue slot (8-byte turn + envelope) must stay 128 bytes");

@@ -49,7 +49,7 @@ Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
       metrics_.function_id(slot, event_type_name<E>(), name);
   detail::HandlerEntry* entry =
       registry_->add(slot, std::move(name), function_id, std::move(erased),
-                     std::move(options.on_error));
+                     std::move(options.on_error), detail::event_ops<E>());
   return Subscription(registry_, entry, entry->serial);
 }
 
@@ -317,8 +317,9 @@ void give_back(E& to,
 
 template <bool kGiveBack, Event E>
 absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
-  const detail::TypeSlot slot = detail::type_slot<E>();
-  detail::TypeInfo& type = metrics_.type_info(slot, event_type_name<E>());
+  const detail::TypeSlot slot = detail::published_slot(event);
+  detail::TypeInfo& type =
+      metrics_.type_info(slot, detail::published_name(event));
   if (options.overflow || options.block_timeout) [[unlikely]] {
     if (absl::Status status = validate(options); !status.ok()) {
       return reject(type, std::move(status));
@@ -334,7 +335,7 @@ absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
   std::unique_lock<std::mutex> inline_lock;  // Execution::kInline only
   if (inline_) [[unlikely]]
     inline_lock = lock_for_inline();
-  if constexpr (detail::kStoredInline<E>) {
+  if constexpr (detail::kQueuedInPlace<E>) {
     // Each moves `event` only if it keeps it: a refusal leaves it as it was.
     auto try_push = [&]() noexcept {
       return queue_.try_emplace(detail::InPlace<E>{}, std::move(event), slot,

@@ -47,12 +47,14 @@ using ErrorCallback = std::function<void(const HandlerError&)>;
 struct HandlerEntry {
   HandlerEntry(TypeSlot type_slot, std::string function_name,
                std::uint32_t metrics_id, std::uint64_t subscription_serial,
-               ErasedHandler function, ErrorCallback error_callback = {})
+               ErasedHandler function, ErrorCallback error_callback = {},
+               const EventOps* type_ops = nullptr)
       : slot(type_slot),
         name(std::move(function_name)),
         function_id(metrics_id),
         serial(subscription_serial),
         on_error(std::move(error_callback)),
+        ops(type_ops),
         fn(std::move(function)) {}
 
   // kSubscribed until HandlerRegistry::cancel() sets one of the cancelled
@@ -64,6 +66,9 @@ struct HandlerEntry {
   const std::uint32_t function_id;  // index of its metrics series
   const std::uint64_t serial;       // the subscription's, never reused
   const ErrorCallback on_error;     // may be empty
+  // Its event type's, for the EventRefs of its failures and dead letters
+  // (so that OwnedEvent::Copy can copy them); may be null.
+  const EventOps* const ops;
   ErasedHandler fn;
 };
 
@@ -112,7 +117,8 @@ class HandlerRegistry {
 
   // Adds a handler. Precondition: slot < kMaxTypes.
   HandlerEntry* add(TypeSlot slot, std::string name, std::uint32_t function_id,
-                    ErasedHandler fn, ErrorCallback on_error = {});
+                    ErasedHandler fn, ErrorCallback on_error = {},
+                    const EventOps* ops = nullptr);
 
   // Cancels subscription `serial`, whose entry is (or was) at address
   // `handler`. When this returns, no handler of it starts any more, and no
