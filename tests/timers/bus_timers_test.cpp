@@ -15,6 +15,7 @@
 
 #include "fnbus/event_bus.hpp"
 #include "fnbus/metrics/exposition.hpp"
+#include "fnbus/resilience/dead_letter_store.hpp"
 #include "fnbus/testing/event_recorder.hpp"
 #include "fnbus/testing/manual_clock.hpp"
 #include "fnbus/testing/recording_sinks.hpp"
@@ -257,6 +258,31 @@ TEST_CASE(
   CHECK(ids == 3);
   CHECK(t.timers().dead_lettered == 2);
   CHECK(t.timers().fired == 0);
+}
+
+TEST_CASE(
+    "bus timers: a dead-lettered timer's event is kept by a "
+    "DeadLetterStore and replays into another bus",
+    "[bus_timers]") {
+  auto store = fnbus::resilience::DeadLetterStore::Create();
+  REQUIRE(store.ok());
+  auto clock = std::make_shared<ManualClock>();
+  auto bus = make_bus({.execution = Execution::kManual,
+                       .clock = clock,
+                       .dead_letter_sink = (*store)->sink()});
+  REQUIRE(bus->publish_after(1h, CancelIfUnpaid{42}).ok());
+  REQUIRE(bus->shutdown(ShutdownMode::kDrain).ok());
+  REQUIRE((*store)->size() == 1);
+  CHECK((*store)->stats().not_copyable == 0);  // the event itself is kept
+
+  auto next = make_bus({.execution = Execution::kManual, .clock = clock});
+  EventRecorder<CancelIfUnpaid> cancels(*next);
+  const fnbus::resilience::ReplaySummary replay = (*store)->replay(*next);
+  CHECK(replay.replayed == 1);
+  next->run_until_idle();
+  REQUIRE(cancels.size() == 1);
+  CHECK(cancels.last().order_id == 42);
+  CHECK((*store)->size() == 0);
 }
 
 TEST_CASE("bus timers: a timer whose publish is refused is dead-lettered",

@@ -16,6 +16,15 @@
 
 namespace fnbus {
 
+// The dead-letter view of a timer's event: copyable by OwnedEvent::Copy
+// (so a DeadLetterStore keeps the event, not just its metadata).
+namespace detail {
+template <Event E>
+EventRef timer_event_ref(const E& event) noexcept {
+  return EventRef(type_slot<E>(), event_type_name<E>(), &event, event_ops<E>());
+}
+}  // namespace detail
+
 template <Event E>
 absl::StatusOr<timers::TimerHandle> EventBus::publish_after(
     Duration delay, E event, PublishOptions options) {
@@ -57,9 +66,8 @@ EventBus::publish_every(Duration period, E event, PublishOptions options) {
           E copy = event;
           fire_timer(copy, publish);
         } catch (...) {  // the copy threw: this period's event is lost
-          timer_event_lost(
-              EventRef(detail::type_slot<E>(), event_type_name<E>(), &event),
-              DeadLetterReason::kTimerRefused, publish);
+          timer_event_lost(detail::timer_event_ref(event),
+                           DeadLetterReason::kTimerRefused, publish);
         }
       });
 }
@@ -78,9 +86,8 @@ absl::StatusOr<timers::TimerHandle> EventBus::schedule_publish(
       due, [this, event = std::move(event),
             publish = *std::move(publish)](timers::TimerFate fate) mutable {
         if (fate == timers::TimerFate::kShutdown) {
-          timer_event_lost(
-              EventRef(detail::type_slot<E>(), event_type_name<E>(), &event),
-              DeadLetterReason::kTimerPendingAtShutdown, publish);
+          timer_event_lost(detail::timer_event_ref(event),
+                           DeadLetterReason::kTimerPendingAtShutdown, publish);
           return;
         }
         fire_timer(event, publish);
@@ -93,9 +100,8 @@ void EventBus::fire_timer(E& event, const PublishOptions& options) noexcept {
     timers_.count_fired();
     return;
   }
-  timer_event_lost(
-      EventRef(detail::type_slot<E>(), event_type_name<E>(), &event),
-      DeadLetterReason::kTimerRefused, options);
+  timer_event_lost(detail::timer_event_ref(event),
+                   DeadLetterReason::kTimerRefused, options);
 }
 
 }  // namespace fnbus
