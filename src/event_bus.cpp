@@ -148,6 +148,18 @@ std::string_view to_string(DeadLetterReason reason) noexcept {
       return "timer_pending_at_shutdown";
     case DeadLetterReason::kTimerRefused:
       return "timer_refused";
+    case DeadLetterReason::kRetriesExhausted:
+      return "retries_exhausted";
+    case DeadLetterReason::kNotRetryable:
+      return "not_retryable";
+    case DeadLetterReason::kEventExpired:
+      return "event_expired";
+    case DeadLetterReason::kRetryPendingAtShutdown:
+      return "retry_pending_at_shutdown";
+    case DeadLetterReason::kRetryRefused:
+      return "retry_refused";
+    case DeadLetterReason::kFunctionGone:
+      return "function_gone";
   }
   return "unknown";
 }
@@ -820,6 +832,12 @@ void EventBus::set_unhandled_sink(UnhandledSink sink) {
 void EventBus::report_dead_letter(const detail::Envelope& envelope,
                                   DeadLetterReason reason,
                                   const EventTrace& trace) noexcept {
+  // A queued retry is dead-lettered as its event, for its function.
+  if (envelope.slot() == detail::type_slot<detail::RetryDelivery>()) {
+    retry_lost(*static_cast<const detail::RetryDelivery*>(envelope.event()),
+               reason);
+    return;
+  }
   dead_letter_sink_.call(
       DeadLetter{.event = envelope.ref(), .reason = reason, .trace = trace});
 }

@@ -12,6 +12,7 @@
 
 #include "fnbus/clock.hpp"
 #include "fnbus/detail/deadline_state.hpp"
+#include "fnbus/detail/retry_state.hpp"
 #include "fnbus/detail/type_slot.hpp"
 
 namespace fnbus {
@@ -163,6 +164,11 @@ class Context {
     return deadline_ != nullptr && deadline_->running ? deadline_->token
                                                       : std::stop_token();
   }
+  // Which call of this function for this event: 1, or 2 for the first
+  // retry (FunctionOptions::retry), and so on.
+  [[nodiscard]] std::uint32_t attempt() const noexcept {
+    return retry_ != nullptr ? retry_->attempt : 1;
+  }
 
  private:
   friend class detail::ContextAccess;
@@ -172,6 +178,8 @@ class Context {
   // The deadline of the call in progress (see resilience::Pipeline), or
   // null: owned by the bus's DeadlineWatch; reset for every handler.
   const detail::DeadlineState* deadline_ = nullptr;
+  // The retry this call is (see detail::RetryState), or null: a first call.
+  const detail::RetryState* retry_ = nullptr;
 };
 
 // What a handler may return: nothing, or an absl::Status whose non-OK value
@@ -202,6 +210,13 @@ class ContextAccess {
   [[nodiscard]] static const DeadlineState* deadline(
       const Context& context) noexcept {
     return context.deadline_;
+  }
+  static void set_retry(Context& context, const RetryState* retry) noexcept {
+    context.retry_ = retry;
+  }
+  [[nodiscard]] static const RetryState* retry(
+      const Context& context) noexcept {
+    return context.retry_;
   }
 };
 }  // namespace detail

@@ -29,6 +29,7 @@
 #include "fnbus/detail/handler_traits.hpp"
 #include "fnbus/detail/lifecycle.hpp"
 #include "fnbus/detail/live_sink.hpp"
+#include "fnbus/detail/retry_delivery.hpp"
 #include "fnbus/detail/sample_countdown.hpp"
 #include "fnbus/detail/thread_activity.hpp"
 #include "fnbus/detail/tick_clock.hpp"
@@ -279,10 +280,13 @@ class EventBus : private WorkSource {
   static detail::ErasedHandler erase_handler(F&& handler);
   // `handler` run through the stages `options` asks for (see
   // resilience::Pipeline); fails a precondition check on bad options.
+  // Sets `retry` to the pipeline's retry policy (null without one).
   detail::ErasedHandler with_pipeline(detail::ErasedHandler handler,
                                       const FunctionOptions& options,
                                       detail::TypeSlot slot,
-                                      std::string_view event_type);
+                                      std::string_view event_type,
+                                      bool event_copyable,
+                                      const resilience::RetryPolicy*& retry);
   // The watch of the functions with a deadline, its watchdog made (or its
   // period shortened) to cover `deadline` (bus_stages.cpp).
   std::shared_ptr<resilience::DeadlineWatch> deadline_watch(Duration deadline);
@@ -450,6 +454,30 @@ class EventBus : private WorkSource {
   void timer_event_lost(const EventRef& event, DeadLetterReason reason,
                         const PublishOptions& options) noexcept;
 
+  // Retries (FunctionOptions::retry): src/resilience/bus_retries.cpp and
+  // detail/bus_retries_inl.hpp; see detail::RetryDelivery.
+  // `entry`'s call of `event` failed with `failure` and its policy gives it
+  // another: copies the event and sets a timer for the retry, or
+  // dead-letters the event when that cannot be done.
+  void schedule_retry(const detail::HandlerEntry& entry, const void* event,
+                      const Context& context,
+                      const absl::Status& failure) noexcept;
+  // `entry` gives `event` up after its final failure (no more retries).
+  void give_up(const detail::HandlerEntry& entry, const void* event,
+               const Context& context, const absl::Status& failure) noexcept;
+  // A retry's timer came due: queues the delivery, or dead-letters it.
+  void fire_retry(detail::RetryDelivery& delivery) noexcept;
+  // A retry will not run: dead-letters its event for its function.
+  void retry_lost(const detail::RetryDelivery& delivery,
+                  DeadLetterReason reason) noexcept;
+  // Runs a queued retry: called by dispatch(), which found no handlers
+  // for its type.
+  template <typename Counts>
+  [[gnu::cold, gnu::noinline]] void run_retry(detail::ThreadRecord& record,
+                                              const void* delivery,
+                                              const EventTrace& trace,
+                                              Counts& counts) noexcept;
+
   const BusConfig config_;
   Clock* const clock_;  // BusConfig::clock or SteadyClock::instance()
   const detail::TickClock ticks_;  // latency timestamps
@@ -507,5 +535,6 @@ class EventBus : private WorkSource {
 }  // namespace fnbus
 
 // The definitions of the templates above (the dispatch hot path).
-#include "fnbus/detail/bus_timers_inl.hpp"  // IWYU pragma: export
-#include "fnbus/detail/event_bus_inl.hpp"   // IWYU pragma: export
+#include "fnbus/detail/bus_retries_inl.hpp"  // IWYU pragma: export
+#include "fnbus/detail/bus_timers_inl.hpp"   // IWYU pragma: export
+#include "fnbus/detail/event_bus_inl.hpp"    // IWYU pragma: export

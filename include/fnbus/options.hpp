@@ -16,6 +16,7 @@
 #include "fnbus/event.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
 #include "fnbus/resilience/event_callables.hpp"
+#include "fnbus/resilience/retry.hpp"
 #include "fnbus/resilience/seen_store.hpp"
 
 namespace fnbus {
@@ -68,6 +69,22 @@ enum class DeadLetterReason {
   // A timer came due but publishing its event was refused (the queue
   // stayed full for the block timeout, say).
   kTimerRefused,
+  // The reasons of a function with retries (FunctionOptions::retry); each
+  // names the function in DeadLetter::function, with the calls made and
+  // the last one's error:
+  // its last allowed call failed (and no fallback handled it),
+  kRetriesExhausted,
+  // a call failed in a way RetryOptions::retry_if does not retry,
+  kNotRetryable,
+  // a retry came due after RetryOptions::max_event_age (not run),
+  kEventExpired,
+  // a retry was waiting for its time when shutdown() ran (either mode),
+  kRetryPendingAtShutdown,
+  // a retry could not be scheduled or queued (the bus was shutting down,
+  // the queue stayed full, or the event could not be copied),
+  kRetryRefused,
+  // the function was unsubscribed while a retry of it waited.
+  kFunctionGone,
 };
 
 [[nodiscard]] std::string_view to_string(OverflowPolicy policy) noexcept;
@@ -97,11 +114,12 @@ struct DeadLetter {
   EventRef event;
   DeadLetterReason reason;
   EventTrace trace;  // the event's trace ids
-  // The function that did not run it (kCircuitOpen); empty when no
-  // function did (the reasons of shutdown()).
+  // The function that gave it up (kCircuitOpen and the retry reasons);
+  // empty when the event reached no function (the shutdown and timer
+  // reasons).
   std::string_view function = {};
-  // Handler calls made for it before it was given up: 0 for every reason
-  // so far (none ran it); retries will count theirs.
+  // That function's calls made for it before it was given up (0 when none
+  // ran it).
   std::uint32_t attempts = 0;
   // The last of those calls' error; OK when none was made.
   absl::Status last_error = {};
@@ -245,6 +263,16 @@ struct FunctionOptions {
   // as late), reported with DeadlineExceeded, counts as a failure for the
   // breaker and is handed to the fallback.
   std::optional<Duration> deadline = {};
+  // Retries (RetryOptions; validated): a failed call is called again after
+  // a backoff -- the wait is a timer on the bus clock, the retry a queued
+  // delivery to this function alone -- until one succeeds, the attempts
+  // run out, retry_if says no or the event is older than max_event_age;
+  // then the fallback is called, or the event is dead-lettered for this
+  // function (kRetriesExhausted, kNotRetryable, kEventExpired...). Each
+  // failed call counts as failed; one followed by a retry also as retried,
+  // and only the final failure reaches on_error and the error sink.
+  // Needs a copyable event type (kCopyableEvent<E>).
+  std::optional<resilience::RetryOptions> retry = {};
 };
 
 // Options of one publish() call.

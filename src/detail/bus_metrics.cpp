@@ -143,6 +143,8 @@ void BusMetrics::fill(metrics::MetricsSnapshot& snapshot) const {
         out.fell_back += read(series->fell_back);
         out.timed_out += read(series->timed_out);
         out.late += read(series->late);
+        out.retried += read(series->retried);
+        out.dead_lettered += read(series->dead_lettered);
         add_histogram(series->run_time, out.run_time);
       }
     }

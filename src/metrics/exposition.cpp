@@ -167,6 +167,13 @@ constexpr CounterFamily<FunctionMetrics> kFunctionCounters[] = {
      "Function calls that succeeded after their deadline (counted as timed "
      "out).",
      &FunctionMetrics::late},
+    {"fnbus_function_retried_total",
+     "Failed function calls followed by a retry (counted as failed too).",
+     &FunctionMetrics::retried},
+    {"fnbus_function_dead_lettered_total",
+     "Events the function gave up to the dead-letter sink (rejected ones "
+     "included).",
+     &FunctionMetrics::dead_lettered},
 };
 
 constexpr HistogramFamily<EventTypeMetrics> kEventHistograms[] = {
@@ -346,9 +353,10 @@ void append_json_function(std::string& out, const FunctionMetrics& f,
   fmt::format_to(std::back_inserter(out),
                  ",\"delivered\":{},\"failed\":{},\"filtered\":{},"
                  "\"duplicates\":{},\"rejected\":{},\"fell_back\":{},"
-                 "\"timed_out\":{},\"late\":{}",
+                 "\"timed_out\":{},\"late\":{},\"retried\":{},"
+                 "\"dead_lettered\":{}",
                  f.delivered, f.failed, f.filtered, f.duplicates, f.rejected,
-                 f.fell_back, f.timed_out, f.late);
+                 f.fell_back, f.timed_out, f.late, f.retried, f.dead_lettered);
   if (latency) append_json_latency(out, "run_time", f.run_time);
   out += '}';
 }

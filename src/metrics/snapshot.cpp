@@ -23,6 +23,8 @@ void FunctionMetrics::merge(const FunctionMetrics& other) {
   rejected += other.rejected;
   fell_back += other.fell_back;
   timed_out += other.timed_out;
+  retried += other.retried;
+  dead_lettered += other.dead_lettered;
   late += other.late;
   run_time.merge(other.run_time);
 }

@@ -8,22 +8,30 @@
 #include "fnbus/resilience/pipeline.hpp"
 
 namespace fnbus {
+namespace {
+// The error of the call before this one, if this is a retry.
+absl::Status retry_error(const Context& context) {
+  const detail::RetryState* retry = detail::ContextAccess::retry(context);
+  return retry != nullptr ? retry->last_error : absl::OkStatus();
+}
+}  // namespace
 
-detail::ErasedHandler EventBus::with_pipeline(detail::ErasedHandler handler,
-                                              const FunctionOptions& options,
-                                              detail::TypeSlot slot,
-                                              std::string_view event_type) {
+detail::ErasedHandler EventBus::with_pipeline(
+    detail::ErasedHandler handler, const FunctionOptions& options,
+    detail::TypeSlot slot, std::string_view event_type, bool event_copyable,
+    const resilience::RetryPolicy*& retry) {
   std::shared_ptr<resilience::DeadlineWatch> watch;
   if (options.deadline && *options.deadline > Duration::zero()) {
     watch = deadline_watch(*options.deadline);
   }
-  auto pipeline = resilience::Pipeline::Create(options, slot, event_type,
-                                               *clock_, std::move(watch));
+  auto pipeline = resilience::Pipeline::Create(
+      options, slot, event_type, *clock_, std::move(watch), event_copyable);
   if (!pipeline.ok()) {
     const std::string message(pipeline.status().message());
     detail::assertion_failed("resilience::check_options<E>(options).ok()",
                              message.c_str(), __FILE__, __LINE__);
   }
+  retry = (*pipeline)->retry();
   return
       [handler = std::move(handler), pipeline = std::move(*pipeline)](
           const void* event, Context& context, absl::Status& failure) mutable {
@@ -60,7 +68,9 @@ void EventBus::report_circuit_open(const detail::HandlerEntry& entry,
       .event = EventRef(entry.slot, context.event_type(), event, entry.ops),
       .reason = DeadLetterReason::kCircuitOpen,
       .trace = context.event_trace(),
-      .function = entry.name});
+      .function = entry.name,
+      .attempts = context.attempt() - 1,  // a retry's earlier calls
+      .last_error = retry_error(context)});
 }
 
 }  // namespace fnbus

@@ -18,6 +18,8 @@ std::string_view to_string(Outcome outcome) noexcept {
       return "fell_back";
     case Outcome::kTimedOut:
       return "timed_out";
+    case Outcome::kRetrying:
+      return "retrying";
   }
   return "unknown";
 }

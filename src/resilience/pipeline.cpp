@@ -59,12 +59,13 @@ bool Pipeline::wanted(const FunctionOptions& options) noexcept {
   return static_cast<bool>(options.when) ||
          static_cast<bool>(options.idempotency_key) ||
          options.seen_store != nullptr || options.breaker.has_value() ||
-         static_cast<bool>(options.fallback) || options.deadline.has_value();
+         static_cast<bool>(options.fallback) || options.deadline.has_value() ||
+         options.retry.has_value();
 }
 
 absl::Status Pipeline::check(const FunctionOptions& options,
-                             detail::TypeSlot slot,
-                             std::string_view event_type) {
+                             detail::TypeSlot slot, std::string_view event_type,
+                             bool event_copyable) {
   std::vector<std::string> problems;
   check_type(options.when, static_cast<bool>(options.when), "when", slot,
              event_type, problems);
@@ -90,6 +91,17 @@ absl::Status Pipeline::check(const FunctionOptions& options,
         "or leave it unset for none",
         options.deadline->count()));
   }
+  if (options.retry) {
+    if (auto policy = RetryPolicy::Create(*options.retry); !policy.ok()) {
+      problems.emplace_back(policy.status().message());
+    }
+    if (!event_copyable) {
+      problems.push_back(fmt::format(
+          "retry needs a copy of the event for each retry, and {} cannot be "
+          "copied; give it a copy constructor, or drop retry",
+          event_type));
+    }
+  }
   if (problems.empty()) return absl::OkStatus();
   const std::string_view name =
       options.name.empty() ? std::string_view("<unnamed>") : options.name;
@@ -101,8 +113,9 @@ absl::Status Pipeline::check(const FunctionOptions& options,
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     const FunctionOptions& options, detail::TypeSlot slot,
     std::string_view event_type, Clock& clock,
-    std::shared_ptr<DeadlineWatch> watch) {
-  if (absl::Status status = check(options, slot, event_type); !status.ok()) {
+    std::shared_ptr<DeadlineWatch> watch, bool event_copyable) {
+  if (absl::Status status = check(options, slot, event_type, event_copyable);
+      !status.ok()) {
     return status;
   }
   std::unique_ptr<Pipeline> pipeline(new Pipeline(clock));
@@ -125,6 +138,11 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     pipeline->deadline_ = options.deadline;
     pipeline->watch_ =
         watch != nullptr ? std::move(watch) : std::make_shared<DeadlineWatch>();
+  }
+  if (options.retry) {
+    auto policy = RetryPolicy::Create(*options.retry);
+    if (!policy.ok()) return policy.status();
+    pipeline->retry_.emplace(*std::move(policy));
   }
   return pipeline;
 }
@@ -169,9 +187,13 @@ Outcome Pipeline::call_guarded(const void* event, Context& context,
   } catch (...) {
     if (permit) permit.on_failure(breaker_now());
     forget(key);
-    if (!fallback_) throw;  // the bus reports it as it does without stages
+    // Without a fallback or retries the bus reports it as it does without
+    // stages; with retries it must come back as an outcome to be retried
+    // or dead-lettered.
+    if (!fallback_ && !retry_) throw;
     failure = status_of_current_exception();
-    return after_failure(event, context, failure);
+    return after_failure(event, context, failure, Outcome::kFailed,
+                         std::current_exception());
   }
   if (outcome == Outcome::kDelivered) [[likely]] {
     if (permit) permit.on_success();  // at try_acquire's instant
@@ -183,7 +205,11 @@ Outcome Pipeline::call_guarded(const void* event, Context& context,
 }
 
 Outcome Pipeline::after_failure(const void* event, Context& context,
-                                absl::Status& failure, Outcome failed) {
+                                absl::Status& failure, Outcome failed,
+                                const std::exception_ptr& thrown) {
+  if (retry_ && retry_->should_retry(context.attempt(), failure, thrown)) {
+    return Outcome::kRetrying;
+  }
   if (!fallback_) return failed;
   return call_fallback(event, context, failure);
 }

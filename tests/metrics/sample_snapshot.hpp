@@ -61,7 +61,9 @@ inline metrics::MetricsSnapshot sample_snapshot() {
                           .rejected = 43,
                           .fell_back = 44,
                           .timed_out = 45,
-                          .late = 46};
+                          .late = 46,
+                          .retried = 47,
+                          .dead_lettered = 48};
   reserve.run_time = sample_histogram(30'000, 2.0, 9'990, 5);
   FunctionMetrics weird{.event = "OrderCreated",
                         .function = "say \"hi\" \\ back\\slash\nnext\tline",

@@ -161,8 +161,10 @@ struct alignas(kCacheLineSize) FunctionSeries {
   std::atomic<std::uint64_t> duplicates{0};
   std::atomic<std::uint64_t> rejected{0};  // breaker open, no fallback
   std::atomic<std::uint64_t> fell_back{0};
-  std::atomic<std::uint64_t> timed_out{0};  // ended after the deadline
-  std::atomic<std::uint64_t> late{0};       // ... having succeeded
+  std::atomic<std::uint64_t> timed_out{0};      // ended after the deadline
+  std::atomic<std::uint64_t> late{0};           // ... having succeeded
+  std::atomic<std::uint64_t> retried{0};        // failed calls retried
+  std::atomic<std::uint64_t> dead_lettered{0};  // events given up
   const std::unique_ptr<metrics::LatencyRecorder> run_time;
 };
 

@@ -67,6 +67,10 @@ class TriggerFailures {
   TriggerFailures(BusMetrics& metrics, WorkerShard& shard) noexcept
       : metrics_(metrics), shard_(shard) {}
   void count(const HandlerEntry& entry) noexcept;
+  // One more of `counter` for function `function_id`: an outcome counted
+  // off the dispatch path (a retry given up by the timer thread, say).
+  void count(std::uint32_t function_id,
+             std::atomic<std::uint64_t> FunctionSeries::*counter) noexcept;
 
  private:
   BusMetrics& metrics_;

@@ -39,17 +39,18 @@ template <Event E, HandlerFor<E> F>
 Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
   const detail::TypeSlot slot = detail::type_slot<E>();
   detail::ErasedHandler erased = erase_handler<E>(std::forward<F>(handler));
+  const resilience::RetryPolicy* retry = nullptr;
   if (resilience::Pipeline::wanted(options)) [[unlikely]] {
-    erased =
-        with_pipeline(std::move(erased), options, slot, event_type_name<E>());
+    erased = with_pipeline(std::move(erased), options, slot,
+                           event_type_name<E>(), kCopyableEvent<E>, retry);
   }
   std::string name =
       options.name.empty() ? std::string("<unnamed>") : std::move(options.name);
   const std::uint32_t function_id =
       metrics_.function_id(slot, event_type_name<E>(), name);
-  detail::HandlerEntry* entry =
-      registry_->add(slot, std::move(name), function_id, std::move(erased),
-                     std::move(options.on_error), detail::event_ops<E>());
+  detail::HandlerEntry* entry = registry_->add(
+      slot, std::move(name), function_id, std::move(erased),
+      std::move(options.on_error), detail::event_ops<E>(), retry);
   return Subscription(registry_, entry, entry->serial);
 }
 
@@ -167,6 +168,11 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       counts.on_delivered(entry);
       return;
     case Outcome::kFailed:
+      // With retries, a final failure is also this function's dead letter.
+      if (entry.retry != nullptr) {
+        give_up(entry, event, context, failure);
+        counts.on_counted(entry, &detail::FunctionSeries::dead_lettered);
+      }
       handler_failed(entry, event, context, failure, counts);
       count_overrun(entry, context, counts);  // the fallback failed too
       return;
@@ -178,6 +184,7 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       return;
     case Outcome::kRejected:
       counts.on_counted(entry, &detail::FunctionSeries::rejected);
+      counts.on_counted(entry, &detail::FunctionSeries::dead_lettered);
       report_circuit_open(entry, event, context);
       counts.restart();
       return;
@@ -189,8 +196,22 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       counts.on_counted(entry, &detail::FunctionSeries::fell_back);
       return;
     case Outcome::kTimedOut:
+      if (entry.retry != nullptr) {
+        give_up(entry, event, context, failure);
+        counts.on_counted(entry, &detail::FunctionSeries::dead_lettered);
+      }
       handler_failed(entry, event, context, failure, counts);
       count_overrun(entry, context, counts);
+      return;
+    case Outcome::kRetrying:
+      // A failed call like any other, but only the final failure is
+      // reported (on_error is the function's compensation: not per call).
+      counts.on_failed(entry);
+      count_overrun(entry, context, counts);
+      counts.on_counted(entry, &detail::FunctionSeries::retried);
+      schedule_retry(entry, event, context, failure);
+      failure = absl::OkStatus();
+      counts.restart();
       return;
   }
 }
@@ -231,6 +252,12 @@ bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
   detail::DispatchScope scope(record, this, trace);
   const detail::HandlerList* list = registry_->find(slot, scope);
   if (list == nullptr || list->entries.empty()) [[unlikely]] {
+    // A retry's type has no handlers: looking for it here costs the
+    // dispatch of every other event nothing.
+    if (slot == detail::type_slot<detail::RetryDelivery>()) {
+      run_retry(record, event, trace, counts);
+      return true;
+    }
     // Inside the scope: the sink runs under the rules of a handler (its
     // publishes inherit the trace, never block on this bus's queue, and
     // are accepted while the bus drains).

@@ -48,13 +48,15 @@ struct HandlerEntry {
   HandlerEntry(TypeSlot type_slot, std::string function_name,
                std::uint32_t metrics_id, std::uint64_t subscription_serial,
                ErasedHandler function, ErrorCallback error_callback = {},
-               const EventOps* type_ops = nullptr)
+               const EventOps* type_ops = nullptr,
+               const resilience::RetryPolicy* retry_policy = nullptr)
       : slot(type_slot),
         name(std::move(function_name)),
         function_id(metrics_id),
         serial(subscription_serial),
         on_error(std::move(error_callback)),
         ops(type_ops),
+        retry(retry_policy),
         fn(std::move(function)) {}
 
   // kSubscribed until HandlerRegistry::cancel() sets one of the cancelled
@@ -69,6 +71,9 @@ struct HandlerEntry {
   // Its event type's, for the EventRefs of its failures and dead letters
   // (so that OwnedEvent::Copy can copy them); may be null.
   const EventOps* const ops;
+  // The function's retry policy (FunctionOptions::retry), owned by the
+  // pipeline inside `fn` and valid while it is; null without retries.
+  const resilience::RetryPolicy* const retry;
   ErasedHandler fn;
 };
 
@@ -118,7 +123,8 @@ class HandlerRegistry {
   // Adds a handler. Precondition: slot < kMaxTypes.
   HandlerEntry* add(TypeSlot slot, std::string name, std::uint32_t function_id,
                     ErasedHandler fn, ErrorCallback on_error = {},
-                    const EventOps* ops = nullptr);
+                    const EventOps* ops = nullptr,
+                    const resilience::RetryPolicy* retry = nullptr);
 
   // Cancels subscription `serial`, whose entry is (or was) at address
   // `handler`. When this returns, no handler of it starts any more, and no

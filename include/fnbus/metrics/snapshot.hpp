@@ -43,7 +43,13 @@ struct FunctionMetrics {
   std::uint64_t fell_back = 0;   // handled by the fallback
   // Calls that returned or threw after their deadline (also in `failed`).
   std::uint64_t timed_out = 0;
-  std::uint64_t late = 0;      // of those, calls that had succeeded
+  std::uint64_t late = 0;  // of those, calls that had succeeded
+  // Failed calls followed by a retry (FunctionOptions::retry; also in
+  // `failed`).
+  std::uint64_t retried = 0;
+  // Events this function gave up to the dead-letter sink, whatever the
+  // reason (`rejected` ones included).
+  std::uint64_t dead_lettered = 0;
   HistogramSnapshot run_time;  // one handler call
 
   // Adds `other`'s counts and samples to these (keeps these names).

@@ -33,6 +33,10 @@ enum class Outcome : std::uint8_t {
   // handled it: a failure, with kDeadlineExceeded in the failure
   // out-parameter. A retry may run it again.
   kTimedOut,
+  // The handler failed (or timed out) and the function's retry policy
+  // gives it another call: the failure is in the out-parameter, and the
+  // bus schedules the retry (FunctionOptions::retry).
+  kRetrying,
 };
 
 [[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;

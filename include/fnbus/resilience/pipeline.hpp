@@ -4,7 +4,8 @@
 // FunctionOptions and stored beside its handler. A function without any of
 // them keeps the direct call; with some, each invocation runs
 //
-//   condition -> idempotency -> breaker -> deadline -> handler -> fallback
+//   condition -> idempotency -> breaker -> deadline -> handler
+//     -> retry -> fallback
 //
 // (resilience4j's order: Fallback(Breaker(f))): an event the condition
 // turns down is kFiltered; a key seen before is kDuplicate; an open
@@ -42,6 +43,7 @@
 #include "fnbus/resilience/deadline_watch.hpp"
 #include "fnbus/resilience/event_callables.hpp"
 #include "fnbus/resilience/outcome.hpp"
+#include "fnbus/resilience/retry.hpp"
 #include "fnbus/resilience/seen_store.hpp"
 
 namespace fnbus::resilience {
@@ -54,7 +56,10 @@ class Pipeline {
   // of `event_type` and what to do instead.
   [[nodiscard]] static absl::Status check(const FunctionOptions& options,
                                           detail::TypeSlot slot,
-                                          std::string_view event_type);
+                                          std::string_view event_type,
+                                          bool event_copyable = true);
+  // `event_copyable`: whether the function's event type can be copied
+  // (kCopyableEvent<E>), which retries need.
   // check()'s errors. `clock` (the bus's) must outlive the pipeline's use.
   // `watch`: where calls with a deadline are watched (the bus's, checked
   // by its DeadlineWatchdog); null gives the pipeline a watch of its own,
@@ -62,7 +67,8 @@ class Pipeline {
   static absl::StatusOr<std::unique_ptr<Pipeline>> Create(
       const FunctionOptions& options, detail::TypeSlot slot,
       std::string_view event_type, Clock& clock,
-      std::shared_ptr<DeadlineWatch> watch = nullptr);
+      std::shared_ptr<DeadlineWatch> watch = nullptr,
+      bool event_copyable = true);
 
   // The handler's call: kDelivered, or kFailed with the Status in its
   // argument; may throw.
@@ -77,6 +83,10 @@ class Pipeline {
   [[nodiscard]] CircuitBreaker* breaker() const noexcept {
     return breaker_.get();
   }
+  // The retry policy, or null (asked by the bus for delays and expiry).
+  [[nodiscard]] const RetryPolicy* retry() const noexcept {
+    return retry_ ? &*retry_ : nullptr;
+  }
 
  private:
   Pipeline(Clock& clock) : clock_(clock) {}
@@ -87,11 +97,12 @@ class Pipeline {
   Outcome call_guarded(const void* event, Context& context,
                        absl::Status& failure, Call handler,
                        CircuitBreaker::Permit& permit, std::string_view key);
-  // After the handler failed (`failure` set): the fallback's outcome, or
-  // `failed` (kFailed, or kTimedOut).
+  // After the handler failed (`failure` set; `thrown` if it threw):
+  // kRetrying if the retry policy gives it another call, else the
+  // fallback's outcome, or `failed` (kFailed, or kTimedOut).
   Outcome after_failure(const void* event, Context& context,
-                        absl::Status& failure,
-                        Outcome failed = Outcome::kFailed);
+                        absl::Status& failure, Outcome failed,
+                        const std::exception_ptr& thrown = nullptr);
   Outcome while_open(const void* event, Context& context,
                      absl::Status& failure);
   // Calls the fallback; its failure (or throw) becomes kFailed with a
@@ -115,6 +126,7 @@ class Pipeline {
   Fallback fallback_;
   std::optional<Duration> deadline_;      // FunctionOptions::deadline
   std::shared_ptr<DeadlineWatch> watch_;  // set with deadline_
+  std::optional<RetryPolicy> retry_;      // FunctionOptions::retry
 };
 
 // Pipeline::check for a function of events E: the configuration-time
@@ -122,7 +134,8 @@ class Pipeline {
 // message on options that do not pass it).
 template <Event E>
 [[nodiscard]] absl::Status check_options(const FunctionOptions& options) {
-  return Pipeline::check(options, detail::type_slot<E>(), event_type_name<E>());
+  return Pipeline::check(options, detail::type_slot<E>(), event_type_name<E>(),
+                         kCopyableEvent<E>);
 }
 
 }  // namespace fnbus::resilience

@@ -54,7 +54,10 @@ struct RecordedDeadLetter {
   std::string event_type;  // event_type_name<E>()
   DeadLetterReason reason = DeadLetterReason::kCancelledAtShutdown;
   EventTrace trace;
-  std::any event;  // an E if keep<E>() was called, otherwise empty
+  std::any event;              // an E if keep<E>() was called, otherwise empty
+  std::string function;        // DeadLetter::function
+  std::uint32_t attempts = 0;  // DeadLetter::attempts
+  absl::Status last_error = {};  // DeadLetter::last_error
 
   // The kept copy of the event if it is an E, otherwise nullptr.
   template <Event E>
@@ -230,6 +233,9 @@ class DeadLetterRecorder : public detail::SinkRecorderBase<RecordedDeadLetter> {
           .reason = letter.reason,
           .trace = letter.trace,
           .event = state->kept.copy(letter.event),
+          .function = std::string(letter.function),
+          .attempts = letter.attempts,
+          .last_error = letter.last_error,
       });
     };
   }
