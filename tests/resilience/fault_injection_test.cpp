@@ -5,6 +5,8 @@
 // event ends exactly once per function:
 // - with a fallback: handled by the handler or by the fallback;
 // - without: delivered, reported failed, or dead-lettered (open breaker);
+// - with retries: delivered by some call, or dead-lettered once (retries
+//   exhausted, open breaker, or a retry still waiting at shutdown);
 // and the per-function counters add up to the same totals. Bounded: a
 // fixed number of events, joined threads, bounded waits.
 
@@ -82,10 +84,13 @@ TEST_CASE("fault injection: every event ends exactly once per function",
   auto clock = std::make_shared<ManualClock>();
   Tally with_fallback;
   Tally without_fallback;
+  Tally with_retries;
   fnbus::BusConfig config{.queue_capacity = 1024,
                           .workers = 2,
                           .overflow = fnbus::OverflowPolicy::kBlock,
-                          .block_timeout = 10s,
+                          // On the ManualClock, which the first producer
+                          // moves 20 s on: far longer, never reached.
+                          .block_timeout = 1h,
                           .clock = clock};
   config.error_sink = [&](const HandlerError& error) {
     if (error.function_name != "no_fallback") return;
@@ -94,6 +99,10 @@ TEST_CASE("fault injection: every event ends exactly once per function",
   // Catch2 is not thread-safe: the sinks count, the test thread checks.
   std::atomic<std::uint32_t> unexpected_letters{0};
   config.dead_letter_sink = [&](const DeadLetter& letter) {
+    if (letter.function == "with_retries") {
+      Tally::add(with_retries.dead_lettered, letter.event.get<Job>()->id);
+      return;
+    }
     if (letter.reason != DeadLetterReason::kCircuitOpen ||
         letter.function != "no_fallback") {
       // relaxed: read after the workers are joined.
@@ -126,6 +135,21 @@ TEST_CASE("fault injection: every event ends exactly once per function",
         Tally::add(without_fallback.handled, job.id);
       },
       std::move(plain_options));
+  FunctionOptions retry_options;
+  retry_options.name = "with_retries";
+  retry_options.breaker = breaker();
+  retry_options.retry = fnbus::resilience::RetryOptions{
+      .max_attempts = 3, .backoff = {.initial = 1ms, .max = 100ms}};
+  auto third = bus->subscribe(
+      [&](const Job& job, fnbus::Context& context) {
+        // Each call of an event fails or not on its own.
+        if (fails(job.id * 3 + context.attempt())) {
+          return absl::UnavailableError("injected");
+        }
+        Tally::add(with_retries.handled, job.id);
+        return absl::OkStatus();
+      },
+      std::move(retry_options));
 
   std::vector<std::thread> producers;
   std::atomic<std::size_t> refused{0};
@@ -149,6 +173,8 @@ TEST_CASE("fault injection: every event ends exactly once per function",
 
   std::size_t wrong_with = 0;
   std::size_t wrong_without = 0;
+  std::size_t wrong_retries = 0;
+  std::uint64_t retries_dead_lettered = 0;
   std::uint64_t fell_back = 0;
   std::uint64_t dead_lettered = 0;
   for (std::size_t id = 0; id < kEvents; ++id) {
@@ -157,14 +183,19 @@ TEST_CASE("fault injection: every event ends exactly once per function",
     const std::uint32_t b = Tally::at(without_fallback.handled, id) +
                             Tally::at(without_fallback.failed, id) +
                             Tally::at(without_fallback.dead_lettered, id);
+    const std::uint32_t c = Tally::at(with_retries.handled, id) +
+                            Tally::at(with_retries.dead_lettered, id);
     if (a != 1) ++wrong_with;
     if (b != 1) ++wrong_without;
+    if (c != 1) ++wrong_retries;
+    retries_dead_lettered += Tally::at(with_retries.dead_lettered, id);
     fell_back += Tally::at(with_fallback.fell_back, id);
     dead_lettered += Tally::at(without_fallback.dead_lettered, id);
   }
   CHECK(unexpected_letters.load(std::memory_order_relaxed) == 0);
   CHECK(wrong_with == 0);
   CHECK(wrong_without == 0);
+  CHECK(wrong_retries == 0);
   // The faults did reach the fallback and the open breaker.
   CHECK(fell_back > 0);
   CHECK(dead_lettered > 0);
@@ -180,9 +211,18 @@ TEST_CASE("fault injection: every event ends exactly once per function",
   CHECK(f1->fell_back == fell_back);
   CHECK(f2->delivered + f2->failed + f2->rejected == kEvents);
   CHECK(f2->rejected == dead_lettered);
-  const fnbus::BusStats stats = bus->stats();
-  CHECK(stats.published == kEvents);
-  CHECK(stats.dispatched == kEvents);
+  const auto* f3 =
+      m.find_function(fnbus::event_type_name<Job>(), "with_retries");
+  REQUIRE(f3 != nullptr);
+  CHECK(f3->delivered + f3->dead_lettered == kEvents);
+  CHECK(f3->dead_lettered == retries_dead_lettered);
+  CHECK(f3->retried > 0);
+  // Each retry that ran was a queued delivery of its own.
+  const auto* jobs = m.find_event(fnbus::event_type_name<Job>());
+  REQUIRE(jobs != nullptr);
+  CHECK(jobs->published == kEvents);
+  CHECK(jobs->dispatched == kEvents);
+  fnbus::testing_support::check_final_stats(bus->stats());
 }
 
 }  // namespace fnbus_fault_injection_test
