@@ -15,6 +15,7 @@
 #include "fnbus/queue/mpmc_queue.hpp"
 #include "fnbus/random.hpp"
 #include "fnbus/resilience/backoff.hpp"
+#include "fnbus/resilience/breaker_state.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
 #include "fnbus/resilience/deadline_watch.hpp"
 #include "fnbus/resilience/dead_letter_store.hpp"
