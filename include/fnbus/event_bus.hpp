@@ -278,11 +278,13 @@ class EventBus : private WorkSource {
   template <Event E, typename F>
   static detail::ErasedHandler erase_handler(F&& handler);
   // `handler` run through the stages `options` asks for (see
-  // resilience::Pipeline); fails a precondition check on bad options.
+  // resilience::Pipeline); fails a precondition check on bad options. A
+  // breaker reports its transitions to the series of `function_id`.
   detail::ErasedHandler with_pipeline(detail::ErasedHandler handler,
                                       const FunctionOptions& options,
                                       detail::TypeSlot slot,
-                                      std::string_view event_type);
+                                      std::string_view event_type,
+                                      std::uint32_t function_id);
   // The watch of the functions with a deadline, its watchdog made (or its
   // period shortened) to cover `deadline` (bus_stages.cpp).
   std::shared_ptr<resilience::DeadlineWatch> deadline_watch(Duration deadline);

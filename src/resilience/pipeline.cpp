@@ -101,7 +101,7 @@ absl::Status Pipeline::check(const FunctionOptions& options,
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     const FunctionOptions& options, detail::TypeSlot slot,
     std::string_view event_type, Clock& clock,
-    std::shared_ptr<DeadlineWatch> watch) {
+    std::shared_ptr<DeadlineWatch> watch, BreakerObserver breaker_observer) {
   if (absl::Status status = check(options, slot, event_type); !status.ok()) {
     return status;
   }
@@ -115,7 +115,8 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     pipeline->seen_ = std::move(*store);
   }
   if (options.breaker) {
-    auto breaker = CircuitBreaker::Create(*options.breaker);
+    auto breaker =
+        CircuitBreaker::Create(*options.breaker, std::move(breaker_observer));
     if (!breaker.ok()) return breaker.status();
     pipeline->breaker_ = std::move(*breaker);
     pipeline->coarse_breaker_time_ = coarse_time_fits(clock, *options.breaker);
