@@ -4,6 +4,7 @@
 
 #include "fnbus/resilience/circuit_breaker.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -620,6 +621,55 @@ TEST_CASE("circuit_breaker: concurrent callers keep the counts exact",
   CHECK(stats.permitted == stats.successes + stats.failures + stats.abandoned);
   CHECK(stats.failures > 0);
   CHECK(stats.transitions > 0);
+}
+
+TEST_CASE(
+    "circuit_breaker: with concurrent callers the observer hears every "
+    "transition exactly once, and ordered by number they chain",
+    "[circuit_breaker]") {
+  std::mutex mutex;
+  std::vector<BreakerTransition> heard;  // guarded by mutex
+  auto breaker = make({.failure_rate = 0.5,
+                       .minimum_calls = 10,
+                       .window = 1s,
+                       .window_buckets = 4,
+                       .open_for = 50ms,
+                       .half_open_probes = 2},
+                      [&](const BreakerTransition& t) {
+                        std::lock_guard lock(mutex);
+                        heard.push_back(t);
+                      });
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 5'000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&breaker, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        const TimePoint now = kStart + std::chrono::milliseconds(i);
+        CircuitBreaker::Permit permit = breaker->try_acquire(now);
+        if (!permit) continue;
+        const bool fail = (i + t) % 2 == 0 && i % 1000 < 500;
+        fail ? permit.on_failure(now) : permit.on_success(now);
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  const CircuitBreaker::Stats stats = breaker->stats();
+  REQUIRE(stats.transitions > 0);
+  REQUIRE(heard.size() == stats.transitions);
+  std::sort(heard.begin(), heard.end(),
+            [](const BreakerTransition& a, const BreakerTransition& b) {
+              return a.number < b.number;
+            });
+  BreakerState state = BreakerState::kClosed;
+  for (std::size_t i = 0; i < heard.size(); ++i) {
+    INFO("transition " << i + 1);
+    CHECK(heard[i].number == i + 1);
+    CHECK(heard[i].from == state);
+    CHECK(heard[i].to != heard[i].from);
+    state = heard[i].to;
+  }
+  CHECK(state == stats.state);
 }
 
 }  // namespace
