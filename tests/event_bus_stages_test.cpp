@@ -31,6 +31,7 @@ using fnbus::Execution;
 using fnbus::HandlerError;
 using fnbus::metrics::FunctionMetrics;
 using fnbus::resilience::BreakerOptions;
+using fnbus::resilience::BreakerState;
 using fnbus::testing::ManualClock;
 using fnbus::testing_support::make_bus;
 using namespace std::chrono_literals;
@@ -180,6 +181,140 @@ TEST_CASE("stages: an open breaker dead-letters for its function alone",
   CHECK(gateway_calls == 3);  // the probe (it failed again: open again)
   CHECK(recovered == 1);
   CHECK(s.function("charge").failed == 3);
+}
+
+// The breaker metrics of one function as one line:
+// "<state> closed/half_open/open opened,half_opened,closed".
+std::string breaker_line(const FunctionMetrics& f) {
+  const auto state = f.breaker_state();
+  return std::string(state ? to_string(*state) : "none") + " " +
+         std::to_string(f.breakers.closed) + "/" +
+         std::to_string(f.breakers.half_open) + "/" +
+         std::to_string(f.breakers.open) + " " +
+         std::to_string(f.breaker_opened) + "," +
+         std::to_string(f.breaker_half_opened) + "," +
+         std::to_string(f.breaker_closed);
+}
+
+TEST_CASE(
+    "stages: a breaker's state and transitions are in its function's "
+    "metrics, JSON and Prometheus text",
+    "[stages][breaker_metrics]") {
+  StagesBus s;
+  bool failing = true;
+  BreakerOptions options = trips_after_two();
+  options.half_open_probes = 2;  // so that half-open lasts an event
+  auto charge = s.bus->subscribe(
+      [&](const PaymentRequested&) {
+        return failing ? absl::UnavailableError("gateway down")
+                       : absl::OkStatus();
+      },
+      {.name = "charge", .breaker = options});
+  auto audit =
+      s.bus->subscribe([](const PaymentRequested&) {}, {.name = "audit"});
+
+  CHECK(breaker_line(s.function("charge")) == "closed 1/0/0 0,0,0");
+  CHECK(breaker_line(s.function("audit")) == "none 0/0/0 0,0,0");
+  CHECK_FALSE(s.function("audit").has_breaker_metrics());
+
+  s.publish_and_run(PaymentRequested{"pay-1"});
+  CHECK(breaker_line(s.function("charge")) == "closed 1/0/0 0,0,0");
+  s.publish_and_run(PaymentRequested{"pay-2"});  // trips
+  CHECK(breaker_line(s.function("charge")) == "open 0/0/1 1,0,0");
+  s.publish_and_run(PaymentRequested{"pay-3"});  // refused: no transition
+  CHECK(breaker_line(s.function("charge")) == "open 0/0/1 1,0,0");
+  CHECK(s.function("charge").rejected == 1);
+
+  // Cooled down: the first probe succeeds (still half-open), the second
+  // closes it.
+  s.clock->advance(30s);
+  failing = false;
+  s.publish_and_run(PaymentRequested{"pay-4"});
+  CHECK(breaker_line(s.function("charge")) == "half_open 0/1/0 1,1,0");
+  {
+    const std::string text =
+        fnbus::metrics::to_prometheus_text(s.bus->metrics());
+    INFO(text);
+    CHECK_THAT(text, Catch::Contains(
+                         "fnbus_function_breaker_state{event=\"fnbus_stages_"
+                         "test::PaymentRequested\",function=\"charge\"} 1\n"));
+    CHECK_THAT(text, Catch::Contains(
+                         "fnbus_function_breakers{event=\"fnbus_stages_test::"
+                         "PaymentRequested\",function=\"charge\",state="
+                         "\"half_open\"} 1\n"));
+  }
+  s.publish_and_run(PaymentRequested{"pay-5"});
+  CHECK(breaker_line(s.function("charge")) == "closed 1/0/0 1,1,1");
+
+  // Open again, and a failed probe: half-open -> open.
+  failing = true;
+  s.publish_and_run(PaymentRequested{"pay-6"});
+  s.publish_and_run(PaymentRequested{"pay-7"});
+  CHECK(breaker_line(s.function("charge")) == "open 0/0/1 2,1,1");
+  s.clock->advance(30s);
+  s.publish_and_run(PaymentRequested{"pay-8"});
+  CHECK(breaker_line(s.function("charge")) == "open 0/0/1 3,2,1");
+
+  const fnbus::metrics::MetricsSnapshot snapshot = s.bus->metrics();
+  const std::string text = fnbus::metrics::to_prometheus_text(snapshot);
+  INFO(text);
+  const std::string labels =
+      "{event=\"fnbus_stages_test::PaymentRequested\",function=\"charge\"";
+  for (const std::string& line : std::vector<std::string>{
+           "# TYPE fnbus_function_breaker_state gauge\n",
+           "fnbus_function_breaker_state" + labels + "} 2\n",
+           "fnbus_function_breakers" + labels + ",state=\"closed\"} 0\n",
+           "fnbus_function_breakers" + labels + ",state=\"half_open\"} 0\n",
+           "fnbus_function_breakers" + labels + ",state=\"open\"} 1\n",
+           "# TYPE fnbus_function_breaker_opened_total counter\n",
+           "fnbus_function_breaker_opened_total" + labels + "} 3\n",
+           "fnbus_function_breaker_half_opened_total" + labels + "} 2\n",
+           "fnbus_function_breaker_closed_total" + labels + "} 1\n",
+       }) {
+    CHECK_THAT(text, Catch::Contains(line));
+  }
+  // The function without a breaker has no breaker series.
+  CHECK_THAT(text, !Catch::Contains("breaker_state{event=\"fnbus_stages_test::"
+                                    "PaymentRequested\",function=\"audit\""));
+  const std::string json = fnbus::metrics::to_json(snapshot);
+  INFO(json);
+  CHECK_THAT(json, Catch::Contains(
+                       "\"breaker_state\":\"open\",\"breakers\":{\"closed\":0,"
+                       "\"half_open\":0,\"open\":1},\"breaker_opened\":3,"
+                       "\"breaker_half_opened\":2,\"breaker_closed\":1}"));
+}
+
+TEST_CASE(
+    "stages: subscriptions sharing a function's name share its breaker "
+    "series: the state is the most open, ended breakers leave the gauge",
+    "[stages][breaker_metrics]") {
+  StagesBus s;
+  auto failing = s.bus->subscribe(
+      [](const PaymentRequested&) {
+        return absl::UnavailableError("gateway down");
+      },
+      {.name = "charge", .breaker = trips_after_two()});
+  auto healthy =
+      s.bus->subscribe([](const PaymentRequested&) {},
+                       {.name = "charge", .breaker = trips_after_two()});
+  CHECK(breaker_line(s.function("charge")) == "closed 2/0/0 0,0,0");
+  s.publish_and_run(PaymentRequested{"pay-1"});
+  s.publish_and_run(PaymentRequested{"pay-2"});  // the first trips
+  CHECK(breaker_line(s.function("charge")) == "open 1/0/1 1,0,0");
+
+  // The open one ends: the gauge counts live breakers alone; the
+  // transitions stay counted.
+  failing.cancel();
+  CHECK(breaker_line(s.function("charge")) == "closed 1/0/0 1,0,0");
+  healthy.cancel();
+  CHECK(breaker_line(s.function("charge")) == "none 0/0/0 1,0,0");
+  const std::string text = fnbus::metrics::to_prometheus_text(s.bus->metrics());
+  INFO(text);
+  CHECK_THAT(text, !Catch::Contains("fnbus_function_breaker_state{"));
+  CHECK_THAT(text,
+             Catch::Contains(
+                 "fnbus_function_breaker_opened_total{event=\"fnbus_"
+                 "stages_test::PaymentRequested\",function=\"charge\"} 1\n"));
 }
 
 TEST_CASE(

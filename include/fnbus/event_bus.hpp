@@ -279,12 +279,14 @@ class EventBus : private WorkSource {
   template <Event E, typename F>
   static detail::ErasedHandler erase_handler(F&& handler);
   // `handler` run through the stages `options` asks for (see
-  // resilience::Pipeline); fails a precondition check on bad options.
+  // resilience::Pipeline); fails a precondition check on bad options. A
+  // breaker reports its transitions to the series of `function_id`.
   // Sets `retry` to the pipeline's retry policy (null without one).
   detail::ErasedHandler with_pipeline(detail::ErasedHandler handler,
                                       const FunctionOptions& options,
                                       detail::TypeSlot slot,
                                       std::string_view event_type,
+                                      std::uint32_t function_id,
                                       bool event_copyable,
                                       const resilience::RetryPolicy*& retry);
   // The watch of the functions with a deadline, its watchdog made (or its

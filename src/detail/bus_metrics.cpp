@@ -1,7 +1,10 @@
 #include "fnbus/detail/bus_metrics.hpp"
 
 #include <algorithm>
+#include <cstddef>
+#include <memory>
 #include <tuple>
+#include <utility>
 
 namespace fnbus::detail {
 namespace {
@@ -47,6 +50,25 @@ void merge_same_names(metrics::MetricsSnapshot& snapshot) {
   });
 }
 
+// A live-breaker count; below 0 for a moment while two reports race (see
+// BreakerSeries::in_state).
+std::uint64_t read_live(const std::atomic<std::int64_t>& count) noexcept {
+  const std::int64_t value = count.load(std::memory_order_relaxed);
+  return value > 0 ? static_cast<std::uint64_t>(value) : 0;
+}
+
+void fill_breakers(const BreakerSeries& series, metrics::FunctionMetrics& out) {
+  const auto live = [&](resilience::BreakerState state) {
+    return read_live(series.in_state[static_cast<std::size_t>(state)]);
+  };
+  out.breakers.closed = live(resilience::BreakerState::kClosed);
+  out.breakers.half_open = live(resilience::BreakerState::kHalfOpen);
+  out.breakers.open = live(resilience::BreakerState::kOpen);
+  out.breaker_opened = read(series.opened);
+  out.breaker_half_opened = read(series.half_opened);
+  out.breaker_closed = read(series.closed);
+}
+
 }  // namespace
 
 TypeSeries::TypeSeries(bool timed)
@@ -60,6 +82,51 @@ BusMetrics::BusMetrics(std::size_t shards, bool timed,
       max_functions_(std::clamp<std::size_t>(max_functions, 1, kMaxFunctions)),
       shard_count_(shards),
       shards_(new WorkerShard[shards]) {}
+
+BreakerTally::BreakerTally(std::shared_ptr<BreakerSeries> series)
+    : series_(std::move(series)) {
+  add(resilience::BreakerState::kClosed, 1);  // a breaker starts closed
+}
+
+BreakerTally::~BreakerTally() {
+  for (std::size_t i = 0; i < BreakerSeries::kStates; ++i) {
+    // relaxed: see mine_ (and BreakerSeries::in_state for the RMW).
+    series_->in_state[i].fetch_sub(mine_[i].load(std::memory_order_relaxed),
+                                   std::memory_order_relaxed);
+  }
+}
+
+void BreakerTally::on_transition(
+    const resilience::BreakerTransition& transition) noexcept {
+  // Adding -1 and +1 rather than storing the state: reports of one
+  // breaker's transitions may race (see resilience::BreakerObserver), and
+  // additions come out right in any order.
+  add(transition.from, -1);
+  add(transition.to, 1);
+  std::atomic<std::uint64_t>* entered = nullptr;
+  switch (transition.to) {
+    case resilience::BreakerState::kOpen:
+      entered = &series_->opened;
+      break;
+    case resilience::BreakerState::kHalfOpen:
+      entered = &series_->half_opened;
+      break;
+    case resilience::BreakerState::kClosed:
+      entered = &series_->closed;
+      break;
+  }
+  // relaxed: a count (see BreakerSeries).
+  if (entered != nullptr) entered->fetch_add(1, std::memory_order_relaxed);
+}
+
+void BreakerTally::add(resilience::BreakerState state,
+                       std::int64_t delta) noexcept {
+  const auto i = static_cast<std::size_t>(state);
+  FNBUS_ASSERT(i < BreakerSeries::kStates, "a BreakerState");
+  // relaxed: counts (see BreakerSeries::in_state and mine_).
+  series_->in_state[i].fetch_add(delta, std::memory_order_relaxed);
+  mine_[i].fetch_add(delta, std::memory_order_relaxed);
+}
 
 TypeInfo& BusMetrics::create_type_info(TypeSlot slot, std::string_view name) {
   std::lock_guard lock(mutex_);
@@ -86,6 +153,15 @@ std::uint32_t BusMetrics::function_id(TypeSlot slot, std::string_view event,
   function_ids_.emplace(std::pair(slot, name), id);
   functions_.push_back({slot, event, name});
   return id;
+}
+
+std::shared_ptr<BreakerSeries> BusMetrics::breaker_series(
+    std::uint32_t function_id) {
+  std::lock_guard lock(mutex_);
+  FNBUS_ASSERT(function_id < functions_.size(), "an id from function_id()");
+  std::shared_ptr<BreakerSeries>& series = functions_[function_id].breakers;
+  if (series == nullptr) series = std::make_shared<BreakerSeries>();
+  return series;
 }
 
 BusMetrics::Totals BusMetrics::totals() const {
@@ -146,6 +222,9 @@ void BusMetrics::fill(metrics::MetricsSnapshot& snapshot) const {
         out.retried += read(series->retried);
         out.dead_lettered += read(series->dead_lettered);
         add_histogram(series->run_time, out.run_time);
+      }
+      if (functions_[id].breakers != nullptr) {
+        fill_breakers(*functions_[id].breakers, out);
       }
     }
   }

@@ -176,6 +176,36 @@ constexpr CounterFamily<FunctionMetrics> kFunctionCounters[] = {
      &FunctionMetrics::dead_lettered},
 };
 
+// Written for the functions with breaker metrics alone
+// (FunctionMetrics::has_breaker_metrics()).
+constexpr CounterFamily<FunctionMetrics> kBreakerCounters[] = {
+    {"fnbus_function_breaker_opened_total",
+     "Transitions of the function's circuit breakers to open (tripped, or a "
+     "probe failed).",
+     &FunctionMetrics::breaker_opened},
+    {"fnbus_function_breaker_half_opened_total",
+     "Transitions of the function's circuit breakers to half-open (cool-down "
+     "over, probing).",
+     &FunctionMetrics::breaker_half_opened},
+    {"fnbus_function_breaker_closed_total",
+     "Transitions of the function's circuit breakers to closed (every probe "
+     "succeeded).",
+     &FunctionMetrics::breaker_closed},
+};
+
+// The value of fnbus_function_breaker_state.
+int breaker_state_value(resilience::BreakerState state) noexcept {
+  switch (state) {
+    case resilience::BreakerState::kClosed:
+      return 0;
+    case resilience::BreakerState::kHalfOpen:
+      return 1;
+    case resilience::BreakerState::kOpen:
+      return 2;
+  }
+  return 0;
+}
+
 constexpr HistogramFamily<EventTypeMetrics> kEventHistograms[] = {
     {"fnbus_queue_wait_seconds",
      "Time from publish() accepting an event to a worker taking it.",
@@ -280,6 +310,50 @@ void append_counter(std::string& out, const CounterFamily<Entry>& family,
   }
 }
 
+// The breaker families, for the functions that have breaker metrics: the
+// state gauge (functions with a live breaker), the live breakers by state,
+// and the transition counters. None when no function has a breaker.
+void append_breakers(std::string& out,
+                     const std::vector<FunctionMetrics>& functions,
+                     const std::vector<std::string>& labels) {
+  std::vector<std::size_t> with_metrics;
+  std::vector<std::size_t> live;
+  for (std::size_t i = 0; i < functions.size(); ++i) {
+    if (!functions[i].has_breaker_metrics()) continue;
+    with_metrics.push_back(i);
+    if (functions[i].breaker_state().has_value()) live.push_back(i);
+  }
+  auto it = std::back_inserter(out);
+  if (!live.empty()) {
+    append_header(out, "fnbus_function_breaker_state",
+                  "The most open state of the function's live circuit "
+                  "breakers: 0 closed, 1 half-open, 2 open.",
+                  "gauge");
+    for (std::size_t i : live) {
+      fmt::format_to(it, "fnbus_function_breaker_state{{{}}} {}\n", labels[i],
+                     breaker_state_value(*functions[i].breaker_state()));
+    }
+  }
+  if (with_metrics.empty()) return;
+  append_header(out, "fnbus_function_breakers",
+                "The function's live circuit breakers in each state.", "gauge");
+  for (std::size_t i : with_metrics) {
+    const BreakerCounts& b = functions[i].breakers;
+    fmt::format_to(it,
+                   "fnbus_function_breakers{{{0},state=\"closed\"}} {1}\n"
+                   "fnbus_function_breakers{{{0},state=\"half_open\"}} {2}\n"
+                   "fnbus_function_breakers{{{0},state=\"open\"}} {3}\n",
+                   labels[i], b.closed, b.half_open, b.open);
+  }
+  for (const auto& family : kBreakerCounters) {
+    append_header(out, family.name, family.help, "counter");
+    for (std::size_t i : with_metrics) {
+      fmt::format_to(it, "{}{{{}}} {}\n", family.name, labels[i],
+                     functions[i].*family.field);
+    }
+  }
+}
+
 // Nanoseconds as seconds, shortest round-trip form ("2.5e-06", "0.25", "60").
 std::string seconds_text(std::uint64_t nanos) {
   return fmt::format("{}", static_cast<double>(nanos) / 1e9);
@@ -358,6 +432,18 @@ void append_json_function(std::string& out, const FunctionMetrics& f,
                  f.delivered, f.failed, f.filtered, f.duplicates, f.rejected,
                  f.fell_back, f.timed_out, f.late, f.retried, f.dead_lettered);
   if (latency) append_json_latency(out, "run_time", f.run_time);
+  out += ",\"breaker_state\":";
+  if (const auto state = f.breaker_state()) {
+    fmt::format_to(std::back_inserter(out), "\"{}\"", to_string(*state));
+  } else {
+    out += "null";
+  }
+  fmt::format_to(std::back_inserter(out),
+                 ",\"breakers\":{{\"closed\":{},\"half_open\":{},\"open\":{}}},"
+                 "\"breaker_opened\":{},\"breaker_half_opened\":{},"
+                 "\"breaker_closed\":{}",
+                 f.breakers.closed, f.breakers.half_open, f.breakers.open,
+                 f.breaker_opened, f.breaker_half_opened, f.breaker_closed);
   out += '}';
 }
 
@@ -400,6 +486,7 @@ std::string to_prometheus_text(const MetricsSnapshot& snapshot) {
   for (const auto& family : kFunctionCounters) {
     append_counter(out, family, snapshot.functions, function_labels);
   }
+  append_breakers(out, snapshot.functions, function_labels);
   if (snapshot.latency_recorded) {
     std::vector<std::string> le_texts;
     for (std::uint64_t bound : kPrometheusBucketBoundsNanos) {

@@ -27,6 +27,26 @@ void FunctionMetrics::merge(const FunctionMetrics& other) {
   dead_lettered += other.dead_lettered;
   late += other.late;
   run_time.merge(other.run_time);
+  breakers.closed += other.breakers.closed;
+  breakers.half_open += other.breakers.half_open;
+  breakers.open += other.breakers.open;
+  breaker_opened += other.breaker_opened;
+  breaker_half_opened += other.breaker_half_opened;
+  breaker_closed += other.breaker_closed;
+}
+
+std::optional<resilience::BreakerState> FunctionMetrics::breaker_state()
+    const noexcept {
+  if (breakers.open > 0) return resilience::BreakerState::kOpen;
+  if (breakers.half_open > 0) return resilience::BreakerState::kHalfOpen;
+  if (breakers.closed > 0) return resilience::BreakerState::kClosed;
+  return std::nullopt;
+}
+
+bool FunctionMetrics::has_breaker_metrics() const noexcept {
+  return breakers.closed + breakers.half_open + breakers.open + breaker_opened +
+             breaker_half_opened + breaker_closed >
+         0;
 }
 
 EventTypeMetrics MetricsSnapshot::total_events() const {

@@ -1,6 +1,8 @@
 // EventBus's hook points for a function's stages (resilience::Pipeline):
 // kept out of event_bus.cpp, which only calls them.
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -18,14 +20,27 @@ absl::Status retry_error(const Context& context) {
 
 detail::ErasedHandler EventBus::with_pipeline(
     detail::ErasedHandler handler, const FunctionOptions& options,
-    detail::TypeSlot slot, std::string_view event_type, bool event_copyable,
+    detail::TypeSlot slot, std::string_view event_type,
+    std::uint32_t function_id, bool event_copyable,
     const resilience::RetryPolicy*& retry) {
   std::shared_ptr<resilience::DeadlineWatch> watch;
   if (options.deadline && *options.deadline > Duration::zero()) {
     watch = deadline_watch(*options.deadline);
   }
+  resilience::BreakerObserver breaker_observer;
+  if (options.breaker) {
+    // Destroyed with the breaker (its observer's last copy), which takes
+    // the breaker out of the function's live counts.
+    auto tally = std::make_shared<detail::BreakerTally>(
+        metrics_.breaker_series(function_id));
+    breaker_observer = [tally = std::move(tally)](
+                           const resilience::BreakerTransition& transition) {
+      tally->on_transition(transition);
+    };
+  }
   auto pipeline = resilience::Pipeline::Create(
-      options, slot, event_type, *clock_, std::move(watch), event_copyable);
+      options, slot, event_type, *clock_, std::move(watch),
+      std::move(breaker_observer), event_copyable);
   if (!pipeline.ok()) {
     const std::string message(pipeline.status().message());
     detail::assertion_failed("resilience::check_options<E>(options).ok()",

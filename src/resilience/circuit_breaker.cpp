@@ -207,8 +207,35 @@ void CircuitBreaker::Permit::on_failure(TimePoint now) {
 // ---------------------------------------------------------------------------
 // CircuitBreaker
 
+// The transition a call made under mutex_, reported to the observer once
+// the mutex is released: each such call declares its Notice before its
+// lock_guard, so that the Notice's destructor runs after the guard's. A
+// call makes at most one transition.
+class CircuitBreaker::Notice {
+ public:
+  explicit Notice(const CircuitBreaker& breaker) noexcept : breaker_(breaker) {}
+  Notice(const Notice&) = delete;
+  Notice& operator=(const Notice&) = delete;
+  // noexcept (implicitly): an observer that throws terminates, as
+  // BreakerObserver says.
+  ~Notice() {
+    if (pending_ && breaker_.observer_) breaker_.observer_(transition_);
+  }
+
+  void set(const BreakerTransition& transition) noexcept {
+    FNBUS_ASSERT(!pending_, "one transition per call");
+    transition_ = transition;
+    pending_ = true;
+  }
+
+ private:
+  const CircuitBreaker& breaker_;
+  BreakerTransition transition_;
+  bool pending_ = false;
+};
+
 absl::StatusOr<std::unique_ptr<CircuitBreaker>> CircuitBreaker::Create(
-    BreakerOptions options) {
+    BreakerOptions options, BreakerObserver observer) {
   std::vector<std::string> problems;
   if (!(options.failure_rate > 0.0 && options.failure_rate <= 1.0)) {
     problems.push_back(fmt::format(
@@ -243,15 +270,19 @@ absl::StatusOr<std::unique_ptr<CircuitBreaker>> CircuitBreaker::Create(
     return absl::InvalidArgumentError("BreakerOptions: " +
                                       absl::StrJoin(problems, "; "));
   }
-  return std::unique_ptr<CircuitBreaker>(new CircuitBreaker(options));
+  return std::unique_ptr<CircuitBreaker>(
+      new CircuitBreaker(options, std::move(observer)));
 }
 
-CircuitBreaker::CircuitBreaker(BreakerOptions options)
-    : options_(options), window_(options.window, options.window_buckets) {}
+CircuitBreaker::CircuitBreaker(BreakerOptions options, BreakerObserver observer)
+    : options_(options),
+      observer_(std::move(observer)),
+      window_(options.window, options.window_buckets) {}
 
 CircuitBreaker::Permit CircuitBreaker::acquire_locked(TimePoint now) {
+  Notice notice(*this);  // before the lock: reports after the unlock
   std::lock_guard lock(mutex_);
-  leave_open_if_cooled(now);
+  leave_open_if_cooled(now, notice);
   // relaxed: under mutex_, which orders every store of state_.
   switch (state_.load(std::memory_order_relaxed)) {
     case BreakerState::kClosed:
@@ -270,8 +301,9 @@ CircuitBreaker::Permit CircuitBreaker::acquire_locked(TimePoint now) {
 }
 
 BreakerState CircuitBreaker::state(TimePoint now) {
+  Notice notice(*this);  // before the lock: reports after the unlock
   std::lock_guard lock(mutex_);
-  leave_open_if_cooled(now);
+  leave_open_if_cooled(now, notice);
   return state_.load(std::memory_order_relaxed);  // relaxed: under mutex_
 }
 
@@ -294,11 +326,12 @@ CircuitBreaker::Stats CircuitBreaker::stats() const {
 }
 
 void CircuitBreaker::report(TimePoint now, bool success, std::uint64_t spell) {
+  Notice notice(*this);  // before the lock: reports after the unlock
   std::lock_guard lock(mutex_);
   if (!success) ++failures_;
   if (current_probe(spell)) {
     if (success) ++unwindowed_successes_;
-    report_probe(now, success);
+    report_probe(now, success, notice);
     return;
   }
   // A call let through while closed. Finishing while open or half-open,
@@ -310,18 +343,18 @@ void CircuitBreaker::report(TimePoint now, bool success, std::uint64_t spell) {
   }
   window_.record(now, success);
   if (!success && should_trip(window_.counts(now), options_)) {
-    move_to(BreakerState::kOpen, now);
+    move_to(BreakerState::kOpen, now, notice);
   }
 }
 
-void CircuitBreaker::report_probe(TimePoint now, bool success) {
+void CircuitBreaker::report_probe(TimePoint now, bool success, Notice& notice) {
   --probes_out_;
   if (!success) {
-    move_to(BreakerState::kOpen, now);  // the cool-down starts again
+    move_to(BreakerState::kOpen, now, notice);  // the cool-down starts again
     return;
   }
   if (++probe_successes_ == options_.half_open_probes) {
-    move_to(BreakerState::kClosed, now);
+    move_to(BreakerState::kClosed, now, notice);
   }
 }
 
@@ -338,11 +371,11 @@ bool CircuitBreaker::current_probe(std::uint64_t spell) const noexcept {
          state_.load(std::memory_order_relaxed) == BreakerState::kHalfOpen;
 }
 
-void CircuitBreaker::leave_open_if_cooled(TimePoint now) {
+void CircuitBreaker::leave_open_if_cooled(TimePoint now, Notice& notice) {
   // relaxed: under mutex_.
   if (state_.load(std::memory_order_relaxed) == BreakerState::kOpen &&
       cooled(now)) {
-    move_to(BreakerState::kHalfOpen, now);
+    move_to(BreakerState::kHalfOpen, now, notice);
   }
 }
 
@@ -353,8 +386,14 @@ bool CircuitBreaker::cooled(TimePoint now) const noexcept {
   return elapsed >= static_cast<std::uint64_t>(options_.open_for.count());
 }
 
-void CircuitBreaker::move_to(BreakerState state, TimePoint now) {
+void CircuitBreaker::move_to(BreakerState state, TimePoint now,
+                             Notice& notice) {
   ++transitions_;
+  // relaxed: under mutex_, which orders every store of state_.
+  notice.set({.from = state_.load(std::memory_order_relaxed),
+              .to = state,
+              .at = now,
+              .number = transitions_});
   probes_out_ = 0;
   probe_successes_ = 0;
   switch (state) {

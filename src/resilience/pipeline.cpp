@@ -113,7 +113,8 @@ absl::Status Pipeline::check(const FunctionOptions& options,
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     const FunctionOptions& options, detail::TypeSlot slot,
     std::string_view event_type, Clock& clock,
-    std::shared_ptr<DeadlineWatch> watch, bool event_copyable) {
+    std::shared_ptr<DeadlineWatch> watch, BreakerObserver breaker_observer,
+    bool event_copyable) {
   if (absl::Status status = check(options, slot, event_type, event_copyable);
       !status.ok()) {
     return status;
@@ -128,7 +129,8 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
     pipeline->seen_ = std::move(*store);
   }
   if (options.breaker) {
-    auto breaker = CircuitBreaker::Create(*options.breaker);
+    auto breaker =
+        CircuitBreaker::Create(*options.breaker, std::move(breaker_observer));
     if (!breaker.ok()) return breaker.status();
     pipeline->breaker_ = std::move(*breaker);
     pipeline->coarse_breaker_time_ = coarse_time_fits(clock, *options.breaker);

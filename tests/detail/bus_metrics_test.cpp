@@ -4,7 +4,9 @@
 #include "fnbus/detail/bus_metrics.hpp"
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -113,6 +115,73 @@ TEST_CASE("bus_metrics_storage: untimed series keep counters only",
   REQUIRE(snapshot.events.size() == 1);
   CHECK(snapshot.events[0].dispatched == 1);
   CHECK(snapshot.events[0].queue_wait.empty());
+}
+
+// Function `name` of type "T" in a fresh snapshot.
+fnbus::metrics::FunctionMetrics function_of(const BusMetrics& metrics,
+                                            std::string_view name) {
+  fnbus::metrics::MetricsSnapshot snapshot;
+  metrics.fill(snapshot);
+  const auto* f = snapshot.find_function("T", name);
+  REQUIRE(f != nullptr);
+  return *f;
+}
+
+TEST_CASE(
+    "bus_metrics_storage: breaker tallies count live breakers by state, "
+    "whatever order their reports arrive in",
+    "[bus_metrics_storage]") {
+  using fnbus::detail::BreakerTally;
+  using fnbus::resilience::BreakerState;
+  BusMetrics metrics(1, /*timed=*/false);
+  const std::uint32_t id = metrics.function_id(1, "T", "charge");
+  CHECK(function_of(metrics, "charge").has_breaker_metrics() == false);
+  auto first = std::make_unique<BreakerTally>(metrics.breaker_series(id));
+  auto second = std::make_unique<BreakerTally>(metrics.breaker_series(id));
+  CHECK(function_of(metrics, "charge").breakers.closed == 2);
+
+  // The second breaker trips, then cools down; the two reports arrive in
+  // the other order (two threads): the open count dips below 0 meanwhile,
+  // and is read as 0.
+  second->on_transition({.from = BreakerState::kOpen,
+                         .to = BreakerState::kHalfOpen,
+                         .number = 2});
+  fnbus::metrics::FunctionMetrics f = function_of(metrics, "charge");
+  CHECK(f.breakers.closed == 2);
+  CHECK(f.breakers.half_open == 1);
+  CHECK(f.breakers.open == 0);
+  second->on_transition(
+      {.from = BreakerState::kClosed, .to = BreakerState::kOpen, .number = 1});
+  f = function_of(metrics, "charge");
+  CHECK(f.breakers.closed == 1);
+  CHECK(f.breakers.half_open == 1);
+  CHECK(f.breakers.open == 0);
+  CHECK(f.breaker_state() == BreakerState::kHalfOpen);
+  CHECK(f.breaker_opened == 1);
+  CHECK(f.breaker_half_opened == 1);
+  CHECK(f.breaker_closed == 0);
+
+  // A destroyed breaker takes back what it added, in any state.
+  second.reset();
+  f = function_of(metrics, "charge");
+  CHECK(f.breakers.closed == 1);
+  CHECK(f.breakers.half_open == 0);
+  CHECK(f.breaker_opened == 1);  // transitions stay counted
+  first.reset();
+  f = function_of(metrics, "charge");
+  CHECK_FALSE(f.breaker_state().has_value());
+  CHECK(f.has_breaker_metrics());
+  // A tally may outlive the metrics (a Subscription can keep its handler
+  // past the bus): it keeps the series it counts into.
+  std::unique_ptr<BreakerTally> outliving;
+  {
+    BusMetrics gone(1, /*timed=*/false);
+    outliving = std::make_unique<BreakerTally>(
+        gone.breaker_series(gone.function_id(1, "T", "f")));
+  }
+  outliving->on_transition(
+      {.from = BreakerState::kClosed, .to = BreakerState::kOpen, .number = 1});
+  outliving.reset();  // no use after free (the ASan build checks)
 }
 
 }  // namespace

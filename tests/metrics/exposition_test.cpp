@@ -371,6 +371,11 @@ TEST_CASE("exposition: HELP and TYPE once per family, before its samples",
       "fnbus_function_late_total",
       "fnbus_function_retried_total",
       "fnbus_function_dead_lettered_total",
+      "fnbus_function_breaker_state",
+      "fnbus_function_breakers",
+      "fnbus_function_breaker_opened_total",
+      "fnbus_function_breaker_half_opened_total",
+      "fnbus_function_breaker_closed_total",
       "fnbus_queue_wait_seconds",
       "fnbus_end_to_end_seconds",
       "fnbus_handler_run_seconds",
@@ -395,6 +400,83 @@ TEST_CASE("exposition: HELP and TYPE once per family, before its samples",
   for (const std::string& name : expected) REQUIRE(types.count(name) == 1);
   REQUIRE(text.find("fnbus_queue_capacity 4096\n") != std::string::npos);
   REQUIRE(text.find("fnbus_workers_parked 1\n") != std::string::npos);
+}
+
+TEST_CASE(
+    "exposition: breaker series are written for functions with breakers "
+    "alone, the state as the most open of the live ones",
+    "[exposition]") {
+  MetricsSnapshot s;
+  s.functions.push_back({.event = "E", .function = "plain", .delivered = 1});
+  FunctionMetrics shared{.event = "E", .function = "shared"};
+  shared.breakers = {.closed = 2, .half_open = 1, .open = 0};
+  shared.breaker_opened = 4;
+  shared.breaker_half_opened = 3;
+  shared.breaker_closed = 2;
+  s.functions.push_back(shared);
+  // Its subscription ended: no live breaker, transitions still counted.
+  FunctionMetrics ended{.event = "E", .function = "ended"};
+  ended.breaker_opened = 1;
+  s.functions.push_back(ended);
+  const std::string text = to_prometheus_text(s);
+  INFO(text);
+  for (std::string_view line : {
+           "# TYPE fnbus_function_breaker_state gauge\n",
+           "fnbus_function_breaker_state{event=\"E\",function=\"shared\"} 1\n",
+           "# TYPE fnbus_function_breakers gauge\n",
+           "fnbus_function_breakers{event=\"E\",function=\"shared\","
+           "state=\"closed\"} 2\n",
+           "fnbus_function_breakers{event=\"E\",function=\"shared\","
+           "state=\"half_open\"} 1\n",
+           "fnbus_function_breakers{event=\"E\",function=\"shared\","
+           "state=\"open\"} 0\n",
+           "fnbus_function_breakers{event=\"E\",function=\"ended\","
+           "state=\"open\"} 0\n",
+           "fnbus_function_breaker_opened_total{event=\"E\",function="
+           "\"shared\"} 4\n",
+           "fnbus_function_breaker_half_opened_total{event=\"E\",function="
+           "\"shared\"} 3\n",
+           "fnbus_function_breaker_closed_total{event=\"E\",function="
+           "\"shared\"} 2\n",
+           "fnbus_function_breaker_opened_total{event=\"E\",function="
+           "\"ended\"} 1\n",
+       }) {
+    INFO(line);
+    CHECK(text.find(line) != std::string::npos);
+  }
+  std::size_t state_samples = 0;
+  for (const Sample& sample : samples_of(text)) {
+    if (sample.name.find("breaker") == std::string::npos) continue;
+    CHECK(sample.labels.at("function") != "plain");
+    if (sample.name == "fnbus_function_breaker_state") {
+      CHECK(sample.labels.at("function") == "shared");
+      ++state_samples;
+    }
+  }
+  CHECK(state_samples == 1);
+
+  const std::string json = to_json(s);
+  INFO(json);
+  REQUIRE(valid_json(json));
+  for (std::string_view key : {
+           "\"function\":\"plain\",\"delivered\":1,",
+           "\"breaker_state\":null,\"breakers\":{\"closed\":0,"
+           "\"half_open\":0,\"open\":0},\"breaker_opened\":0,"
+           "\"breaker_half_opened\":0,\"breaker_closed\":0}",
+           "\"breaker_state\":\"half_open\",\"breakers\":{\"closed\":2,"
+           "\"half_open\":1,\"open\":0},\"breaker_opened\":4,"
+           "\"breaker_half_opened\":3,\"breaker_closed\":2}",
+           "\"breaker_state\":null,\"breakers\":{\"closed\":0,"
+           "\"half_open\":0,\"open\":0},\"breaker_opened\":1,",
+       }) {
+    INFO(key);
+    CHECK(json.find(key) != std::string::npos);
+  }
+
+  // No function with a breaker: no breaker family at all.
+  s.functions.resize(1);
+  CHECK(to_prometheus_text(s).find("fnbus_function_breaker") ==
+        std::string::npos);
 }
 
 TEST_CASE("exposition: le bounds are the documented 25, 1 us to 60 s",

@@ -2,7 +2,8 @@
 // and prometheus_sample.cpp: several event types (one with a template-like
 // name full of `<`, `>`, `::`, spaces and commas), functions whose names
 // hold quotes, backslashes, newlines, a tab, UTF-8 and invalid UTF-8, and
-// histograms with data from 300 ns to beyond the last finite `le` bound.
+// histograms with data from 300 ns to beyond the last finite `le` bound,
+// and one function with circuit breakers (one open, one closed).
 #pragma once
 
 #include <chrono>
@@ -65,6 +66,11 @@ inline metrics::MetricsSnapshot sample_snapshot() {
                           .retried = 47,
                           .dead_lettered = 48};
   reserve.run_time = sample_histogram(30'000, 2.0, 9'990, 5);
+  // Two subscriptions with breakers: one open, one closed.
+  reserve.breakers = {.closed = 1, .half_open = 0, .open = 1};
+  reserve.breaker_opened = 3;
+  reserve.breaker_half_opened = 2;
+  reserve.breaker_closed = 1;
   FunctionMetrics weird{.event = "OrderCreated",
                         .function = "say \"hi\" \\ back\\slash\nnext\tline",
                         .delivered = 9'990};

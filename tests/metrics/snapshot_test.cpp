@@ -89,6 +89,42 @@ TEST_CASE("snapshot: total_functions adds counters and merges histograms",
   REQUIRE(total.run_time.max_nanos() == 5'000'000);
 }
 
+TEST_CASE(
+    "snapshot: breaker counts merge by adding, and the state is the most "
+    "open of the live breakers",
+    "[snapshot]") {
+  using fnbus::resilience::BreakerState;
+  FunctionMetrics none;
+  CHECK_FALSE(none.breaker_state().has_value());
+  CHECK_FALSE(none.has_breaker_metrics());
+
+  FunctionMetrics closed{.breakers = {.closed = 1}};
+  CHECK(closed.breaker_state() == BreakerState::kClosed);
+  CHECK(closed.has_breaker_metrics());
+  FunctionMetrics probing{.breakers = {.closed = 1, .half_open = 1},
+                          .breaker_opened = 1,
+                          .breaker_half_opened = 1};
+  CHECK(probing.breaker_state() == BreakerState::kHalfOpen);
+  FunctionMetrics tripped{.breakers = {.open = 1}, .breaker_opened = 2};
+  CHECK(tripped.breaker_state() == BreakerState::kOpen);
+  // Ended: no live breaker, its transitions still counted.
+  FunctionMetrics ended{.breaker_opened = 1, .breaker_closed = 1};
+  CHECK_FALSE(ended.breaker_state().has_value());
+  CHECK(ended.has_breaker_metrics());
+
+  FunctionMetrics all;
+  for (const FunctionMetrics* f : {&closed, &probing, &tripped, &ended}) {
+    all.merge(*f);
+  }
+  CHECK(all.breakers.closed == 2);
+  CHECK(all.breakers.half_open == 1);
+  CHECK(all.breakers.open == 1);
+  CHECK(all.breaker_state() == BreakerState::kOpen);
+  CHECK(all.breaker_opened == 4);
+  CHECK(all.breaker_half_opened == 1);
+  CHECK(all.breaker_closed == 1);
+}
+
 TEST_CASE("snapshot: totals of an empty snapshot are zero", "[snapshot]") {
   const MetricsSnapshot s;
   REQUIRE_FALSE(s.latency_recorded);

@@ -4,6 +4,7 @@
 
 #include "fnbus/resilience/circuit_breaker.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -16,15 +17,20 @@
 
 #include <catch2/catch.hpp>
 
+#include "fnbus/testing/manual_clock.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
 using fnbus::Duration;
 using fnbus::TimePoint;
+using fnbus::resilience::BreakerObserver;
 using fnbus::resilience::BreakerOptions;
 using fnbus::resilience::BreakerState;
+using fnbus::resilience::BreakerTransition;
 using fnbus::resilience::CircuitBreaker;
 using fnbus::resilience::HealthWindow;
+using fnbus::testing::ManualClock;
 
 const TimePoint kStart = TimePoint(1h);
 
@@ -153,6 +159,128 @@ TEST_CASE("circuit_breaker: an abandoned probe frees its slot",
   CHECK(breaker->state(cooled) == BreakerState::kHalfOpen);
   CHECK(calls(*breaker, cooled, 2, true) == 2);
   CHECK(breaker->state(cooled) == BreakerState::kClosed);
+}
+
+// What an observer heard, in order.
+struct Heard {
+  std::vector<BreakerTransition> transitions;
+
+  BreakerObserver observer() {
+    return [this](const BreakerTransition& t) { transitions.push_back(t); };
+  }
+  // "closed>open", ... for the states alone.
+  [[nodiscard]] std::vector<std::string> moves() const {
+    std::vector<std::string> out;
+    for (const BreakerTransition& t : transitions) {
+      out.push_back(std::string(to_string(t.from)) + ">" +
+                    std::string(to_string(t.to)));
+    }
+    return out;
+  }
+};
+
+std::unique_ptr<CircuitBreaker> make(BreakerOptions options,
+                                     BreakerObserver observer) {
+  auto breaker = CircuitBreaker::Create(options, std::move(observer));
+  REQUIRE(breaker.ok());
+  return *std::move(breaker);
+}
+
+TEST_CASE(
+    "circuit_breaker: the observer hears closed, open, half-open, closed "
+    "once each, with the instant and number of each",
+    "[circuit_breaker]") {
+  ManualClock clock(kStart);
+  Heard heard;
+  auto breaker = make(kSmall, heard.observer());
+  CHECK(calls(*breaker, clock.now(), 3, true) == 3);  // closed: nothing
+  CHECK(calls(*breaker, clock.now(), 2, false) == 2);
+  CHECK(heard.transitions.empty());  // 2 of 5 failed: not yet
+  clock.advance(1s);
+  CHECK(calls(*breaker, clock.now(), 1, false) == 1);  // 3 of 6: trips
+  REQUIRE(heard.moves() == std::vector<std::string>{"closed>open"});
+  CHECK(heard.transitions[0].at == kStart + 1s);
+  CHECK(heard.transitions[0].number == 1);
+  // Refused while open, and state() while open: nothing more.
+  CHECK(calls(*breaker, clock.now(), 2, true) == 0);
+  clock.advance(30s - 1ns);
+  CHECK(breaker->state(clock.now()) == BreakerState::kOpen);
+  CHECK(heard.transitions.size() == 1);
+  // state() finds the cool-down over: it moves, and reports, once.
+  clock.advance(1ns);
+  CHECK(breaker->state(clock.now()) == BreakerState::kHalfOpen);
+  CHECK(breaker->state(clock.now()) == BreakerState::kHalfOpen);
+  REQUIRE(heard.moves() ==
+          std::vector<std::string>{"closed>open", "open>half_open"});
+  CHECK(heard.transitions[1].at == kStart + 31s);
+  CHECK(heard.transitions[1].number == 2);
+  // The first probe succeeds: still half-open; the second closes it.
+  CHECK(calls(*breaker, clock.now(), 1, true) == 1);
+  CHECK(heard.transitions.size() == 2);
+  clock.advance(2s);
+  CHECK(calls(*breaker, clock.now(), 1, true) == 1);
+  CHECK(heard.moves() == std::vector<std::string>{"closed>open",
+                                                  "open>half_open",
+                                                  "half_open>closed"});
+  REQUIRE(heard.transitions.size() == 3);
+  CHECK(heard.transitions[2].at == kStart + 33s);
+  CHECK(heard.transitions[2].number == 3);
+  // Closed again: successes and a failure short of the rule, no report.
+  CHECK(calls(*breaker, clock.now(), 5, true) == 5);
+  CHECK(calls(*breaker, clock.now(), 1, false) == 1);
+  CHECK(heard.transitions.size() == 3);
+  CHECK(breaker->stats().transitions == 3);
+}
+
+TEST_CASE(
+    "circuit_breaker: the observer hears a failed probe as half-open to "
+    "open, and try_acquire's cool-down as open to half-open",
+    "[circuit_breaker]") {
+  ManualClock clock(kStart);
+  Heard heard;
+  auto breaker = make(kSmall, heard.observer());
+  calls(*breaker, clock.now(), 4, false);
+  clock.advance(30s);
+  // try_acquire() finds the cool-down over; its probe fails.
+  CircuitBreaker::Permit probe = breaker->try_acquire(clock.now());
+  CircuitBreaker::Permit other = breaker->try_acquire(clock.now());
+  REQUIRE(probe);
+  REQUIRE(other);
+  probe.on_failure(clock.now());
+  other.on_success(clock.now());  // of the spell that ended: no report
+  clock.advance(30s);
+  CHECK(calls(*breaker, clock.now(), 2, true) == 2);
+  CHECK(heard.moves() == std::vector<std::string>{
+                             "closed>open", "open>half_open", "half_open>open",
+                             "open>half_open", "half_open>closed"});
+  std::vector<std::uint64_t> numbers;
+  for (const BreakerTransition& t : heard.transitions) {
+    numbers.push_back(t.number);
+  }
+  CHECK(numbers == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+  CHECK(breaker->stats().transitions == 5);
+}
+
+TEST_CASE(
+    "circuit_breaker: the observer runs after the mutex is released, so "
+    "it may read the breaker",
+    "[circuit_breaker]") {
+  ManualClock clock(kStart);
+  std::vector<CircuitBreaker::Stats> seen;
+  CircuitBreaker* self = nullptr;
+  auto breaker = make(kSmall, [&](const BreakerTransition&) {
+    // stats() takes the mutex: under it, this would deadlock.
+    seen.push_back(self->stats());
+  });
+  self = breaker.get();
+  calls(*breaker, clock.now(), 4, false);
+  clock.advance(30s);
+  CHECK(breaker->state(clock.now()) == BreakerState::kHalfOpen);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0].state == BreakerState::kOpen);
+  CHECK(seen[0].transitions == 1);
+  CHECK(seen[1].state == BreakerState::kHalfOpen);
+  CHECK(seen[1].transitions == 2);
 }
 
 TEST_CASE("circuit_breaker: a permit reports once, and moves carry it",
@@ -493,6 +621,55 @@ TEST_CASE("circuit_breaker: concurrent callers keep the counts exact",
   CHECK(stats.permitted == stats.successes + stats.failures + stats.abandoned);
   CHECK(stats.failures > 0);
   CHECK(stats.transitions > 0);
+}
+
+TEST_CASE(
+    "circuit_breaker: with concurrent callers the observer hears every "
+    "transition exactly once, and ordered by number they chain",
+    "[circuit_breaker]") {
+  std::mutex mutex;
+  std::vector<BreakerTransition> heard;  // guarded by mutex
+  auto breaker = make({.failure_rate = 0.5,
+                       .minimum_calls = 10,
+                       .window = 1s,
+                       .window_buckets = 4,
+                       .open_for = 50ms,
+                       .half_open_probes = 2},
+                      [&](const BreakerTransition& t) {
+                        std::lock_guard lock(mutex);
+                        heard.push_back(t);
+                      });
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 5'000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&breaker, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        const TimePoint now = kStart + std::chrono::milliseconds(i);
+        CircuitBreaker::Permit permit = breaker->try_acquire(now);
+        if (!permit) continue;
+        const bool fail = (i + t) % 2 == 0 && i % 1000 < 500;
+        fail ? permit.on_failure(now) : permit.on_success(now);
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  const CircuitBreaker::Stats stats = breaker->stats();
+  REQUIRE(stats.transitions > 0);
+  REQUIRE(heard.size() == stats.transitions);
+  std::sort(heard.begin(), heard.end(),
+            [](const BreakerTransition& a, const BreakerTransition& b) {
+              return a.number < b.number;
+            });
+  BreakerState state = BreakerState::kClosed;
+  for (std::size_t i = 0; i < heard.size(); ++i) {
+    INFO("transition " << i + 1);
+    CHECK(heard[i].number == i + 1);
+    CHECK(heard[i].from == state);
+    CHECK(heard[i].to != heard[i].from);
+    state = heard[i].to;
+  }
+  CHECK(state == stats.state);
 }
 
 }  // namespace

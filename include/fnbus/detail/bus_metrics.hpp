@@ -21,6 +21,8 @@
 #include "fnbus/metrics/histogram.hpp"
 #include "fnbus/metrics/snapshot.hpp"
 #include "fnbus/options.hpp"
+#include "fnbus/resilience/breaker_state.hpp"
+#include "fnbus/resilience/circuit_breaker.hpp"
 
 namespace fnbus::detail {
 
@@ -130,11 +132,60 @@ struct TypeInfo {
   std::atomic<std::uint64_t> rejected{0};
 };
 
+// The circuit breakers of one function, bus-wide. Transitions are rare
+// and made by whichever thread ran the call, so they are counted here with
+// atomic read-modify-writes, not in a worker's series; a function without
+// a breaker has none of this.
+struct BreakerSeries {
+  static constexpr std::size_t kStates = 3;  // BreakerState's enumerators
+  // Live breakers in each state, indexed by BreakerState: each breaker
+  // adds 1 here (through its BreakerTally) while it is in that state.
+  // Changed by any thread with relaxed RMWs, read relaxed by fill():
+  // counts, nothing is published through them. Signed: two transitions of
+  // one breaker reported by two threads may arrive in either order (see
+  // resilience::BreakerObserver), so a count may be -1 for a moment;
+  // fill() reads it as 0.
+  std::atomic<std::int64_t> in_state[kStates] = {};
+  // Transitions by the state entered; relaxed RMWs, as in_state.
+  std::atomic<std::uint64_t> opened{0};
+  std::atomic<std::uint64_t> half_opened{0};
+  std::atomic<std::uint64_t> closed{0};
+};
+
+// One breaker's share of its function's BreakerSeries, kept by the
+// breaker's observer: the breaker counts as closed from construction,
+// each transition moves it, and the destructor (the breaker's, when its
+// subscription's handler is destroyed) takes back what it added, so the
+// series counts live breakers alone.
+// Thread safety: on_transition() from any thread, also concurrently;
+// destruction after the last on_transition() returned.
+class BreakerTally {
+ public:
+  explicit BreakerTally(std::shared_ptr<BreakerSeries> series);
+  BreakerTally(const BreakerTally&) = delete;
+  BreakerTally& operator=(const BreakerTally&) = delete;
+  ~BreakerTally();
+
+  void on_transition(const resilience::BreakerTransition& transition) noexcept;
+
+ private:
+  void add(resilience::BreakerState state, std::int64_t delta) noexcept;
+
+  const std::shared_ptr<BreakerSeries> series_;
+  // What this breaker added to series_->in_state, to take back: relaxed
+  // RMWs as there; the destructor's relaxed loads are ordered after every
+  // on_transition() by whatever ordered the breaker's destruction after
+  // its last call.
+  std::atomic<std::int64_t> mine_[BreakerSeries::kStates] = {};
+};
+
 // One function: the subscriptions to one type under one name.
 struct FunctionInfo {
   TypeSlot slot;
   std::string_view event;
   std::string name;
+  // Made by the first subscription with a breaker (breaker_series()).
+  std::shared_ptr<BreakerSeries> breakers;
 };
 
 // What one worker recorded about one event type. Its counters are written
@@ -224,6 +275,11 @@ class BusMetrics {
   // lifetime. Thread safety: any thread (takes a lock).
   std::uint32_t function_id(TypeSlot slot, std::string_view event,
                             const std::string& name);
+  // The breaker series of function `function_id` (from function_id()),
+  // made on first use. Shared: a breaker's tally keeps it, also past the
+  // bus (a Subscription may keep its handler alive).
+  // Thread safety: any thread (takes a lock). May throw bad_alloc.
+  std::shared_ptr<BreakerSeries> breaker_series(std::uint32_t function_id);
 
   // Sums of every counter (for BusStats).
   struct Totals {

@@ -39,15 +39,18 @@ template <Event E, HandlerFor<E> F>
 Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
   const detail::TypeSlot slot = detail::type_slot<E>();
   detail::ErasedHandler erased = erase_handler<E>(std::forward<F>(handler));
-  const resilience::RetryPolicy* retry = nullptr;
-  if (resilience::Pipeline::wanted(options)) [[unlikely]] {
-    erased = with_pipeline(std::move(erased), options, slot,
-                           event_type_name<E>(), kCopyableEvent<E>, retry);
-  }
+  // A copy: the pipeline's messages name options.name as given.
   std::string name =
-      options.name.empty() ? std::string("<unnamed>") : std::move(options.name);
+      options.name.empty() ? std::string("<unnamed>") : options.name;
+  // Before the pipeline, whose breaker counts into the function's series.
   const std::uint32_t function_id =
       metrics_.function_id(slot, event_type_name<E>(), name);
+  const resilience::RetryPolicy* retry = nullptr;
+  if (resilience::Pipeline::wanted(options)) [[unlikely]] {
+    erased =
+        with_pipeline(std::move(erased), options, slot, event_type_name<E>(),
+                      function_id, kCopyableEvent<E>, retry);
+  }
   detail::HandlerEntry* entry = registry_->add(
       slot, std::move(name), function_id, std::move(erased),
       std::move(options.on_error), detail::event_ops<E>(), retry);

@@ -41,6 +41,15 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 // - counters per function {event, function}: fnbus_function_delivered_total,
 //   _failed_total, _filtered_total, _duplicates_total, _rejected_total,
 //   _fell_back_total, _timed_out_total, _late_total;
+// - circuit breakers per function, only for functions with
+//   FunctionMetrics::has_breaker_metrics(): the gauge
+//   fnbus_function_breaker_state{event, function} (the most open state
+//   of its live breakers, FunctionMetrics::breaker_state(): 0 closed,
+//   1 half-open, 2 open; only while it has a live breaker), the gauge
+//   fnbus_function_breakers{event, function, state} (live breakers with
+//   state "closed", "half_open" and "open"), and the counters
+//   fnbus_function_breaker_opened_total, _half_opened_total and
+//   _closed_total (transitions by the state entered);
 // - histograms, only when snapshot.latency_recorded:
 //   fnbus_queue_wait_seconds{event}, fnbus_end_to_end_seconds{event},
 //   fnbus_handler_run_seconds{event, function}, with the `le` bounds of
@@ -61,13 +70,19 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //                "unhandled", "dead_lettered", "queue_wait", "end_to_end"}],
 //    "functions": [{"event", "function", "delivered", "failed",
 //                   "filtered", "duplicates", "rejected", "fell_back",
-//                   "timed_out", "late", "run_time"}],
+//                   "timed_out", "late", "run_time", "breaker_state",
+//                   "breakers": {"closed", "half_open", "open"},
+//                   "breaker_opened", "breaker_half_opened",
+//                   "breaker_closed"}],
 //    "gauges": {"queue_depth", "queue_capacity", "in_flight", "workers",
 //               "workers_busy", "workers_idle", "workers_parked",
 //               "workers_starting", "workers_retiring", "workers_max"}}
 // Latencies are objects {"count", "sum_ns", "max_ns", "p50_ns", "p90_ns",
 // "p99_ns", "p999_ns"} (quantiles as HistogramSnapshot::quantile_nanos(),
-// 0 when empty), present only when latency_recorded. Strings escape `"`,
+// 0 when empty), present only when latency_recorded. "breaker_state" is
+// "closed", "half_open" or "open" (FunctionMetrics::breaker_state()), or
+// null without a live breaker; the breaker keys are always present. Strings
+// escape `"`,
 // `\` and control characters (as \u00XX); invalid UTF-8 becomes U+FFFD.
 // Thread safety: any thread; allocates.
 [[nodiscard]] std::string to_json(const MetricsSnapshot& snapshot);

@@ -4,12 +4,14 @@
 // function, latency histograms, and gauges, read at one moment.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "fnbus/clock.hpp"
 #include "fnbus/metrics/histogram.hpp"
+#include "fnbus/resilience/breaker_state.hpp"
 
 namespace fnbus::metrics {
 
@@ -28,6 +30,13 @@ struct EventTypeMetrics {
 
   // Adds `other`'s counts and samples to these (keeps this name).
   void merge(const EventTypeMetrics& other);
+};
+
+// How many circuit breakers are in each state now (a gauge).
+struct BreakerCounts {
+  std::uint64_t closed = 0;
+  std::uint64_t half_open = 0;
+  std::uint64_t open = 0;
 };
 
 // One function: the subscriptions to one event type with one name.
@@ -51,6 +60,26 @@ struct FunctionMetrics {
   // reason (`rejected` ones included).
   std::uint64_t dead_lettered = 0;
   HistogramSnapshot run_time;  // one handler call
+  // Its circuit breakers (FunctionOptions::breaker; all 0 without one).
+  // Each subscription with a breaker has a breaker of its own, so a
+  // function whose subscriptions share a type and name may have several.
+  // Gauge: its live breakers (of subscriptions not yet ended) by state.
+  BreakerCounts breakers;
+  // Counters: the transitions of its breakers (ended ones included), by
+  // the state entered.
+  std::uint64_t breaker_opened = 0;       // tripped, or a probe failed
+  std::uint64_t breaker_half_opened = 0;  // cool-down over: probing
+  std::uint64_t breaker_closed = 0;       // every probe succeeded
+
+  // The most open state of its live breakers: open if any is open, else
+  // half-open if any is, else closed; nullopt without a live breaker.
+  // (With several breakers, "some of its events are being turned away"
+  // is what an alert wants to see; `breakers` says how many.)
+  [[nodiscard]] std::optional<resilience::BreakerState> breaker_state()
+      const noexcept;
+  // Whether it has a live breaker or its breakers ever changed state: the
+  // exposition writes breaker series for these functions alone.
+  [[nodiscard]] bool has_breaker_metrics() const noexcept;
 
   // Adds `other`'s counts and samples to these (keeps these names).
   void merge(const FunctionMetrics& other);

@@ -29,6 +29,11 @@
 // slice, which moves the window on; the open and half-open states; stats())
 // takes the breaker's mutex for a few counter updates.
 //
+// Transitions can be observed: Create()'s `observer` is called once per
+// state change, after the mutex is released (see BreakerObserver); the
+// bus counts them per function (docs/metrics.md). The closed path never
+// calls it.
+//
 // Not guaranteed: a caller that has not yet seen a trip made by another
 // thread may be let through just after it, as if it had come a moment
 // earlier; its outcome then changes nothing (as for any call let through
@@ -39,6 +44,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -49,6 +55,7 @@
 
 #include "fnbus/clock.hpp"
 #include "fnbus/detail/config.hpp"
+#include "fnbus/resilience/breaker_state.hpp"
 
 namespace fnbus::resilience {
 
@@ -70,8 +77,34 @@ struct BreakerOptions {
   std::uint32_t half_open_probes = 3;
 };
 
-enum class BreakerState { kClosed, kOpen, kHalfOpen };
-std::string_view to_string(BreakerState state) noexcept;
+// One state change of a breaker, as its observer hears it.
+struct BreakerTransition {
+  BreakerState from = BreakerState::kClosed;
+  BreakerState to = BreakerState::kClosed;
+  // The instant given to the call that made it (try_acquire(), state(),
+  // a permit's report): for open -> half-open, when the cool-down was
+  // found over, not when it ended.
+  TimePoint at{};
+  // 1 for the breaker's first transition, 2 for the next, ...
+  // (Stats::transitions just after it): orders reports that race.
+  std::uint64_t number = 0;
+};
+
+// Hears every transition of one breaker, exactly once each:
+// closed -> open (tripped), open -> half-open (cooled down), half-open ->
+// closed (every probe succeeded) and half-open -> open (a probe failed).
+// Called on the thread whose call made the transition, after the
+// breaker's mutex is released, so it may call the breaker's state() and
+// stats() (whose state may then already be a later one). Must not throw
+// (the breaker calls it from a noexcept context: a throw terminates), and
+// should be quick: the call that made the transition waits for it.
+// Not guaranteed: the order of reports made by different threads. Two
+// transitions made close together on two threads (a trip, then a
+// cool-down found over) may be reported concurrently or in either order;
+// `number` orders them, and since each report is a change from `from` to
+// `to`, counts kept per state by adding (-1 from, +1 to) are exact once
+// both have returned.
+using BreakerObserver = std::function<void(const BreakerTransition&)>;
 
 // Outcomes counted over a rolling window of fixed slices: slice k holds
 // the outcomes recorded at instants in [k * width, (k + 1) * width), with
@@ -211,15 +244,17 @@ class CircuitBreaker {
   };
 
   // InvalidArgument naming every bad option and what to use instead.
+  // `observer`, if set, hears each transition (see BreakerObserver).
   static absl::StatusOr<std::unique_ptr<CircuitBreaker>> Create(
-      BreakerOptions options);
+      BreakerOptions options, BreakerObserver observer = nullptr);
 
   // A permit if a call may go ahead at `now`, else an empty one. Moves
-  // open -> half-open once open_for has passed. The breaker must outlive
-  // its permits.
+  // open -> half-open once open_for has passed (told to the observer
+  // before it returns). The breaker must outlive its permits.
   // Thread safety: any thread; lock-free while closed.
   [[nodiscard]] Permit try_acquire(TimePoint now);
 
+  // The state at `now`: moves open -> half-open, as try_acquire() does.
   // Thread safety: any thread (takes the mutex).
   [[nodiscard]] BreakerState state(TimePoint now);
   // A snapshot: successes + failures + abandoned <= permitted.
@@ -230,20 +265,25 @@ class CircuitBreaker {
   }
 
  private:
-  explicit CircuitBreaker(BreakerOptions options);
+  class Notice;
+
+  CircuitBreaker(BreakerOptions options, BreakerObserver observer);
   // Counts a call let through and makes its permit.
   Permit let_through(std::uint64_t spell, TimePoint now) noexcept;
   Permit acquire_locked(TimePoint now);
   void report(TimePoint now, bool success, std::uint64_t spell);
   void abandon(std::uint64_t spell);
-  // The rest run under mutex_.
-  void move_to(BreakerState state, TimePoint now);
-  void leave_open_if_cooled(TimePoint now);
+  // The rest run under mutex_; a transition is left in `notice`, which
+  // reports it once the mutex is released.
+  void move_to(BreakerState state, TimePoint now, Notice& notice);
+  void leave_open_if_cooled(TimePoint now, Notice& notice);
   [[nodiscard]] bool cooled(TimePoint now) const noexcept;
   [[nodiscard]] bool current_probe(std::uint64_t spell) const noexcept;
-  void report_probe(TimePoint now, bool success);
+  void report_probe(TimePoint now, bool success, Notice& notice);
 
   const BreakerOptions options_;
+  // Called by Notice, outside mutex_; empty: no one listens.
+  const BreakerObserver observer_;
   // The state. Written by move_to() under mutex_; read without it by
   // try_acquire() (and under it by the rest). Relaxed throughout: the
   // closed path needs the value alone (its permit holds this breaker and

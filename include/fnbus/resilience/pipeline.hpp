@@ -64,11 +64,13 @@ class Pipeline {
   // `watch`: where calls with a deadline are watched (the bus's, checked
   // by its DeadlineWatchdog); null gives the pipeline a watch of its own,
   // which nothing checks (tokens are then never requested).
+  // `breaker_observer`: hears the breaker's transitions (the bus's
+  // metrics); unused without options.breaker.
   static absl::StatusOr<std::unique_ptr<Pipeline>> Create(
       const FunctionOptions& options, detail::TypeSlot slot,
       std::string_view event_type, Clock& clock,
       std::shared_ptr<DeadlineWatch> watch = nullptr,
-      bool event_copyable = true);
+      BreakerObserver breaker_observer = nullptr, bool event_copyable = true);
 
   // The handler's call: kDelivered, or kFailed with the Status in its
   // argument; may throw.
