@@ -440,6 +440,12 @@ class EventBus : private WorkSource {
   // sink hears of it (DeadLetterReason::kCircuitOpen).
   void report_circuit_open(const detail::HandlerEntry& entry, const void* event,
                            const Context& context) noexcept;
+  // `entry` gives `event` up: the dead-letter sink hears of it, for that
+  // function, with the calls made and the last one's error.
+  void function_dead_letter(const detail::HandlerEntry& entry,
+                            const void* event, const Context& context,
+                            DeadLetterReason reason, std::uint32_t attempts,
+                            const absl::Status& last_error) noexcept;
   void report_dead_letter(const detail::Envelope& envelope,
                           DeadLetterReason reason,
                           const EventTrace& trace) noexcept;

@@ -3,12 +3,7 @@
 namespace fnbus::detail {
 
 void TriggerFailures::count(const HandlerEntry& entry) noexcept {
-  try {
-    std::lock_guard lock(mutex_);
-    bump(metrics_.function_series(shard_, entry.function_id).failed);
-  } catch (...) {
-    // Out of memory for the series: the failure still reaches the sinks.
-  }
+  count(entry.function_id, &FunctionSeries::failed);
 }
 
 void TriggerFailures::count(
@@ -18,7 +13,8 @@ void TriggerFailures::count(
     std::lock_guard lock(mutex_);
     bump(metrics_.function_series(shard_, function_id).*counter);
   } catch (...) {
-    // Out of memory for the series: the letter still reaches the sink.
+    // Out of memory for the series: the failure or letter still reaches
+    // its sink.
   }
 }
 

@@ -42,13 +42,8 @@ void EventBus::schedule_retry(const detail::HandlerEntry& entry,
   auto refuse = [&] {
     trigger_failures_.count(entry.function_id,
                             &detail::FunctionSeries::dead_lettered);
-    dead_letter_sink_.call(DeadLetter{
-        .event = EventRef(entry.slot, context.event_type(), event, entry.ops),
-        .reason = DeadLetterReason::kRetryRefused,
-        .trace = context.event_trace(),
-        .function = entry.name,
-        .attempts = context.attempt(),
-        .last_error = failure});
+    function_dead_letter(entry, event, context, DeadLetterReason::kRetryRefused,
+                         context.attempt(), failure);
   };
   std::shared_ptr<detail::RetryDelivery> delivery;
   TimePoint due;
@@ -101,14 +96,10 @@ void EventBus::give_up(const detail::HandlerEntry& entry, const void* event,
                        const Context& context,
                        const absl::Status& failure) noexcept {
   const bool exhausted = entry.retry->exhausted(context.attempt());
-  dead_letter_sink_.call(DeadLetter{
-      .event = EventRef(entry.slot, context.event_type(), event, entry.ops),
-      .reason = exhausted ? DeadLetterReason::kRetriesExhausted
-                          : DeadLetterReason::kNotRetryable,
-      .trace = context.event_trace(),
-      .function = entry.name,
-      .attempts = context.attempt(),
-      .last_error = failure});
+  function_dead_letter(entry, event, context,
+                       exhausted ? DeadLetterReason::kRetriesExhausted
+                                 : DeadLetterReason::kNotRetryable,
+                       context.attempt(), failure);
 }
 
 void EventBus::fire_retry(detail::RetryDelivery& delivery) noexcept {

@@ -79,13 +79,23 @@ std::shared_ptr<resilience::DeadlineWatch> EventBus::deadline_watch(
 void EventBus::report_circuit_open(const detail::HandlerEntry& entry,
                                    const void* event,
                                    const Context& context) noexcept {
+  function_dead_letter(entry, event, context, DeadLetterReason::kCircuitOpen,
+                       context.attempt() - 1,  // a retry's earlier calls
+                       retry_error(context));
+}
+
+void EventBus::function_dead_letter(const detail::HandlerEntry& entry,
+                                    const void* event, const Context& context,
+                                    DeadLetterReason reason,
+                                    std::uint32_t attempts,
+                                    const absl::Status& last_error) noexcept {
   dead_letter_sink_.call(DeadLetter{
       .event = EventRef(entry.slot, context.event_type(), event, entry.ops),
-      .reason = DeadLetterReason::kCircuitOpen,
+      .reason = reason,
       .trace = context.event_trace(),
       .function = entry.name,
-      .attempts = context.attempt() - 1,  // a retry's earlier calls
-      .last_error = retry_error(context)});
+      .attempts = attempts,
+      .last_error = last_error});
 }
 
 }  // namespace fnbus
