@@ -1,4 +1,4 @@
-// Storefront: a small shop on fnbus, in three parts (see parts.hpp):
+// Storefront: a small shop on fnbus, in four parts (see parts.hpp):
 //
 //   storefront                       runs the tour, the flash sale, the
 //                                    outbox and payments, one after another

@@ -1,6 +1,6 @@
 #pragma once
 
-// The shop's events, the helpers its handlers share, and the three parts
+// The shop's events, the helpers its handlers share, and the four parts
 // of the storefront example:
 //
 //   tour.cpp        one order flow end to end: handlers, follow-ups, a
@@ -9,8 +9,10 @@
 //                   (BusConfig::follow_up_headroom)
 //   outbox.cpp      events the bus refuses stay with the caller
 //                   (EventBus::try_publish) and are published again later
-//   payments.cpp    a flaky gateway behind a circuit breaker with a
-//                   fallback; unpaid orders cancelled by a timer
+//   payments.cpp    a flaky gateway's charges retried; an outage behind
+//                   a circuit breaker, the payments it turned away kept
+//                   in a dead-letter store and replayed; a fallback for
+//                   refunds; unpaid orders cancelled by a timer
 //
 // Events are plain structs. Up to 48 bytes (ids as integers, money in
 // cents) with a noexcept move constructor, they are stored inside the
@@ -98,6 +100,11 @@ struct PageViewed {
 struct CancelIfUnpaid {
   std::int64_t order_id = 0;
 };
+// A paid order returned by its customer.
+struct RefundRequested {
+  std::int64_t order_id = 0;
+  std::int64_t amount_cents = 0;
+};
 
 // --- The outbox (outbox.cpp) ---
 
@@ -138,7 +145,7 @@ inline void print_stats(std::string_view label, const fnbus::BusStats& stats) {
       stats.rejected, stats.unhandled, stats.dead_lettered, stats.queue_depth);
 }
 
-// The three parts; each prints what it does, checks its counters and
+// The four parts; each prints what it does, checks its counters and
 // returns true if every check passed.
 // `metrics_out`: empty prints the tour's Prometheus text; otherwise the
 // text is written to that file.
