@@ -160,6 +160,8 @@ std::string_view to_string(DeadLetterReason reason) noexcept {
       return "retry_refused";
     case DeadLetterReason::kFunctionGone:
       return "function_gone";
+    case DeadLetterReason::kWaitRefused:
+      return "wait_refused";
   }
   return "unknown";
 }
@@ -731,6 +733,7 @@ metrics::MetricsSnapshot EventBus::metrics() const {
   snapshot.taken_at = clock_->now();
   metrics_.fill(snapshot);
   snapshot.timers = timers_.metrics();
+  snapshot.dead_letters = dead_letter_sink_.counts();
   metrics::Gauges& gauges = snapshot.gauges;
   // relaxed: a gauge.
   gauges.queue_depth =
@@ -832,10 +835,15 @@ void EventBus::set_unhandled_sink(UnhandledSink sink) {
 void EventBus::report_dead_letter(const detail::Envelope& envelope,
                                   DeadLetterReason reason,
                                   const EventTrace& trace) noexcept {
-  // A queued retry is dead-lettered as its event, for its function.
+  // A queued call is dead-lettered as its event, for its function.
   if (envelope.slot() == detail::type_slot<detail::RetryDelivery>()) {
     retry_lost(*static_cast<const detail::RetryDelivery*>(envelope.event()),
                reason);
+    return;
+  }
+  if (envelope.slot() == detail::type_slot<detail::SlotDelivery>()) {
+    slot_lost(*static_cast<const detail::SlotDelivery*>(envelope.event()),
+              reason);
     return;
   }
   dead_letter_sink_.call(

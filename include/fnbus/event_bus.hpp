@@ -22,6 +22,7 @@
 
 #include "fnbus/detail/bus_metrics.hpp"
 #include "fnbus/detail/config.hpp"
+#include "fnbus/detail/dead_letter_outlet.hpp"
 #include "fnbus/detail/dispatch_counts.hpp"
 #include "fnbus/detail/envelope.hpp"
 #include "fnbus/detail/follow_up_buffer.hpp"
@@ -279,16 +280,29 @@ class EventBus : private WorkSource {
   template <Event E, typename F>
   static detail::ErasedHandler erase_handler(F&& handler);
   // `handler` run through the stages `options` asks for (see
-  // resilience::Pipeline); fails a precondition check on bad options. A
-  // breaker reports its transitions to the series of `function_id`.
-  // Sets `retry` to the pipeline's retry policy (null without one).
-  detail::ErasedHandler with_pipeline(detail::ErasedHandler handler,
-                                      const FunctionOptions& options,
-                                      detail::TypeSlot slot,
-                                      std::string_view event_type,
-                                      std::uint32_t function_id,
-                                      bool event_copyable,
-                                      const resilience::RetryPolicy*& retry);
+  // resilience::Pipeline), inside its concurrency limit if it has one;
+  // fails a precondition check on bad options. A breaker reports its
+  // transitions to the series of `function_id`. Sets `retry` to the
+  // pipeline's retry policy and `concurrency` to the limit (each null
+  // without one).
+  detail::ErasedHandler with_pipeline(
+      detail::ErasedHandler handler, const FunctionOptions& options,
+      detail::TypeSlot slot, std::string_view event_type,
+      std::uint32_t function_id, bool event_copyable,
+      const resilience::RetryPolicy*& retry,
+      std::shared_ptr<detail::SlotLimit>& concurrency);
+  // with_pipeline()'s resilience::Pipeline, for options it has checked.
+  detail::ErasedHandler with_stages(detail::ErasedHandler handler,
+                                    const FunctionOptions& options,
+                                    detail::TypeSlot slot,
+                                    std::string_view event_type,
+                                    std::uint32_t function_id,
+                                    bool event_copyable,
+                                    const resilience::RetryPolicy*& retry);
+  // `handler` run only while it holds a slot of `limit`
+  // (src/resilience/bus_concurrency.cpp): kThrottled when none is free.
+  detail::ErasedHandler with_concurrency_limit(
+      detail::ErasedHandler handler, std::shared_ptr<detail::SlotLimit> limit);
   // The watch of the functions with a deadline, its watchdog made (or its
   // period shortened) to cover `deadline` (bus_stages.cpp).
   std::shared_ptr<resilience::DeadlineWatch> deadline_watch(Duration deadline);
@@ -478,13 +492,31 @@ class EventBus : private WorkSource {
   // A retry will not run: dead-letters its event for its function.
   void retry_lost(const detail::RetryDelivery& delivery,
                   DeadLetterReason reason) noexcept;
-  // Runs a queued retry: called by dispatch(), which found no handlers
-  // for its type.
+  // Runs a queued call (a retry, or an event that waited for a slot):
+  // called by dispatch(), which found no handlers for its type. `limit`:
+  // the slot the call holds (a SlotDelivery's), or null.
   template <typename Counts>
-  [[gnu::cold, gnu::noinline]] void run_retry(detail::ThreadRecord& record,
-                                              const void* delivery,
-                                              const EventTrace& trace,
-                                              Counts& counts) noexcept;
+  [[gnu::cold, gnu::noinline]] void run_queued_call(
+      detail::ThreadRecord& record, const detail::RetryDelivery& call,
+      detail::SlotLimit* limit, const EventTrace& trace,
+      Counts& counts) noexcept;
+
+  // Concurrency limits (FunctionOptions::max_concurrency):
+  // src/resilience/bus_concurrency.cpp; see detail::SlotDelivery.
+  // `entry` is at its limit: keeps a copy of `event` waiting for a slot,
+  // or dead-letters it (kWaitRefused) when it cannot.
+  void wait_for_slot(const detail::HandlerEntry& entry, const void* event,
+                     const Context& context) noexcept;
+  // A call holding a slot of `limit` is over (or will not run): hands the
+  // slot to the oldest waiting call, queued, or frees it.
+  void pass_slot(detail::SlotLimit& limit) noexcept;
+  // Queues `call`, which holds a slot; if refused, dead-letters it and
+  // passes its slot on.
+  void queue_with_slot(detail::SlotDelivery call) noexcept;
+  // A call holding a slot will not run: dead-letters its event for its
+  // function and passes the slot on.
+  void slot_lost(const detail::SlotDelivery& call,
+                 DeadLetterReason reason) noexcept;
 
   const BusConfig config_;
   Clock* const clock_;  // BusConfig::clock or SteadyClock::instance()
@@ -521,7 +553,7 @@ class EventBus : private WorkSource {
   std::mutex shutdown_mutex_;  // serialises shutdown() calls
   // The sinks now (BusConfig's, or set_*_sink()'s).
   detail::LiveSink<ErrorSink> error_sink_;
-  detail::LiveSink<DeadLetterSink> dead_letter_sink_;
+  detail::DeadLetterOutlet dead_letter_sink_;  // counts them by reason
   detail::LiveSink<UnhandledSink> unhandled_sink_;
   // The thread inside shutdown(), so that a sink it calls cannot re-enter.
   std::atomic<std::thread::id> shutdown_thread_{};

@@ -17,6 +17,7 @@
 #include "fnbus/resilience/backoff.hpp"
 #include "fnbus/resilience/breaker_state.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
+#include "fnbus/resilience/concurrency_limit.hpp"
 #include "fnbus/resilience/dead_letter_store.hpp"
 #include "fnbus/resilience/deadline_watch.hpp"
 #include "fnbus/resilience/seen_store.hpp"

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 
 #include "fnbus/clock.hpp"
+#include "fnbus/dead_letter_reason.hpp"
 #include "fnbus/event.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
 #include "fnbus/resilience/event_callables.hpp"
@@ -55,41 +56,8 @@ enum class ShutdownMode {
   kCancelPending,  // hand queued events to the dead-letter sink, then stop
 };
 
-// Why an event reached the dead-letter sink.
-enum class DeadLetterReason {
-  kCancelledAtShutdown,  // queued when shutdown(kCancelPending) ran
-  kDrainTimeout,  // still queued when shutdown(kDrain) passed drain_timeout
-  // Not run by one function because its circuit breaker was open and it
-  // has no fallback (FunctionOptions::breaker); DeadLetter::function
-  // names it. The event's other functions ran as usual.
-  kCircuitOpen,
-  // A timer's event (EventBus::publish_after(), publish_at()) still
-  // waiting for its time when shutdown() ran, under either mode.
-  kTimerPendingAtShutdown,
-  // A timer came due but publishing its event was refused (the queue
-  // stayed full for the block timeout, say).
-  kTimerRefused,
-  // The reasons of a function with retries (FunctionOptions::retry); each
-  // names the function in DeadLetter::function, with the calls made and
-  // the last one's error:
-  // its last allowed call failed (and no fallback handled it),
-  kRetriesExhausted,
-  // a call failed in a way RetryOptions::retry_if does not retry,
-  kNotRetryable,
-  // a retry came due after RetryOptions::max_event_age (not run),
-  kEventExpired,
-  // a retry was waiting for its time when shutdown() ran (either mode),
-  kRetryPendingAtShutdown,
-  // a retry could not be scheduled or queued (the bus was shutting down,
-  // the queue stayed full, or the event could not be copied),
-  kRetryRefused,
-  // the function was unsubscribed while a retry of it waited.
-  kFunctionGone,
-};
-
 [[nodiscard]] std::string_view to_string(OverflowPolicy policy) noexcept;
 [[nodiscard]] std::string_view to_string(ShutdownMode mode) noexcept;
-[[nodiscard]] std::string_view to_string(DeadLetterReason reason) noexcept;
 
 // A handler failed: it threw, or returned a non-OK absl::Status. Passed to
 // FunctionOptions::on_error and BusConfig::error_sink; valid only during
@@ -273,6 +241,13 @@ struct FunctionOptions {
   // and only the final failure reaches on_error and the error sink.
   // Needs a copyable event type (kCopyableEvent<E>).
   std::optional<resilience::RetryOptions> retry = {};
+  // Concurrency limit (AWS Lambda's reserved concurrency): at most this
+  // many calls of the function run at once (> 0; unset: no limit). An
+  // event that finds them all running waits, as a copy, without holding a
+  // worker, and is queued again -- in arrival order -- when a call ends;
+  // the event's other functions run meanwhile. Counted as throttled.
+  // Needs a copyable event type (kCopyableEvent<E>).
+  std::optional<int> max_concurrency = {};
 };
 
 // Options of one publish() call.

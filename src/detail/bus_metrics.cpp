@@ -221,6 +221,7 @@ void BusMetrics::fill(metrics::MetricsSnapshot& snapshot) const {
         out.late += read(series->late);
         out.retried += read(series->retried);
         out.dead_lettered += read(series->dead_lettered);
+        out.throttled += read(series->throttled);
         add_histogram(series->run_time, out.run_time);
       }
       if (functions_[id].breakers != nullptr) {

@@ -39,7 +39,8 @@ HandlerRegistry::Chunk& HandlerRegistry::chunk_for(TypeSlot slot) {
 HandlerEntry* HandlerRegistry::add(TypeSlot slot, std::string name,
                                    std::uint32_t function_id, ErasedHandler fn,
                                    ErrorCallback on_error, const EventOps* ops,
-                                   const resilience::RetryPolicy* retry) {
+                                   const resilience::RetryPolicy* retry,
+                                   std::shared_ptr<SlotLimit> concurrency) {
   FNBUS_ASSERT(slot < kMaxTypes, "more than 65536 event types subscribed");
   Reclaimed reclaim;  // destroyed after the lock is released
   std::lock_guard lock(mutex_);
@@ -47,7 +48,7 @@ HandlerEntry* HandlerRegistry::add(TypeSlot slot, std::string name,
   // allocation failure leaves the registry as it was.
   auto entry = std::make_unique<HandlerEntry>(
       slot, std::move(name), function_id, next_serial_, std::move(fn),
-      std::move(on_error), ops, retry);
+      std::move(on_error), ops, retry, std::move(concurrency));
   chunk_for(slot);
   auto list = std::make_unique<HandlerList>();
   if (const HandlerList* old = find_locked(slot)) list->entries = old->entries;

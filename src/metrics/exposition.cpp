@@ -174,6 +174,10 @@ constexpr CounterFamily<FunctionMetrics> kFunctionCounters[] = {
      "Events the function gave up to the dead-letter sink (rejected ones "
      "included).",
      &FunctionMetrics::dead_lettered},
+    {"fnbus_function_throttled_total",
+     "Events that waited for a call of the function to end (its "
+     "concurrency limit was reached).",
+     &FunctionMetrics::throttled},
 };
 
 // Written for the functions with breaker metrics alone
@@ -428,9 +432,10 @@ void append_json_function(std::string& out, const FunctionMetrics& f,
                  ",\"delivered\":{},\"failed\":{},\"filtered\":{},"
                  "\"duplicates\":{},\"rejected\":{},\"fell_back\":{},"
                  "\"timed_out\":{},\"late\":{},\"retried\":{},"
-                 "\"dead_lettered\":{}",
+                 "\"dead_lettered\":{},\"throttled\":{}",
                  f.delivered, f.failed, f.filtered, f.duplicates, f.rejected,
-                 f.fell_back, f.timed_out, f.late, f.retried, f.dead_lettered);
+                 f.fell_back, f.timed_out, f.late, f.retried, f.dead_lettered,
+                 f.throttled);
   if (latency) append_json_latency(out, "run_time", f.run_time);
   out += ",\"breaker_state\":";
   if (const auto state = f.breaker_state()) {
@@ -473,6 +478,34 @@ void append_json_timers(std::string& out, const TimerMetrics& t) {
   out += '}';
 }
 
+// Every reason, 0 included: a series that appears only once it is
+// non-zero breaks rate() over its first increase.
+void append_dead_letters(std::string& out, const DeadLetterCounts& counts) {
+  constexpr std::string_view kName = "fnbus_dead_letters_total";
+  append_header(out, kName,
+                "Events given to the dead-letter sink, by reason (every "
+                "dead letter of the bus: a function's, a timer's, the "
+                "queue's at shutdown).",
+                "counter");
+  for (std::size_t i = 0; i < counts.by_reason.size(); ++i) {
+    fmt::format_to(std::back_inserter(out), "{}{{reason=\"{}\"}} {}\n", kName,
+                   to_string(static_cast<DeadLetterReason>(i)),
+                   counts.by_reason[i]);
+  }
+}
+
+void append_json_dead_letters(std::string& out,
+                              const DeadLetterCounts& counts) {
+  out += '{';
+  for (std::size_t i = 0; i < counts.by_reason.size(); ++i) {
+    if (i > 0) out += ',';
+    fmt::format_to(std::back_inserter(out), "\"{}\":{}",
+                   to_string(static_cast<DeadLetterReason>(i)),
+                   counts.by_reason[i]);
+  }
+  out += '}';
+}
+
 }  // namespace
 
 std::string to_prometheus_text(const MetricsSnapshot& snapshot) {
@@ -510,6 +543,7 @@ std::string to_prometheus_text(const MetricsSnapshot& snapshot) {
     fmt::format_to(std::back_inserter(out), "{} {}\n", family.name,
                    snapshot.timers.*family.field);
   }
+  append_dead_letters(out, snapshot.dead_letters);
   return out;
 }
 
@@ -532,6 +566,8 @@ std::string to_json(const MetricsSnapshot& snapshot) {
   append_json_gauges(out, snapshot.gauges);
   out += ",\"timers\":";
   append_json_timers(out, snapshot.timers);
+  out += ",\"dead_letters\":";
+  append_json_dead_letters(out, snapshot.dead_letters);
   out += '}';
   return out;
 }

@@ -59,8 +59,9 @@ void EventBus::schedule_retry(const detail::HandlerEntry& entry,
         .function_id = entry.function_id,
         .function = entry.name,
         .state = {.attempt = context.attempt() + 1,
-                  .first_failure =
-                      previous != nullptr ? previous->first_failure : now,
+                  .first_failure = previous != nullptr && previous->attempt > 1
+                                       ? previous->first_failure
+                                       : now,
                   .last_error = failure},
         // The retry is a child of the delivery that failed, in its
         // correlation.

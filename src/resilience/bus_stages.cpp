@@ -22,6 +22,30 @@ detail::ErasedHandler EventBus::with_pipeline(
     detail::ErasedHandler handler, const FunctionOptions& options,
     detail::TypeSlot slot, std::string_view event_type,
     std::uint32_t function_id, bool event_copyable,
+    const resilience::RetryPolicy*& retry,
+    std::shared_ptr<detail::SlotLimit>& concurrency) {
+  if (absl::Status status = resilience::Pipeline::check(
+          options, slot, event_type, event_copyable);
+      !status.ok()) {
+    const std::string message(status.message());
+    detail::assertion_failed("resilience::check_options<E>(options).ok()",
+                             message.c_str(), __FILE__, __LINE__);
+  }
+  if (resilience::Pipeline::wanted(options)) {
+    handler = with_stages(std::move(handler), options, slot, event_type,
+                          function_id, event_copyable, retry);
+  }
+  if (options.max_concurrency) {
+    concurrency = std::make_shared<detail::SlotLimit>(*options.max_concurrency);
+    handler = with_concurrency_limit(std::move(handler), concurrency);
+  }
+  return handler;
+}
+
+detail::ErasedHandler EventBus::with_stages(
+    detail::ErasedHandler handler, const FunctionOptions& options,
+    detail::TypeSlot slot, std::string_view event_type,
+    std::uint32_t function_id, bool event_copyable,
     const resilience::RetryPolicy*& retry) {
   std::shared_ptr<resilience::DeadlineWatch> watch;
   if (options.deadline && *options.deadline > Duration::zero()) {

@@ -20,6 +20,8 @@ std::string_view to_string(Outcome outcome) noexcept {
       return "timed_out";
     case Outcome::kRetrying:
       return "retrying";
+    case Outcome::kThrottled:
+      return "throttled";
   }
   return "unknown";
 }

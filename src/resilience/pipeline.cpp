@@ -102,6 +102,21 @@ absl::Status Pipeline::check(const FunctionOptions& options,
           event_type));
     }
   }
+  if (options.max_concurrency) {
+    if (*options.max_concurrency <= 0) {
+      problems.push_back(fmt::format(
+          "max_concurrency is {}; give the most calls of the function that "
+          "may run at once (at least 1), or leave it unset for no limit",
+          *options.max_concurrency));
+    }
+    if (!event_copyable) {
+      problems.push_back(fmt::format(
+          "max_concurrency keeps a copy of each event that waits for a "
+          "slot, and {} cannot be copied; give it a copy constructor, or "
+          "drop max_concurrency",
+          event_type));
+    }
+  }
   if (problems.empty()) return absl::OkStatus();
   const std::string_view name =
       options.name.empty() ? std::string_view("<unnamed>") : options.name;

@@ -371,6 +371,7 @@ TEST_CASE("exposition: HELP and TYPE once per family, before its samples",
       "fnbus_function_late_total",
       "fnbus_function_retried_total",
       "fnbus_function_dead_lettered_total",
+      "fnbus_function_throttled_total",
       "fnbus_function_breaker_state",
       "fnbus_function_breakers",
       "fnbus_function_breaker_opened_total",
@@ -395,9 +396,16 @@ TEST_CASE("exposition: HELP and TYPE once per family, before its samples",
       "fnbus_timers_cancelled_total",
       "fnbus_timers_dead_lettered_total",
       "fnbus_timers_stopped_total",
+      "fnbus_dead_letters_total",
   };
   REQUIRE(types.size() == expected.size());
   for (const std::string& name : expected) REQUIRE(types.count(name) == 1);
+  REQUIRE(text.find("fnbus_dead_letters_total{reason=\"circuit_open\"} 43\n") !=
+          std::string::npos);
+  REQUIRE(text.find("fnbus_dead_letters_total{reason=\"wait_refused\"} 2\n") !=
+          std::string::npos);
+  REQUIRE(text.find("fnbus_dead_letters_total{reason=\"drain_timeout\"} 0\n") !=
+          std::string::npos);
   REQUIRE(text.find("fnbus_queue_capacity 4096\n") != std::string::npos);
   REQUIRE(text.find("fnbus_workers_parked 1\n") != std::string::npos);
 }
@@ -610,23 +618,33 @@ TEST_CASE("exposition: no histograms when latency_recorded is false",
 TEST_CASE("exposition: an empty snapshot has only the unlabelled families",
           "[exposition]") {
   const std::string text = to_prometheus_text(MetricsSnapshot{});
-  // The only counters are the timers' (one unlabelled sample each).
+  // The only counters are the timers' (one unlabelled sample each) and
+  // the dead letters by reason (one sample per reason).
   std::size_t counters = 0;
   for (std::size_t at = text.find(" counter\n"); at != std::string::npos;
        at = text.find(" counter\n", at + 1)) {
     const std::size_t line = text.rfind("# TYPE ", at);
-    REQUIRE(text.compare(line, 19, "# TYPE fnbus_timers") == 0);
+    const bool timers = text.compare(line, 19, "# TYPE fnbus_timers") == 0;
+    const bool dead_letters =
+        text.compare(line, 31, "# TYPE fnbus_dead_letters_total") == 0;
+    REQUIRE(timers != dead_letters);
     ++counters;
   }
-  REQUIRE(counters == 5);
+  REQUIRE(counters == 6);
   REQUIRE(text.find("histogram") == std::string::npos);
-  std::size_t samples = 0;
+  std::size_t unlabelled = 0;
+  std::size_t by_reason = 0;
   for (const Sample& sample : samples_of(text)) {
-    REQUIRE(sample.labels.empty());
     REQUIRE(sample.value == "0");
-    ++samples;
+    if (sample.labels.empty()) {
+      ++unlabelled;
+    } else {
+      REQUIRE(sample.name == "fnbus_dead_letters_total");
+      ++by_reason;
+    }
   }
-  REQUIRE(samples == 16);  // 10 gauges, the timers' gauge and 5 counters
+  REQUIRE(unlabelled == 16);  // 10 gauges, the timers' gauge and 5 counters
+  REQUIRE(by_reason == fnbus::kDeadLetterReasonCount);
 }
 
 TEST_CASE("exposition: to_json is valid JSON with the documented keys",
@@ -645,14 +663,18 @@ TEST_CASE("exposition: to_json is valid JSON with the documented keys",
         "\"function\":", "\"delivered\":9980",
         "\"failed\":10,\"filtered\":41,\"duplicates\":42,"
         "\"rejected\":43,\"fell_back\":44,\"timed_out\":45,\"late\":46,"
-        "\"retried\":47,\"dead_lettered\":48,\"run_time\":{",
+        "\"retried\":47,\"dead_lettered\":48,\"throttled\":49,"
+        "\"run_time\":{",
         "\"run_time\":{\"count\":9990,\"sum_ns\":",
         "\"gauges\":{\"queue_depth\":12,\"queue_capacity\":4096,"
         "\"in_flight\":2,\"workers\":4,\"workers_busy\":2,\"workers_idle\":1,"
         "\"workers_parked\":1,\"workers_starting\":0,"
         "\"workers_retiring\":0,\"workers_max\":0},",
         "\"timers\":{\"pending\":0,\"scheduled\":0,\"fired\":0,"
-        "\"cancelled\":0,\"dead_lettered\":0,\"stopped\":0}}"}) {
+        "\"cancelled\":0,\"dead_lettered\":0,\"stopped\":0},",
+        "\"dead_letters\":{\"cancelled_at_shutdown\":0,\"drain_timeout\":0,"
+        "\"circuit_open\":43,",
+        "\"wait_refused\":2}}"}) {
     INFO(key);
     REQUIRE(json.find(key) != std::string::npos);
   }

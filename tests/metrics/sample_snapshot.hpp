@@ -64,7 +64,8 @@ inline metrics::MetricsSnapshot sample_snapshot() {
                           .timed_out = 45,
                           .late = 46,
                           .retried = 47,
-                          .dead_lettered = 48};
+                          .dead_lettered = 48,
+                          .throttled = 49};
   reserve.run_time = sample_histogram(30'000, 2.0, 9'990, 5);
   // Two subscriptions with breakers: one open, one closed.
   reserve.breakers = {.closed = 1, .half_open = 0, .open = 1};
@@ -92,6 +93,10 @@ inline metrics::MetricsSnapshot sample_snapshot() {
               .workers_busy = 2,
               .workers_idle = 1,
               .workers_parked = 1};
+  s.dead_letters
+      .by_reason[static_cast<std::size_t>(DeadLetterReason::kCircuitOpen)] = 43;
+  s.dead_letters
+      .by_reason[static_cast<std::size_t>(DeadLetterReason::kWaitRefused)] = 2;
   return s;
 }
 

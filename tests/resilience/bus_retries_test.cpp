@@ -174,6 +174,8 @@ TEST_CASE(
   CHECK(letter.get<Charge>()->order == 8);
   CHECK(compensations == 1);  // the final failure only
   CHECK(t.errors.size() == 1);
+  CHECK(t.bus->metrics().dead_letters[DeadLetterReason::kRetriesExhausted] ==
+        1);
   const FunctionMetrics f = t.function();
   CHECK(f.failed == 3);
   CHECK(f.retried == 2);

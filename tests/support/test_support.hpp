@@ -174,4 +174,29 @@ class Counted {
   std::uint32_t magic_ = kAlive;
 };
 
+// Counts the calls inside a section (enter() ... leave()) from any
+// threads, and the most seen inside at once: for tests of a concurrency
+// limit.
+class HighWater {
+ public:
+  void enter() {
+    // relaxed: one counter, whose modification order is all that counts;
+    // a limit's hand-over (a mutex) orders one holder's leave() before the
+    // next holder's enter(). most() is read after the calls are over.
+    const int now = inside_.fetch_add(1, std::memory_order_relaxed) + 1;
+    int seen = most_.load(std::memory_order_relaxed);
+    while (now > seen &&
+           !most_.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+    }
+  }
+  void leave() { inside_.fetch_sub(1, std::memory_order_relaxed); }
+  [[nodiscard]] int most() const {
+    return most_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<int> inside_{0};
+  std::atomic<int> most_{0};
+};
+
 }  // namespace fnbus::testing_support

@@ -216,6 +216,7 @@ struct alignas(kCacheLineSize) FunctionSeries {
   std::atomic<std::uint64_t> late{0};           // ... having succeeded
   std::atomic<std::uint64_t> retried{0};        // failed calls retried
   std::atomic<std::uint64_t> dead_lettered{0};  // events given up
+  std::atomic<std::uint64_t> throttled{0};      // waited for a slot
   const std::unique_ptr<metrics::LatencyRecorder> run_time;
 };
 

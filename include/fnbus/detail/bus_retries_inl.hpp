@@ -1,7 +1,8 @@
 #pragma once
 
-// EventBus::run_retry(): a queued retry (detail::RetryDelivery) runs the
-// one function it is for, as that function's dispatch would.
+// EventBus::run_queued_call(): a queued call of one function (a retry, or
+// an event that waited for a concurrency slot: detail::RetryDelivery)
+// runs that function, as its event's dispatch would.
 
 #include "fnbus/detail/retry_delivery.hpp"
 #include "fnbus/event_bus.hpp"
@@ -9,33 +10,41 @@
 namespace fnbus {
 
 template <typename Counts>
-void EventBus::run_retry(detail::ThreadRecord& record, const void* delivery,
-                         const EventTrace& trace, Counts& counts) noexcept {
-  const auto& retry = *static_cast<const detail::RetryDelivery*>(delivery);
-  const detail::Envelope& event = retry.event.envelope_;  // (a friend)
+void EventBus::run_queued_call(detail::ThreadRecord& record,
+                               const detail::RetryDelivery& call,
+                               detail::SlotLimit* limit,
+                               const EventTrace& trace,
+                               Counts& counts) noexcept {
+  const detail::Envelope& event = call.event.envelope_;  // (a friend)
+  // Not run: dead-lettered, and a slot it holds passed on.
+  auto lost = [&](DeadLetterReason reason) {
+    retry_lost(call, reason);
+    if (limit != nullptr) pass_slot(*limit);
+  };
   // A level of its own: the outer one protects the (empty) list of the
-  // retry's type, this one the list of its event's type.
+  // call's type, this one the list of its event's type.
   detail::DispatchScope scope(record, this, trace);
   detail::HandlerEntry* entry = nullptr;
   if (const detail::HandlerList* list = registry_->find(event.slot(), scope)) {
     for (detail::HandlerEntry* candidate : list->entries) {
-      if (candidate->serial == retry.serial) entry = candidate;
+      if (candidate->serial == call.serial) entry = candidate;
     }
   }
-  if (entry == nullptr) {  // unsubscribed while the retry waited
-    retry_lost(retry, DeadLetterReason::kFunctionGone);
+  if (entry == nullptr) {  // unsubscribed while the call waited
+    lost(DeadLetterReason::kFunctionGone);
     return;
   }
-  if (entry->retry != nullptr &&
-      entry->retry->expired(retry.state.first_failure, clock_->now())) {
-    retry_lost(retry, DeadLetterReason::kEventExpired);
+  if (call.state.attempt > 1 && entry->retry != nullptr &&
+      entry->retry->expired(call.state.first_failure, clock_->now())) {
+    lost(DeadLetterReason::kEventExpired);
     return;
   }
   Context context(event.type_name(), entry->name, trace);
-  detail::ContextAccess::set_retry(context, &retry.state);
+  detail::ContextAccess::set_retry(context, &call.state);
   absl::Status failure;
   const bool runs = scope.begin_handler(entry, entry->cancelled);
   if (runs) {
+    // The function's concurrency wrapper passes a held slot on.
     if (handler_hooks_) [[unlikely]] {
       run_handler<true>(*entry, event.event(), context, failure, counts);
     } else {
@@ -44,7 +53,7 @@ void EventBus::run_retry(detail::ThreadRecord& record, const void* delivery,
   }
   scope.end_handler();
   finish_call(*entry);
-  if (!runs) retry_lost(retry, DeadLetterReason::kFunctionGone);
+  if (!runs) lost(DeadLetterReason::kFunctionGone);
 }
 
 }  // namespace fnbus

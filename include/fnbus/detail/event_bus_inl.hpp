@@ -46,14 +46,17 @@ Subscription EventBus::subscribe(F&& handler, FunctionOptions options) {
   const std::uint32_t function_id =
       metrics_.function_id(slot, event_type_name<E>(), name);
   const resilience::RetryPolicy* retry = nullptr;
-  if (resilience::Pipeline::wanted(options)) [[unlikely]] {
+  std::shared_ptr<detail::SlotLimit> concurrency;
+  if (resilience::Pipeline::wanted(options) || options.max_concurrency)
+      [[unlikely]] {
     erased =
         with_pipeline(std::move(erased), options, slot, event_type_name<E>(),
-                      function_id, kCopyableEvent<E>, retry);
+                      function_id, kCopyableEvent<E>, retry, concurrency);
   }
-  detail::HandlerEntry* entry = registry_->add(
-      slot, std::move(name), function_id, std::move(erased),
-      std::move(options.on_error), detail::event_ops<E>(), retry);
+  detail::HandlerEntry* entry =
+      registry_->add(slot, std::move(name), function_id, std::move(erased),
+                     std::move(options.on_error), detail::event_ops<E>(), retry,
+                     std::move(concurrency));
   return Subscription(registry_, entry, entry->serial);
 }
 
@@ -216,6 +219,10 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       failure = absl::OkStatus();
       counts.restart();
       return;
+    case Outcome::kThrottled:  // counted by wait_for_slot(), trigger too
+      wait_for_slot(entry, event, context);
+      counts.restart();
+      return;
   }
 }
 
@@ -255,10 +262,16 @@ bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
   detail::DispatchScope scope(record, this, trace);
   const detail::HandlerList* list = registry_->find(slot, scope);
   if (list == nullptr || list->entries.empty()) [[unlikely]] {
-    // A retry's type has no handlers: looking for it here costs the
+    // A queued call's type has no handlers: looking for it here costs the
     // dispatch of every other event nothing.
     if (slot == detail::type_slot<detail::RetryDelivery>()) {
-      run_retry(record, event, trace, counts);
+      run_queued_call(record, *static_cast<const detail::RetryDelivery*>(event),
+                      nullptr, trace, counts);
+      return true;
+    }
+    if (slot == detail::type_slot<detail::SlotDelivery>()) {
+      const auto& call = *static_cast<const detail::SlotDelivery*>(event);
+      run_queued_call(record, call, call.limit.get(), trace, counts);
       return true;
     }
     // Inside the scope: the sink runs under the rules of a handler (its

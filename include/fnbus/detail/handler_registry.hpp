@@ -14,6 +14,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 
+#include "fnbus/detail/retry_delivery.hpp"
 #include "fnbus/detail/thread_activity.hpp"
 #include "fnbus/detail/type_slot.hpp"
 #include "fnbus/event.hpp"
@@ -49,7 +50,8 @@ struct HandlerEntry {
                std::uint32_t metrics_id, std::uint64_t subscription_serial,
                ErasedHandler function, ErrorCallback error_callback = {},
                const EventOps* type_ops = nullptr,
-               const resilience::RetryPolicy* retry_policy = nullptr)
+               const resilience::RetryPolicy* retry_policy = nullptr,
+               std::shared_ptr<SlotLimit> concurrency_limit = nullptr)
       : slot(type_slot),
         name(std::move(function_name)),
         function_id(metrics_id),
@@ -57,6 +59,7 @@ struct HandlerEntry {
         on_error(std::move(error_callback)),
         ops(type_ops),
         retry(retry_policy),
+        concurrency(std::move(concurrency_limit)),
         fn(std::move(function)) {}
 
   // kSubscribed until HandlerRegistry::cancel() sets one of the cancelled
@@ -74,6 +77,9 @@ struct HandlerEntry {
   // The function's retry policy (FunctionOptions::retry), owned by the
   // pipeline inside `fn` and valid while it is; null without retries.
   const resilience::RetryPolicy* const retry;
+  // The function's concurrency limit (FunctionOptions::max_concurrency),
+  // also held by `fn` and by the calls waiting for it; null without one.
+  const std::shared_ptr<SlotLimit> concurrency;
   ErasedHandler fn;
 };
 
@@ -124,7 +130,8 @@ class HandlerRegistry {
   HandlerEntry* add(TypeSlot slot, std::string name, std::uint32_t function_id,
                     ErasedHandler fn, ErrorCallback on_error = {},
                     const EventOps* ops = nullptr,
-                    const resilience::RetryPolicy* retry = nullptr);
+                    const resilience::RetryPolicy* retry = nullptr,
+                    std::shared_ptr<SlotLimit> concurrency = nullptr);
 
   // Cancels subscription `serial`, whose entry is (or was) at address
   // `handler`. When this returns, no handler of it starts any more, and no

@@ -40,7 +40,8 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //   _dead_lettered_total;
 // - counters per function {event, function}: fnbus_function_delivered_total,
 //   _failed_total, _filtered_total, _duplicates_total, _rejected_total,
-//   _fell_back_total, _timed_out_total, _late_total;
+//   _fell_back_total, _timed_out_total, _late_total, _retried_total,
+//   _dead_lettered_total, _throttled_total;
 // - circuit breakers per function, only for functions with
 //   FunctionMetrics::has_breaker_metrics(): the gauge
 //   fnbus_function_breaker_state{event, function} (the most open state
@@ -58,7 +59,13 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //   Gauges): fnbus_queue_depth, fnbus_queue_capacity, fnbus_in_flight,
 //   fnbus_workers, fnbus_workers_busy, fnbus_workers_idle,
 //   fnbus_workers_parked, fnbus_workers_starting, fnbus_workers_retiring,
-//   fnbus_workers_max.
+//   fnbus_workers_max;
+// - the timers' gauge fnbus_timers_pending and counters
+//   fnbus_timers_scheduled_total, _fired_total, _cancelled_total,
+//   _dead_lettered_total, _stopped_total (TimerMetrics);
+// - fnbus_dead_letters_total{reason} (DeadLetterCounts), one sample for
+//   every reason (to_string(DeadLetterReason): "circuit_open", ...), 0s
+//   included.
 // Label values escape `\`, `"` and newline; invalid UTF-8 becomes U+FFFD.
 // Passes `promtool check metrics` (tests/metrics: ctest metrics.promtool).
 // Thread safety: any thread; allocates.
@@ -70,13 +77,17 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //                "unhandled", "dead_lettered", "queue_wait", "end_to_end"}],
 //    "functions": [{"event", "function", "delivered", "failed",
 //                   "filtered", "duplicates", "rejected", "fell_back",
-//                   "timed_out", "late", "run_time", "breaker_state",
+//                   "timed_out", "late", "retried", "dead_lettered",
+//                   "throttled", "run_time", "breaker_state",
 //                   "breakers": {"closed", "half_open", "open"},
 //                   "breaker_opened", "breaker_half_opened",
 //                   "breaker_closed"}],
 //    "gauges": {"queue_depth", "queue_capacity", "in_flight", "workers",
 //               "workers_busy", "workers_idle", "workers_parked",
-//               "workers_starting", "workers_retiring", "workers_max"}}
+//               "workers_starting", "workers_retiring", "workers_max"},
+//    "timers": {"pending", "scheduled", "fired", "cancelled",
+//               "dead_lettered", "stopped"},
+//    "dead_letters": {<every reason>: <count>}}
 // Latencies are objects {"count", "sum_ns", "max_ns", "p50_ns", "p90_ns",
 // "p99_ns", "p999_ns"} (quantiles as HistogramSnapshot::quantile_nanos(),
 // 0 when empty), present only when latency_recorded. "breaker_state" is

@@ -3,6 +3,8 @@
 // What EventBus::metrics() returns: counters per event type and per
 // function, latency histograms, and gauges, read at one moment.
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "fnbus/clock.hpp"
+#include "fnbus/dead_letter_reason.hpp"
 #include "fnbus/metrics/histogram.hpp"
 #include "fnbus/resilience/breaker_state.hpp"
 
@@ -59,6 +62,9 @@ struct FunctionMetrics {
   // Events this function gave up to the dead-letter sink, whatever the
   // reason (`rejected` ones included).
   std::uint64_t dead_lettered = 0;
+  // Events that found every call its concurrency limit allows running
+  // (FunctionOptions::max_concurrency) and waited for one to end.
+  std::uint64_t throttled = 0;
   HistogramSnapshot run_time;  // one handler call
   // Its circuit breakers (FunctionOptions::breaker; all 0 without one).
   // Each subscription with a breaker has a breaker of its own, so a
@@ -116,6 +122,23 @@ struct TimerMetrics {
   std::uint64_t stopped = 0;        // periodic timers ended by shutdown()
 };
 
+// Events given to the dead-letter sink, by reason: every dead letter of
+// the bus (a function's, a timer's, the queue's at shutdown), counted
+// whether or not a sink is set.
+struct DeadLetterCounts {
+  std::array<std::uint64_t, kDeadLetterReasonCount> by_reason{};
+
+  [[nodiscard]] std::uint64_t operator[](
+      DeadLetterReason reason) const noexcept {
+    return by_reason[static_cast<std::size_t>(reason)];
+  }
+  [[nodiscard]] std::uint64_t total() const noexcept {
+    std::uint64_t sum = 0;
+    for (std::uint64_t count : by_reason) sum += count;
+    return sum;
+  }
+};
+
 // Everything at once. Counters are exact; they are read at slightly
 // different moments while the bus is busy, and are final after shutdown().
 // Event types appear once published or subscribed to (trigger() records
@@ -128,6 +151,7 @@ struct MetricsSnapshot {
   std::vector<FunctionMetrics> functions;
   Gauges gauges;
   TimerMetrics timers;
+  DeadLetterCounts dead_letters;
 
   // Sums over all event types / functions: every counter added, every
   // histogram merged; the names are left empty.

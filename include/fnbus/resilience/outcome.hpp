@@ -37,6 +37,10 @@ enum class Outcome : std::uint8_t {
   // gives it another call: the failure is in the out-parameter, and the
   // bus schedules the retry (FunctionOptions::retry).
   kRetrying,
+  // Every call the function's concurrency limit allows is running
+  // (FunctionOptions::max_concurrency): not run now; the bus keeps a copy
+  // of the event to run when a call ends.
+  kThrottled,
 };
 
 [[nodiscard]] std::string_view to_string(Outcome outcome) noexcept;

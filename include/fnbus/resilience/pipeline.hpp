@@ -53,14 +53,15 @@ class Pipeline {
   // Whether `options` asks for any stage.
   [[nodiscard]] static bool wanted(const FunctionOptions& options) noexcept;
   // OK, or InvalidArgument naming each option that is wrong for a function
-  // of `event_type` and what to do instead.
+  // of `event_type` and what to do instead (all of FunctionOptions',
+  // max_concurrency included, which the bus applies outside the pipeline).
+  // `event_copyable`: whether the event type can be copied
+  // (kCopyableEvent<E>), which retry and max_concurrency need.
   [[nodiscard]] static absl::Status check(const FunctionOptions& options,
                                           detail::TypeSlot slot,
                                           std::string_view event_type,
                                           bool event_copyable = true);
-  // `event_copyable`: whether the function's event type can be copied
-  // (kCopyableEvent<E>), which retries need.
-  // check()'s errors. `clock` (the bus's) must outlive the pipeline's use.
+  // The stages `options` asks for, or check()'s errors. `clock` (the bus's) must outlive the pipeline's use.
   // `watch`: where calls with a deadline are watched (the bus's, checked
   // by its DeadlineWatchdog); null gives the pipeline a watch of its own,
   // which nothing checks (tokens are then never requested).
