@@ -12,8 +12,8 @@ namespace fnbus {
 enum class DeadLetterReason {
   kCancelledAtShutdown,  // queued when shutdown(kCancelPending) ran
   kDrainTimeout,  // still queued when shutdown(kDrain) passed drain_timeout
-  // Not run by one function because its circuit breaker was open and it
-  // has no fallback (FunctionOptions::breaker); DeadLetter::function
+  // Not run by one function because its circuit breaker was open and no
+  // fallback handled it (FunctionOptions::breaker); DeadLetter::function
   // names it. The event's other functions ran as usual.
   kCircuitOpen,
   // A timer's event (EventBus::publish_after(), publish_at()) still

@@ -234,7 +234,11 @@ Outcome Pipeline::after_failure(const void* event, Context& context,
 Outcome Pipeline::while_open(const void* event, Context& context,
                              absl::Status& failure) {
   if (!fallback_) return Outcome::kRejected;
-  return call_fallback(event, context, failure);
+  const Outcome outcome = call_fallback(event, context, failure);
+  // Not handled, and not because the function failed: the event is the
+  // breaker's to turn away (dead-lettered as kCircuitOpen, not given up
+  // as a failed or retried call), with the fallback's failure reported.
+  return outcome == Outcome::kFellBack ? outcome : Outcome::kRejected;
 }
 
 Outcome Pipeline::call_fallback(const void* event, Context& context,

@@ -379,6 +379,40 @@ TEST_CASE(
         absl::StatusCode::kUnavailable);
 }
 
+TEST_CASE(
+    "bus retries: a fallback failing while the breaker is open is reported, "
+    "and the retry dead-lettered as circuit open",
+    "[bus_retries]") {
+  RetryBus t;
+  t.gateway.failures = 100;
+  auto sub = t.subscribe(
+      {.breaker = fnbus::resilience::BreakerOptions{.failure_rate = 0.5,
+                                                    .minimum_calls = 1,
+                                                    .window = 10s,
+                                                    .window_buckets = 10,
+                                                    .open_for = 1min},
+       .fallback =
+           [](const Charge&) {
+             return absl::ResourceExhaustedError("hold queue full");
+           },
+       .retry = fixed_retries(5)});
+  t.publish(19);  // fails: the breaker opens; a retry is scheduled
+  CHECK(t.errors.empty());
+  t.advance(100ms);  // the retry finds it open; the fallback fails
+  CHECK(t.gateway.attempts.size() == 1);
+  REQUIRE(t.dead_letters.size() == 1);
+  const auto letter = t.dead_letters.last();
+  CHECK(letter.reason == DeadLetterReason::kCircuitOpen);
+  CHECK(letter.attempts == 1);  // the one call that reached the handler
+  CHECK(letter.last_error.code() == absl::StatusCode::kUnavailable);
+  REQUIRE(t.errors.size() == 1);  // the fallback's failure
+  CHECK(t.errors.last().code == absl::StatusCode::kResourceExhausted);
+  const FunctionMetrics f = t.function();
+  CHECK(f.rejected == 1);
+  CHECK(f.dead_lettered == 1);
+  CHECK(f.fell_back == 0);
+}
+
 TEST_CASE("bus retries: unsubscribing drops the waiting retry, dead-lettered",
           "[bus_retries]") {
   RetryBus t;

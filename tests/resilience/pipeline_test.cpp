@@ -265,6 +265,26 @@ TEST_CASE("pipeline: a failing fallback fails with both messages",
 }
 
 TEST_CASE(
+    "pipeline: a fallback failing while the breaker is open leaves the "
+    "event rejected, with its failure",
+    "[pipeline]") {
+  PipelineFixture f({.breaker = small_breaker(), .fallback = [](const Order&) {
+                       return absl::InternalError("queue full");
+                     }});
+  f.handler_result = absl::UnavailableError("gateway down");
+  absl::Status failure;
+  CHECK(f.run({.id = "1"}, failure) == Outcome::kFailed);  // fallback failed
+  failure = absl::OkStatus();
+  CHECK(f.run({.id = "2"}, failure) == Outcome::kFailed);  // opens it
+  failure = absl::OkStatus();
+  CHECK(f.run({.id = "3"}, failure) == Outcome::kRejected);
+  CHECK(f.handler_calls == 2);  // not called while open
+  CHECK(failure.code() == absl::StatusCode::kInternal);
+  CHECK_THAT(std::string(failure.message()),
+             Catch::Contains("called because the circuit breaker is open"));
+}
+
+TEST_CASE(
     "pipeline: options of another event type or out of range are "
     "InvalidArgument naming each",
     "[pipeline]") {

@@ -189,6 +189,8 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       counts.on_counted(entry, &detail::FunctionSeries::duplicates);
       return;
     case Outcome::kRejected:
+      // The fallback's failure, if one ran while the breaker was open.
+      if (!failure.ok()) handler_failed(entry, event, context, failure, counts);
       counts.on_counted(entry, &detail::FunctionSeries::rejected);
       counts.on_counted(entry, &detail::FunctionSeries::dead_lettered);
       report_circuit_open(entry, event, context);

@@ -51,8 +51,9 @@ struct FunctionMetrics {
   // Outcomes of the function's stages (FunctionOptions; docs/resilience.md):
   std::uint64_t filtered = 0;    // turned down by its condition (`when`)
   std::uint64_t duplicates = 0;  // idempotency key seen before: not run
-  std::uint64_t rejected = 0;    // breaker open, no fallback: dead-lettered
-  std::uint64_t fell_back = 0;   // handled by the fallback
+  // Breaker open, and no fallback (or it failed): dead-lettered.
+  std::uint64_t rejected = 0;
+  std::uint64_t fell_back = 0;  // handled by the fallback
   // Calls that returned or threw after their deadline (also in `failed`).
   std::uint64_t timed_out = 0;
   std::uint64_t late = 0;  // of those, calls that had succeeded

@@ -21,8 +21,10 @@ enum class Outcome : std::uint8_t {
   // The idempotency key was seen before (FunctionOptions::idempotency_key):
   // not run again, not a failure.
   kDuplicate,
-  // The circuit breaker is open and there is no fallback: not run, handed
-  // to the dead-letter sink (DeadLetterReason::kCircuitOpen).
+  // The circuit breaker is open and there is no fallback, or the fallback
+  // failed (its failure in the out-parameter, reported like a handler's):
+  // not run, handed to the dead-letter sink (DeadLetterReason::
+  // kCircuitOpen).
   kRejected,
   // The fallback handled it: the breaker was open (the failure
   // out-parameter is OK), or the handler failed (it holds that failure,
