@@ -455,7 +455,9 @@ class EventBus : private WorkSource {
   void report_circuit_open(const detail::HandlerEntry& entry, const void* event,
                            const Context& context) noexcept;
   // `entry` gives `event` up: the dead-letter sink hears of it, for that
-  // function, with the calls made and the last one's error.
+  // function, with the calls made and the last one's error. With
+  // retry_lost(), the one place a function's dead letters are counted
+  // (FunctionMetrics::dead_letter_reasons).
   void function_dead_letter(const detail::HandlerEntry& entry,
                             const void* event, const Context& context,
                             DeadLetterReason reason, std::uint32_t attempts,

@@ -164,6 +164,15 @@ std::shared_ptr<BreakerSeries> BusMetrics::breaker_series(
   return series;
 }
 
+void BusMetrics::count_dead_letter(std::uint32_t function_id,
+                                   DeadLetterReason reason) noexcept {
+  const auto index = static_cast<std::size_t>(reason);
+  std::lock_guard lock(mutex_);
+  if (function_id < functions_.size() && index < kDeadLetterReasonCount) {
+    ++functions_[function_id].dead_letters.by_reason[index];
+  }
+}
+
 BusMetrics::Totals BusMetrics::totals() const {
   Totals totals;
   types_.for_each([&](std::uint32_t, const TypeInfo& info) {
@@ -220,10 +229,11 @@ void BusMetrics::fill(metrics::MetricsSnapshot& snapshot) const {
         out.timed_out += read(series->timed_out);
         out.late += read(series->late);
         out.retried += read(series->retried);
-        out.dead_lettered += read(series->dead_lettered);
         out.throttled += read(series->throttled);
         add_histogram(series->run_time, out.run_time);
       }
+      out.dead_letter_reasons = functions_[id].dead_letters;
+      out.dead_lettered = out.dead_letter_reasons.total();
       if (functions_[id].breakers != nullptr) {
         fill_breakers(*functions_[id].breakers, out);
       }

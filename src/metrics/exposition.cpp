@@ -317,6 +317,32 @@ void append_counter(std::string& out, const CounterFamily<Entry>& family,
 // The breaker families, for the functions that have breaker metrics: the
 // state gauge (functions with a live breaker), the live breakers by state,
 // and the transition counters. None when no function has a breaker.
+// A function's dead letters by reason: the reasons it has had only (the
+// total is fnbus_function_dead_lettered_total).
+void append_function_dead_letters(std::string& out,
+                                  const std::vector<FunctionMetrics>& functions,
+                                  const std::vector<std::string>& labels) {
+  constexpr std::string_view kName = "fnbus_function_dead_letters_total";
+  bool header = false;
+  for (std::size_t i = 0; i < functions.size(); ++i) {
+    const DeadLetterCounts& counts = functions[i].dead_letter_reasons;
+    for (std::size_t r = 0; r < counts.by_reason.size(); ++r) {
+      if (counts.by_reason[r] == 0) continue;
+      if (!header) {
+        append_header(out, kName,
+                      "Events the function gave up to the dead-letter "
+                      "sink, by reason.",
+                      "counter");
+        header = true;
+      }
+      fmt::format_to(std::back_inserter(out), "{}{{{},reason=\"{}\"}} {}\n",
+                     kName, labels[i],
+                     to_string(static_cast<DeadLetterReason>(r)),
+                     counts.by_reason[r]);
+    }
+  }
+}
+
 void append_breakers(std::string& out,
                      const std::vector<FunctionMetrics>& functions,
                      const std::vector<std::string>& labels) {
@@ -422,6 +448,22 @@ void append_json_event(std::string& out, const EventTypeMetrics& e,
   out += '}';
 }
 
+// A DeadLetterCounts as {"<reason>": count, ...}.
+void append_json_dead_letters(std::string& out, const DeadLetterCounts& counts,
+                              bool nonzero_only) {
+  out += '{';
+  bool first = true;
+  for (std::size_t i = 0; i < counts.by_reason.size(); ++i) {
+    if (nonzero_only && counts.by_reason[i] == 0) continue;
+    if (!first) out += ',';
+    first = false;
+    fmt::format_to(std::back_inserter(out), "\"{}\":{}",
+                   to_string(static_cast<DeadLetterReason>(i)),
+                   counts.by_reason[i]);
+  }
+  out += '}';
+}
+
 void append_json_function(std::string& out, const FunctionMetrics& f,
                           bool latency) {
   out += "{\"event\":";
@@ -436,6 +478,8 @@ void append_json_function(std::string& out, const FunctionMetrics& f,
                  f.delivered, f.failed, f.filtered, f.duplicates, f.rejected,
                  f.fell_back, f.timed_out, f.late, f.retried, f.dead_lettered,
                  f.throttled);
+  out += ",\"dead_letter_reasons\":";
+  append_json_dead_letters(out, f.dead_letter_reasons, /*nonzero_only=*/true);
   if (latency) append_json_latency(out, "run_time", f.run_time);
   out += ",\"breaker_state\":";
   if (const auto state = f.breaker_state()) {
@@ -494,18 +538,6 @@ void append_dead_letters(std::string& out, const DeadLetterCounts& counts) {
   }
 }
 
-void append_json_dead_letters(std::string& out,
-                              const DeadLetterCounts& counts) {
-  out += '{';
-  for (std::size_t i = 0; i < counts.by_reason.size(); ++i) {
-    if (i > 0) out += ',';
-    fmt::format_to(std::back_inserter(out), "\"{}\":{}",
-                   to_string(static_cast<DeadLetterReason>(i)),
-                   counts.by_reason[i]);
-  }
-  out += '}';
-}
-
 }  // namespace
 
 std::string to_prometheus_text(const MetricsSnapshot& snapshot) {
@@ -519,6 +551,7 @@ std::string to_prometheus_text(const MetricsSnapshot& snapshot) {
   for (const auto& family : kFunctionCounters) {
     append_counter(out, family, snapshot.functions, function_labels);
   }
+  append_function_dead_letters(out, snapshot.functions, function_labels);
   append_breakers(out, snapshot.functions, function_labels);
   if (snapshot.latency_recorded) {
     std::vector<std::string> le_texts;
@@ -567,7 +600,7 @@ std::string to_json(const MetricsSnapshot& snapshot) {
   out += ",\"timers\":";
   append_json_timers(out, snapshot.timers);
   out += ",\"dead_letters\":";
-  append_json_dead_letters(out, snapshot.dead_letters);
+  append_json_dead_letters(out, snapshot.dead_letters, /*nonzero_only=*/false);
   out += '}';
   return out;
 }

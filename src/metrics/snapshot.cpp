@@ -25,6 +25,7 @@ void FunctionMetrics::merge(const FunctionMetrics& other) {
   timed_out += other.timed_out;
   retried += other.retried;
   dead_lettered += other.dead_lettered;
+  dead_letter_reasons.merge(other.dead_letter_reasons);
   throttled += other.throttled;
   late += other.late;
   run_time.merge(other.run_time);

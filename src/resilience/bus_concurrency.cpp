@@ -88,8 +88,6 @@ void EventBus::wait_for_slot(const detail::HandlerEntry& entry,
     }
   } catch (...) {  // bad_alloc: nothing was kept
   }
-  trigger_failures_.count(entry.function_id,
-                          &detail::FunctionSeries::dead_lettered);
   function_dead_letter(
       entry, event, context, DeadLetterReason::kWaitRefused,
       context.attempt() - 1,  // a retry's earlier calls

@@ -40,8 +40,6 @@ void EventBus::schedule_retry(const detail::HandlerEntry& entry,
   // Without a copy (or memory for the timer) the event is dead-lettered
   // at once, from the handler's own reference to it.
   auto refuse = [&] {
-    trigger_failures_.count(entry.function_id,
-                            &detail::FunctionSeries::dead_lettered);
     function_dead_letter(entry, event, context, DeadLetterReason::kRetryRefused,
                          context.attempt(), failure);
   };
@@ -118,8 +116,7 @@ void EventBus::fire_retry(detail::RetryDelivery& delivery) noexcept {
 
 void EventBus::retry_lost(const detail::RetryDelivery& delivery,
                           DeadLetterReason reason) noexcept {
-  trigger_failures_.count(delivery.function_id,
-                          &detail::FunctionSeries::dead_lettered);
+  metrics_.count_dead_letter(delivery.function_id, reason);
   dead_letter_sink_.call(
       DeadLetter{.event = delivery.event.ref(),
                  .reason = reason,

@@ -113,6 +113,7 @@ void EventBus::function_dead_letter(const detail::HandlerEntry& entry,
                                     DeadLetterReason reason,
                                     std::uint32_t attempts,
                                     const absl::Status& last_error) noexcept {
+  metrics_.count_dead_letter(entry.function_id, reason);
   dead_letter_sink_.call(DeadLetter{
       .event = EventRef(entry.slot, context.event_type(), event, entry.ops),
       .reason = reason,

@@ -372,6 +372,7 @@ TEST_CASE("exposition: HELP and TYPE once per family, before its samples",
       "fnbus_function_retried_total",
       "fnbus_function_dead_lettered_total",
       "fnbus_function_throttled_total",
+      "fnbus_function_dead_letters_total",
       "fnbus_function_breaker_state",
       "fnbus_function_breakers",
       "fnbus_function_breaker_opened_total",
@@ -400,6 +401,13 @@ TEST_CASE("exposition: HELP and TYPE once per family, before its samples",
   };
   REQUIRE(types.size() == expected.size());
   for (const std::string& name : expected) REQUIRE(types.count(name) == 1);
+  REQUIRE(text.find("fnbus_function_dead_letters_total{event=\"OrderCreated\","
+                    "function=\"reserve_inventory\",reason=\"retries_"
+                    "exhausted\"} 5\n") != std::string::npos);
+  // Only the reasons a function has had.
+  REQUIRE(text.find("fnbus_function_dead_letters_total{event=\"OrderCreated\","
+                    "function=\"reserve_inventory\",reason=\"drain_"
+                    "timeout\"}") == std::string::npos);
   REQUIRE(text.find("fnbus_dead_letters_total{reason=\"circuit_open\"} 43\n") !=
           std::string::npos);
   REQUIRE(text.find("fnbus_dead_letters_total{reason=\"wait_refused\"} 2\n") !=
@@ -664,7 +672,8 @@ TEST_CASE("exposition: to_json is valid JSON with the documented keys",
         "\"failed\":10,\"filtered\":41,\"duplicates\":42,"
         "\"rejected\":43,\"fell_back\":44,\"timed_out\":45,\"late\":46,"
         "\"retried\":47,\"dead_lettered\":48,\"throttled\":49,"
-        "\"run_time\":{",
+        "\"dead_letter_reasons\":{\"circuit_open\":43,"
+        "\"retries_exhausted\":5},\"run_time\":{",
         "\"run_time\":{\"count\":9990,\"sum_ns\":",
         "\"gauges\":{\"queue_depth\":12,\"queue_capacity\":4096,"
         "\"in_flight\":2,\"workers\":4,\"workers_busy\":2,\"workers_idle\":1,"

@@ -66,6 +66,10 @@ inline metrics::MetricsSnapshot sample_snapshot() {
                           .retried = 47,
                           .dead_lettered = 48,
                           .throttled = 49};
+  reserve.dead_letter_reasons
+      .by_reason[static_cast<std::size_t>(DeadLetterReason::kCircuitOpen)] = 43;
+  reserve.dead_letter_reasons.by_reason[static_cast<std::size_t>(
+      DeadLetterReason::kRetriesExhausted)] = 5;
   reserve.run_time = sample_histogram(30'000, 2.0, 9'990, 5);
   // Two subscriptions with breakers: one open, one closed.
   reserve.breakers = {.closed = 1, .half_open = 0, .open = 1};

@@ -188,6 +188,10 @@ TEST_CASE(
       t.bus->metrics().dead_letters;
   CHECK(counted[DeadLetterReason::kFunctionGone] == 2);
   CHECK(counted.total() == 2);
+  // ... and by function.
+  const FunctionMetrics charge = t.function("charge");
+  CHECK(charge.dead_lettered == 2);
+  CHECK(charge.dead_letter_reasons[DeadLetterReason::kFunctionGone] == 2);
   CHECK(t.audited == std::vector<int>{2, 3, 1});  // none held up
   REQUIRE(t.bus->shutdown(ShutdownMode::kDrain).ok());
   fnbus::testing_support::check_final_stats(t.bus->stats());

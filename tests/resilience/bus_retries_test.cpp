@@ -180,6 +180,7 @@ TEST_CASE(
   CHECK(f.failed == 3);
   CHECK(f.retried == 2);
   CHECK(f.dead_lettered == 1);
+  CHECK(f.dead_letter_reasons[DeadLetterReason::kRetriesExhausted] == 1);
 }
 
 TEST_CASE("bus retries: max_attempts = 1 dead-letters without retrying",

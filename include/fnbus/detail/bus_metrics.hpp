@@ -186,6 +186,9 @@ struct FunctionInfo {
   std::string name;
   // Made by the first subscription with a breaker (breaker_series()).
   std::shared_ptr<BreakerSeries> breakers;
+  // Its dead letters by reason (count_dead_letter(); guarded by
+  // BusMetrics::mutex_: they are rare).
+  metrics::DeadLetterCounts dead_letters;
 };
 
 // What one worker recorded about one event type. Its counters are written
@@ -212,11 +215,10 @@ struct alignas(kCacheLineSize) FunctionSeries {
   std::atomic<std::uint64_t> duplicates{0};
   std::atomic<std::uint64_t> rejected{0};  // breaker open, no fallback
   std::atomic<std::uint64_t> fell_back{0};
-  std::atomic<std::uint64_t> timed_out{0};      // ended after the deadline
-  std::atomic<std::uint64_t> late{0};           // ... having succeeded
-  std::atomic<std::uint64_t> retried{0};        // failed calls retried
-  std::atomic<std::uint64_t> dead_lettered{0};  // events given up
-  std::atomic<std::uint64_t> throttled{0};      // waited for a slot
+  std::atomic<std::uint64_t> timed_out{0};  // ended after the deadline
+  std::atomic<std::uint64_t> late{0};       // ... having succeeded
+  std::atomic<std::uint64_t> retried{0};    // failed calls retried
+  std::atomic<std::uint64_t> throttled{0};  // waited for a slot
   const std::unique_ptr<metrics::LatencyRecorder> run_time;
 };
 
@@ -281,6 +283,10 @@ class BusMetrics {
   // bus (a Subscription may keep its handler alive).
   // Thread safety: any thread (takes a lock). May throw bad_alloc.
   std::shared_ptr<BreakerSeries> breaker_series(std::uint32_t function_id);
+  // Counts a dead letter of the function `function_id` (an id from
+  // function_id()). Any thread; takes a lock.
+  void count_dead_letter(std::uint32_t function_id,
+                         DeadLetterReason reason) noexcept;
 
   // Sums of every counter (for BusStats).
   struct Totals {

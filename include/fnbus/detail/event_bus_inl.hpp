@@ -175,10 +175,7 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       return;
     case Outcome::kFailed:
       // With retries, a final failure is also this function's dead letter.
-      if (entry.retry != nullptr) {
-        give_up(entry, event, context, failure);
-        counts.on_counted(entry, &detail::FunctionSeries::dead_lettered);
-      }
+      if (entry.retry != nullptr) give_up(entry, event, context, failure);
       handler_failed(entry, event, context, failure, counts);
       count_overrun(entry, context, counts);  // the fallback failed too
       return;
@@ -192,7 +189,6 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       // The fallback's failure, if one ran while the breaker was open.
       if (!failure.ok()) handler_failed(entry, event, context, failure, counts);
       counts.on_counted(entry, &detail::FunctionSeries::rejected);
-      counts.on_counted(entry, &detail::FunctionSeries::dead_lettered);
       report_circuit_open(entry, event, context);
       counts.restart();
       return;
@@ -204,10 +200,7 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       counts.on_counted(entry, &detail::FunctionSeries::fell_back);
       return;
     case Outcome::kTimedOut:
-      if (entry.retry != nullptr) {
-        give_up(entry, event, context, failure);
-        counts.on_counted(entry, &detail::FunctionSeries::dead_lettered);
-      }
+      if (entry.retry != nullptr) give_up(entry, event, context, failure);
       handler_failed(entry, event, context, failure, counts);
       count_overrun(entry, context, counts);
       return;

@@ -19,7 +19,7 @@ struct RetryState {
   std::uint32_t attempt = 1;  // 2 = the first retry
   // The bus clock when the first call failed (attempt > 1 only).
   TimePoint first_failure{};
-  absl::Status last_error;    // the previous call's failure
+  absl::Status last_error;  // the previous call's failure
   // A call that waited for a slot (FunctionOptions::max_concurrency) and
   // was handed one: it runs without taking another.
   bool holds_slot = false;

@@ -42,6 +42,8 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //   _failed_total, _filtered_total, _duplicates_total, _rejected_total,
 //   _fell_back_total, _timed_out_total, _late_total, _retried_total,
 //   _dead_lettered_total, _throttled_total;
+// - fnbus_function_dead_letters_total{event, function, reason}: a
+//   function's dead letters by reason, only the reasons it has had;
 // - circuit breakers per function, only for functions with
 //   FunctionMetrics::has_breaker_metrics(): the gauge
 //   fnbus_function_breaker_state{event, function} (the most open state
@@ -78,7 +80,8 @@ inline constexpr std::array<std::uint64_t, 25> kPrometheusBucketBoundsNanos = {
 //    "functions": [{"event", "function", "delivered", "failed",
 //                   "filtered", "duplicates", "rejected", "fell_back",
 //                   "timed_out", "late", "retried", "dead_lettered",
-//                   "throttled", "run_time", "breaker_state",
+//                   "throttled", "dead_letter_reasons": {<reason>: n,
+//                   only those it has had}, "run_time", "breaker_state",
 //                   "breakers": {"closed", "half_open", "open"},
 //                   "breaker_opened", "breaker_half_opened",
 //                   "breaker_closed"}],

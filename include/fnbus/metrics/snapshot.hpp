@@ -42,6 +42,30 @@ struct BreakerCounts {
   std::uint64_t open = 0;
 };
 
+// Events given to the dead-letter sink, by reason: of the bus (every dead
+// letter: a function's, a timer's, the queue's at shutdown;
+// MetricsSnapshot::dead_letters), or of one function
+// (FunctionMetrics::dead_letter_reasons); counted whether or not a sink is
+// set.
+struct DeadLetterCounts {
+  std::array<std::uint64_t, kDeadLetterReasonCount> by_reason{};
+
+  [[nodiscard]] std::uint64_t operator[](
+      DeadLetterReason reason) const noexcept {
+    return by_reason[static_cast<std::size_t>(reason)];
+  }
+  [[nodiscard]] std::uint64_t total() const noexcept {
+    std::uint64_t sum = 0;
+    for (std::uint64_t count : by_reason) sum += count;
+    return sum;
+  }
+  void merge(const DeadLetterCounts& other) noexcept {
+    for (std::size_t i = 0; i < by_reason.size(); ++i) {
+      by_reason[i] += other.by_reason[i];
+    }
+  }
+};
+
 // One function: the subscriptions to one event type with one name.
 struct FunctionMetrics {
   std::string event;
@@ -61,8 +85,10 @@ struct FunctionMetrics {
   // `failed`).
   std::uint64_t retried = 0;
   // Events this function gave up to the dead-letter sink, whatever the
-  // reason (`rejected` ones included).
+  // reason (`rejected` ones included): dead_letter_reasons.total().
   std::uint64_t dead_lettered = 0;
+  // The same, by DeadLetterReason (kCircuitOpen, kRetriesExhausted, ...).
+  DeadLetterCounts dead_letter_reasons;
   // Events that found every call its concurrency limit allows running
   // (FunctionOptions::max_concurrency) and waited for one to end.
   std::uint64_t throttled = 0;
@@ -121,23 +147,6 @@ struct TimerMetrics {
                                     // pending at shutdown, or refused when
                                     // published
   std::uint64_t stopped = 0;        // periodic timers ended by shutdown()
-};
-
-// Events given to the dead-letter sink, by reason: every dead letter of
-// the bus (a function's, a timer's, the queue's at shutdown), counted
-// whether or not a sink is set.
-struct DeadLetterCounts {
-  std::array<std::uint64_t, kDeadLetterReasonCount> by_reason{};
-
-  [[nodiscard]] std::uint64_t operator[](
-      DeadLetterReason reason) const noexcept {
-    return by_reason[static_cast<std::size_t>(reason)];
-  }
-  [[nodiscard]] std::uint64_t total() const noexcept {
-    std::uint64_t sum = 0;
-    for (std::uint64_t count : by_reason) sum += count;
-    return sum;
-  }
 };
 
 // Everything at once. Counters are exact; they are read at slightly
