@@ -36,10 +36,11 @@
 // (exactly, for all stages of the function).
 //
 // The end of a call with a deadline, on the default clock with a tick at
-// most 1 % of the deadline: one coarse read; if it is at least half the
-// deadline before Context::deadline(), the call was on time (the coarse
-// clock lags steady_clock by about a tick, far less than that margin),
-// else steady_clock is read and compared exactly. On any other clock, or
+// most 1 % of the deadline: one coarse read; if that reads at least half
+// the deadline before Context::deadline(), the call was on time (the
+// coarse clock is never ahead of steady_clock and lags it by about a
+// tick, far less than that margin), else steady_clock is read and
+// compared exactly. On any other clock, or
 // a shorter deadline, the end is one exact read of the clock.
 //
 // Thread safety: run() may be called from many threads at once (each
