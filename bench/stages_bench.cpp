@@ -23,9 +23,15 @@
 // BM_Stages_Deadline: a deadline (FunctionOptions::deadline) that is never
 // reached; BM_StagesPart_DeadlineWatch times its watch alone: one
 // DeadlineWatch::begin() and end() (the slot's stores and the handshake's
-// load), without the stage's two clock reads.
+// load), without the stage's clock reads.
+//
+// BM_Stages_Retry: retries (FunctionOptions::retry, the default
+// RetryOptions), which the success path never asks. And
+// BM_Stages_RetryBreakerDeadline: retries, a breaker and a deadline
+// together, the combination issue 12's target names.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <ctime>
 #include <memory>
@@ -38,6 +44,7 @@
 #include "fnbus/options.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
 #include "fnbus/resilience/deadline_watch.hpp"
+#include "fnbus/resilience/retry.hpp"
 
 namespace fnbus_bench {
 namespace {
@@ -78,6 +85,20 @@ void BM_Stages_BreakerWhenFallback(benchmark::State& state) {
 void BM_Stages_Deadline(benchmark::State& state) {
   using namespace std::chrono_literals;
   run_trigger<Tick>(state, 1, {.name = "add", .deadline = 1h});
+}
+
+void BM_Stages_Retry(benchmark::State& state) {
+  run_trigger<Tick>(
+      state, 1, {.name = "add", .retry = fnbus::resilience::RetryOptions{}});
+}
+
+void BM_Stages_RetryBreakerDeadline(benchmark::State& state) {
+  using namespace std::chrono_literals;
+  run_trigger<Tick>(state, 1,
+                    {.name = "add",
+                     .breaker = fnbus::resilience::BreakerOptions{},
+                     .deadline = 1h,
+                     .retry = fnbus::resilience::RetryOptions{}});
 }
 
 void BM_StagesPart_ClockNow(benchmark::State& state) {
@@ -156,6 +177,9 @@ void register_stages_benchmarks() {
   benchmark::RegisterBenchmark("BM_Stages_BreakerWhenFallback",
                                BM_Stages_BreakerWhenFallback);
   benchmark::RegisterBenchmark("BM_Stages_Deadline", BM_Stages_Deadline);
+  benchmark::RegisterBenchmark("BM_Stages_Retry", BM_Stages_Retry);
+  benchmark::RegisterBenchmark("BM_Stages_RetryBreakerDeadline",
+                               BM_Stages_RetryBreakerDeadline);
   benchmark::RegisterBenchmark("BM_StagesPart_ClockNow",
                                BM_StagesPart_ClockNow);
   benchmark::RegisterBenchmark("BM_StagesPart_BreakerCycle",

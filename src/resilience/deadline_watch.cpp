@@ -38,16 +38,37 @@ struct DeadlineWatch::Threads {
   std::mutex add_mutex;  // serialises the table's writers (first uses)
 };
 
-DeadlineWatch::DeadlineWatch() : threads_(std::make_unique<Threads>()) {}
+namespace {
+// The next DeadlineWatch::id_ (from 1: 0 marks an empty cache entry).
+std::atomic<std::uint64_t> next_watch_id{1};
+}  // namespace
+
+constinit thread_local DeadlineWatch::CachedSlot
+    DeadlineWatch::tls_cached_slots_[DeadlineWatch::kCachedLevels];
+
+DeadlineWatch::DeadlineWatch()
+    // relaxed: only uniqueness matters; no data is published by the id.
+    : id_(next_watch_id.fetch_add(1, std::memory_order_relaxed)),
+      threads_(std::make_unique<Threads>()) {}
 
 DeadlineWatch::~DeadlineWatch() = default;
 
-detail::DeadlineState& DeadlineWatch::Invocation::state() noexcept {
-  return slot_->state;
-}
-
 std::int64_t DeadlineWatch::encode(TimePoint deadline) noexcept {
   return std::max(deadline.time_since_epoch().count(), kRequested + 1);
+}
+
+// Inline: begin()'s only call, and the cached path is a few loads.
+inline DeadlineWatch::Slot& DeadlineWatch::slot_for_this_thread() {
+  const detail::ThreadRecord& record = detail::this_thread_record();
+  CachedSlot& cached = tls_cached_slots_[record.depth % kCachedLevels];
+  if (cached.watch == id_ && cached.record == &record &&
+      cached.depth == record.depth) [[likely]] {
+    return *cached.slot;
+  }
+  Slot& slot = find_slot(record.index, record.depth);
+  cached = CachedSlot{
+      .watch = id_, .record = &record, .depth = record.depth, .slot = &slot};
+  return slot;
 }
 
 DeadlineWatch::Invocation DeadlineWatch::begin(TimePoint deadline,
@@ -57,10 +78,11 @@ DeadlineWatch::Invocation DeadlineWatch::begin(TimePoint deadline,
   FNBUS_ASSERT(slot.armed.load(std::memory_order_relaxed) == kIdle,
                "DeadlineWatch::begin: a call is already watched on this "
                "thread and nesting level");
-  if (slot.source.stop_requested()) [[unlikely]] {
+  if (slot.requested) [[unlikely]] {
     // The last call's token was requested: it keeps that source (shared
     // state); this call gets a new one. No check() touches the old one
     // any more (the last end() waited for it).
+    slot.requested = false;
     slot.source = std::stop_source();
     slot.state.token = slot.source.get_token();
   }
@@ -76,37 +98,31 @@ DeadlineWatch::Invocation DeadlineWatch::begin(TimePoint deadline,
   return Invocation(&slot);
 }
 
-void DeadlineWatch::Invocation::end() noexcept {
-  Slot& slot = *slot_;
-  slot_ = nullptr;
-  slot.state.running = false;
-  // The owner's half of the handshake (see the class comment):
-  // announce, light barrier, observe.
-  slot.armed.store(kIdle, detail::kAnnounceOrder);
-  detail::light_barrier();
-  if (slot.checking.load(detail::kObserveOrder)) [[unlikely]] {
-    // acquire: pairs with check()'s release store of false; its
-    // request_stop() happens before this call's next begin() looks at
-    // the source. Short: check() is running the token's callbacks.
-    while (slot.checking.load(std::memory_order_acquire)) {
-      std::this_thread::yield();
-    }
+void DeadlineWatch::Invocation::wait_for_check(Slot& slot) noexcept {
+  // acquire: pairs with check()'s release store of false; its
+  // request_stop() (and `requested`) happen before this call's next
+  // begin() looks at the slot. Short: check() is running the token's
+  // callbacks.
+  while (slot.checking.load(std::memory_order_acquire)) {
+    std::this_thread::yield();
   }
 }
 
-DeadlineWatch::Slot& DeadlineWatch::slot_for_this_thread() {
-  const detail::ThreadRecord& record = detail::this_thread_record();
-  ThreadSlots* slots = threads_->table.find(record.index);
+// noinline: keeps the table walk (and its register saves) out of
+// begin()'s cached path.
+[[gnu::noinline]] DeadlineWatch::Slot& DeadlineWatch::find_slot(
+    std::uint32_t index, std::uint32_t depth) {
+  ThreadSlots* slots = threads_->table.find(index);
   if (slots == nullptr) [[unlikely]] {
     std::lock_guard lock(threads_->add_mutex);
-    slots = &threads_->table.get_or_create(record.index,
-                                           [] { return new ThreadSlots(); });
+    slots =
+        &threads_->table.get_or_create(index, [] { return new ThreadSlots(); });
   }
-  FNBUS_ASSERT(record.depth <= detail::kMaxNesting, "nesting too deep");
+  FNBUS_ASSERT(depth <= detail::kMaxNesting, "nesting too deep");
   // relaxed: only this thread stores its levels.
-  Slot* slot = slots->levels[record.depth].load(std::memory_order_relaxed);
+  Slot* slot = slots->levels[depth].load(std::memory_order_relaxed);
   if (slot == nullptr) [[unlikely]]
-    return add_slot(*slots, record.depth);
+    return add_slot(*slots, depth);
   return *slot;
 }
 
@@ -168,6 +184,7 @@ std::size_t DeadlineWatch::check(TimePoint now) {
       // The owner cannot end this call and begin another before we clear
       // `checking` (its end() waits), so `source` is the armed call's.
       if (slot->source.request_stop()) ++requested;
+      slot->requested = true;  // see Slot::requested
       // relaxed: only marks the slot for later scans; fails harmlessly if
       // the owner stored kIdle meanwhile.
       (void)slot->armed.compare_exchange_strong(armed, kRequested,

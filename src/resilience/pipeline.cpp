@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "fmt/format.h"
 
+#include "fnbus/detail/coarse_clock.hpp"
 #include "fnbus/detail/exception_message.hpp"
 
 namespace fnbus::resilience {
@@ -33,24 +34,36 @@ absl::Status status_of_current_exception() {
   return absl::UnknownError(detail::current_exception_message());
 }
 
-// Whether CLOCK_MONOTONIC_COARSE may stand in for `clock` as the
-// breaker's time: `clock` is the steady clock (CLOCK_MONOTONIC, which the
-// coarse clock reads as of the last tick), and a tick is at most 1 % of
-// the window's slice and of the cool-down.
-bool coarse_time_fits(const Clock& clock, const BreakerOptions& options) {
-  if (&clock != &SteadyClock::instance()) return false;
+// The coarse clock's resolution (a kernel tick), or zero if `clock` is
+// not the steady clock (CLOCK_MONOTONIC, which CLOCK_MONOTONIC_COARSE
+// reads as of the last tick) or the coarse clock cannot be read.
+Duration coarse_tick(const Clock& clock) {
+  if (&clock != &SteadyClock::instance()) return Duration::zero();
   timespec resolution{};
-  if (::clock_getres(CLOCK_MONOTONIC_COARSE, &resolution) != 0) return false;
-  const Duration tick =
-      std::chrono::seconds(resolution.tv_sec) + Duration(resolution.tv_nsec);
-  const Duration slice = options.window / options.window_buckets;
-  return tick * 100 <= slice && tick * 100 <= options.open_for;
+  if (::clock_getres(CLOCK_MONOTONIC_COARSE, &resolution) != 0) {
+    return Duration::zero();
+  }
+  return std::chrono::seconds(resolution.tv_sec) + Duration(resolution.tv_nsec);
 }
 
-TimePoint coarse_steady_now() noexcept {
-  timespec now{};
-  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-  return TimePoint(std::chrono::seconds(now.tv_sec) + Duration(now.tv_nsec));
+// Whether a tick of the coarse clock is at most 1 % of `scale`.
+bool tick_fits(Duration tick, Duration scale) {
+  return tick > Duration::zero() && tick * 100 <= scale;
+}
+
+// Whether CLOCK_MONOTONIC_COARSE (with resolution `tick`, or zero when it
+// may not stand in for the clock) may give the pipeline's one read per
+// call: its tick is at most 1 % of the breaker's slice and cool-down and
+// of the deadline, for those of them that are set.
+bool coarse_time_fits(Duration tick, const FunctionOptions& options) {
+  if (tick == Duration::zero()) return false;
+  if (const auto& breaker = options.breaker) {
+    const Duration slice = breaker->window / breaker->window_buckets;
+    if (!tick_fits(tick, slice) || !tick_fits(tick, breaker->open_for)) {
+      return false;
+    }
+  }
+  return !options.deadline || tick_fits(tick, *options.deadline);
 }
 
 }  // namespace
@@ -148,13 +161,18 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
         CircuitBreaker::Create(*options.breaker, std::move(breaker_observer));
     if (!breaker.ok()) return breaker.status();
     pipeline->breaker_ = std::move(*breaker);
-    pipeline->coarse_breaker_time_ = coarse_time_fits(clock, *options.breaker);
   }
+  const Duration tick = coarse_tick(clock);
+  pipeline->coarse_time_ =
+      (options.breaker || options.deadline) && coarse_time_fits(tick, options);
   pipeline->fallback_ = options.fallback;
   if (options.deadline) {
     pipeline->deadline_ = options.deadline;
     pipeline->watch_ =
         watch != nullptr ? std::move(watch) : std::make_shared<DeadlineWatch>();
+    if (tick_fits(tick, *options.deadline)) {
+      pipeline->coarse_end_margin_ = *options.deadline / 2;
+    }
   }
   if (options.retry) {
     auto policy = RetryPolicy::Create(*options.retry);
@@ -164,8 +182,8 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(
   return pipeline;
 }
 
-TimePoint Pipeline::breaker_now() const noexcept {
-  if (coarse_breaker_time_) return coarse_steady_now();
+TimePoint Pipeline::stage_now() const noexcept {
+  if (coarse_time_) return detail::coarse_steady_now();
   return clock_.now();
 }
 
@@ -177,32 +195,30 @@ Outcome Pipeline::run(const void* event, Context& context,
     key = key_of_(event);
     if (!seen_->first_sight(key, clock_.now())) return Outcome::kDuplicate;
   }
-  // Made in place (no move-assignment into an empty permit).
-  CircuitBreaker::Permit permit = breaker_
-                                      ? breaker_->try_acquire(breaker_now())
-                                      : CircuitBreaker::Permit();
-  if (breaker_ && !permit) {
+  // One read for the breaker and the deadline (see the file comment).
+  const TimePoint start = breaker_ || deadline_ ? stage_now() : TimePoint();
+  if (!breaker_) {
+    // No permit to make and destroy (its destructor is out of line).
+    return call_guarded(event, context, failure, handler, nullptr, key, start);
+  }
+  CircuitBreaker::Permit permit = breaker_->try_acquire(start);
+  if (!permit) {
     forget(key);  // not handled: a replay must be
     return while_open(event, context, failure);
   }
-  if (deadline_) {
-    auto watched = [&](absl::Status& handler_failure) {
-      return call_within_deadline(context, handler_failure, handler);
-    };
-    return call_guarded(event, context, failure, watched, permit, key);
-  }
-  return call_guarded(event, context, failure, handler, permit, key);
+  return call_guarded(event, context, failure, handler, &permit, key, start);
 }
 
 Outcome Pipeline::call_guarded(const void* event, Context& context,
                                absl::Status& failure, Call handler,
-                               CircuitBreaker::Permit& permit,
-                               std::string_view key) {
+                               CircuitBreaker::Permit* permit,
+                               std::string_view key, TimePoint start) {
   Outcome outcome;
   try {
-    outcome = handler(failure);
+    outcome = deadline_ ? call_within_deadline(context, failure, handler, start)
+                        : handler(failure);
   } catch (...) {
-    if (permit) permit.on_failure(breaker_now());
+    if (permit != nullptr) permit->on_failure(stage_now());
     forget(key);
     // Without a fallback or retries the bus reports it as it does without
     // stages; with retries it must come back as an outcome to be retried
@@ -213,10 +229,10 @@ Outcome Pipeline::call_guarded(const void* event, Context& context,
                          std::current_exception());
   }
   if (outcome == Outcome::kDelivered) [[likely]] {
-    if (permit) permit.on_success();  // at try_acquire's instant
+    if (permit != nullptr) permit->on_success();  // at try_acquire's instant
     return outcome;
   }
-  if (permit) permit.on_failure(breaker_now());
+  if (permit != nullptr) permit->on_failure(stage_now());
   forget(key);
   return after_failure(event, context, failure, outcome);
 }

@@ -1,12 +1,16 @@
 // resilience::Pipeline alone: each stage's outcome, their order, the
 // breaker's sequence with a fallback, and check()'s messages. Time is a
-// ManualClock; the "handler" is a lambda returning an Outcome.
+// ManualClock (except where a case says it uses the steady clock); the
+// "handler" is a lambda returning an Outcome.
 
 #include "fnbus/resilience/pipeline.hpp"
 
+#include <chrono>
+#include <ctime>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -366,4 +370,56 @@ TEST_CASE(
   CHECK(state->late);
   CHECK_FALSE(state->running);
   CHECK(f.own_context.deadline() == fnbus::TimePoint::max());  // returned
+}
+
+// The bus's default clock with a deadline of 100 coarse ticks: the start
+// is read from the coarse clock (at most a tick early), and the end from
+// it too unless the call ran more than half its deadline, when
+// steady_clock decides. Real time: ~0.7 s at 4 ms ticks (HZ=250).
+TEST_CASE(
+    "pipeline: on the steady clock a deadline is at most a tick early, "
+    "and a call ending past it is always kTimedOut",
+    "[pipeline][deadline]") {
+  timespec resolution{};
+  REQUIRE(::clock_getres(CLOCK_MONOTONIC_COARSE, &resolution) == 0);
+  const fnbus::Duration tick = std::chrono::seconds(resolution.tv_sec) +
+                               fnbus::Duration(resolution.tv_nsec);
+  REQUIRE(tick > fnbus::Duration::zero());
+  const fnbus::Duration budget = tick * 100;  // the coarse clock's limit
+  fnbus::SteadyClock& clock = fnbus::SteadyClock::instance();
+  auto created = Pipeline::Create(
+      {.breaker =
+           BreakerOptions{.window = budget * 100, .open_for = budget * 100},
+       .deadline = budget},
+      fnbus::detail::type_slot<Order>(), fnbus::event_type_name<Order>(),
+      clock);
+  REQUIRE(created.ok());
+  Pipeline& pipeline = **created;
+  const Order order{.id = "1"};
+  auto run = [&](fnbus::Duration ran_past_deadline, fnbus::TimePoint& seen) {
+    Context context(fnbus::event_type_name<Order>(), "f", {});
+    absl::Status failure;
+    return pipeline.run(&order, context, failure, [&](absl::Status&) {
+      seen = context.deadline();
+      if (ran_past_deadline != fnbus::Duration::max()) {
+        std::this_thread::sleep_until(seen + ran_past_deadline);
+      }
+      return Outcome::kDelivered;
+    });
+  };
+
+  fnbus::TimePoint seen;
+  const fnbus::TimePoint before = clock.now();
+  CHECK(run(fnbus::Duration::max(), seen) == Outcome::kDelivered);  // quick
+  const fnbus::TimePoint after = clock.now();
+  // A tick early at most (and one more for a kernel tick served late).
+  CHECK(seen >= before + budget - 2 * tick);
+  CHECK(seen <= after + budget);
+
+  // Past half the deadline: steady_clock decides, and it is on time (the
+  // sleep may overrun by a third of the deadline, 133 ms at 4 ms ticks).
+  CHECK(run(-budget / 3, seen) == Outcome::kDelivered);
+  // Past the deadline by 1 ns (sleep_until wakes no earlier).
+  CHECK(run(1ns, seen) == Outcome::kTimedOut);
+  CHECK(pipeline.breaker()->stats().failures == 1);
 }

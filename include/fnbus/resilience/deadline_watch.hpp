@@ -19,7 +19,9 @@
 // later call there. Each slot holds a std::stop_source, replaced only
 // after it was requested. So a call allocates nothing, takes no lock and
 // arms no timer: begin() and end() are plain stores and loads on the
-// calling thread's own cache line.
+// calling thread's own cache line. A thread finds its slot through a
+// small per-thread cache (the last slot it used at each of the first
+// nesting levels, with the watch's id), else through the watch's table.
 //
 // Protocol (an asymmetric Dekker handshake, as in detail/thread_activity.hpp):
 // the owner arms its slot with a release store of the deadline and, at
@@ -31,6 +33,8 @@
 // source. For any owner O and check C, either C's second load sees O's
 // kIdle (and C does not touch the source), or O's load sees C's flag (and
 // O waits until C is done with the source before it may replace it).
+// C marks the slot `requested` inside that window, so the owner's next
+// begin() sees the mark without looking at the stop_source's state.
 //
 // Guarantees:
 // - check(now) requests the token of every call armed with a deadline
@@ -60,6 +64,7 @@
 #include "fnbus/clock.hpp"
 #include "fnbus/detail/config.hpp"
 #include "fnbus/detail/deadline_state.hpp"
+#include "fnbus/detail/thread_activity.hpp"
 
 namespace fnbus::timers {
 class Scheduler;
@@ -87,7 +92,7 @@ class DeadlineWatch {
     // The call's deadline, budget and token, for its Context; stays valid
     // (with timed_out and late for the bus to read) after end(), until the
     // next call in the same slot begins.
-    [[nodiscard]] detail::DeadlineState& state() noexcept;
+    [[nodiscard]] detail::DeadlineState& state() noexcept;  // below
     // Stops watching: check() no longer requests this call's token. Waits
     // while a check() is requesting it (running the token's callbacks).
     void end() noexcept;
@@ -95,6 +100,8 @@ class DeadlineWatch {
    private:
     friend class DeadlineWatch;
     explicit Invocation(Slot* slot) noexcept : slot_(slot) {}
+    // end()'s rare half: waits until check() is done with the slot.
+    static void wait_for_check(Slot& slot) noexcept;
     Slot* slot_;
   };
 
@@ -142,22 +149,72 @@ class DeadlineWatch {
     std::atomic<bool> checking{false};
     // Owner-only, except request_stop() by check() inside the handshake.
     std::stop_source source;
+    // Whether check() requested `source`. Not atomic: written (true) only
+    // by check() inside the handshake, after its acquire load of an armed
+    // deadline and before its release store of `checking` false; read and
+    // cleared by the owner in begin(), after the previous end() loaded
+    // `checking` (acquire) and, if it was true, waited for false. So the
+    // write happens before the read (directly, or through check_mutex_ and
+    // a later check()'s release of `checking`), and the clear happens
+    // before any later check()'s write (through the release store of
+    // `armed` that check() must load first).
+    bool requested = false;
     detail::DeadlineState state;  // owner-only
   };
+  // The per-thread cache of slots (deadline_watch.cpp): the slot a thread
+  // last used at nesting level `depth` (indexed depth % kCachedLevels) of
+  // the watch with id `watch`, as thread `record`. Thread-local, so plain
+  // fields; an entry of a destroyed watch is never matched (ids are not
+  // reused), nor one of a thread record given up (the record is compared).
+  struct CachedSlot {
+    std::uint64_t watch = 0;  // DeadlineWatch::id_; 0: empty
+    const void* record = nullptr;
+    std::uint32_t depth = 0;
+    Slot* slot = nullptr;
+  };
+  static constexpr std::uint32_t kCachedLevels = 4;
+  // The calling thread's cache (defined in deadline_watch.cpp, its only
+  // user).
+  static thread_local CachedSlot tls_cached_slots_[kCachedLevels];
   // One thread's slots, by nesting level; see Threads.
   struct ThreadSlots;
   struct Threads;
 
   [[nodiscard]] Slot& slot_for_this_thread();
+  // slot_for_this_thread() past the cache: the table (and the first use).
+  [[nodiscard]] Slot& find_slot(std::uint32_t index, std::uint32_t depth);
   Slot& add_slot(ThreadSlots& slots, std::uint32_t level);
   [[nodiscard]] static std::int64_t encode(TimePoint deadline) noexcept;
   template <typename Fn>
   void for_each_slot(Fn&& fn) const;
 
+  // Unique among the process's watches (never reused), for the cache.
+  const std::uint64_t id_;
   const std::unique_ptr<Threads> threads_;
   std::mutex check_mutex_;  // serialises check() (the `checking` writers)
   std::vector<Slot*> candidates_;  // guarded by check_mutex_
 };
+
+inline detail::DeadlineState& DeadlineWatch::Invocation::state() noexcept {
+  return slot_->state;
+}
+
+inline void DeadlineWatch::Invocation::end() noexcept {
+  Slot& slot = *slot_;
+  slot_ = nullptr;
+  slot.state.running = false;
+  // The owner's half of the handshake (see the class comment): announce,
+  // light barrier, observe. kAnnounceOrder (relaxed, seq_cst under TSan):
+  // the light barrier orders it before the load below, against check()'s
+  // heavy barrier.
+  slot.armed.store(kIdle, detail::kAnnounceOrder);
+  detail::light_barrier();
+  // kObserveOrder (acquire): pairs with check()'s release store of false
+  // (see Slot::requested); true: a check() may be requesting this call.
+  if (slot.checking.load(detail::kObserveOrder)) [[unlikely]] {
+    wait_for_check(slot);
+  }
+}
 
 // Drives a DeadlineWatch on a clock: a periodic timer of its own (a
 // timers::Scheduler) calls check(clock.now()) every period(), the shortest

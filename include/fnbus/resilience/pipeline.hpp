@@ -15,14 +15,33 @@
 // returns (or throws) after its deadline is kTimedOut, whatever it
 // returned, and is then treated as a failure (breaker, key, fallback).
 //
-// The breaker's time: one clock read per invocation, given to
-// try_acquire(); a success is reported at that instant, a failure at a
-// second read. With the bus's default clock (SteadyClock::instance()) the
-// read is CLOCK_MONOTONIC_COARSE (the same clock as steady_clock, as of
-// the kernel's last tick: a few ns instead of ~25 ns) when its resolution
-// is at most 1 % of the breaker's slice (window / window_buckets) and of
-// open_for; outcomes are then placed in slices, and the cool-down
-// measured, that much less precisely. Any other clock is read as is.
+// Time: one clock read per invocation, shared by the breaker and the
+// deadline. The breaker is given it by try_acquire() and a success is
+// reported at that instant, a failure at a second read. The deadline
+// stage takes it as the call's start (Context::deadline() is it plus
+// FunctionOptions::deadline).
+//
+// With the bus's default clock (SteadyClock::instance()) that read is
+// CLOCK_MONOTONIC_COARSE (the same clock as steady_clock, as of the
+// kernel's last tick: a few ns instead of ~25 ns) when its resolution (a
+// tick) is at most 1 % of each timed stage's scale: of the breaker's
+// slice (window / window_buckets) and open_for, and of the deadline.
+// Outcomes are then placed in slices, the cool-down measured, and the
+// start dated, up to one tick early: Context::deadline() may be that much
+// before the exact start plus the deadline, so the stop token may be
+// requested, and an overrun counted, for a call that ended less than one
+// tick (<= 1 % of its deadline) before its exact deadline. Never later: a
+// call that ends after its exact deadline is always an overrun. Any other
+// clock, or a deadline or slice too short for the tick, is read as is
+// (exactly, for all stages of the function).
+//
+// The end of a call with a deadline, on the default clock with a tick at
+// most 1 % of the deadline: one coarse read; if that reads at least half
+// the deadline before Context::deadline(), the call was on time (the
+// coarse clock is never ahead of steady_clock and lags it by about a
+// tick, far less than that margin), else steady_clock is read and
+// compared exactly. On any other clock, or
+// a shorter deadline, the end is one exact read of the clock.
 //
 // Thread safety: run() may be called from many threads at once (each
 // stage is thread-safe).
@@ -94,12 +113,20 @@ class Pipeline {
  private:
   Pipeline(Clock& clock) : clock_(clock) {}
 
-  // The instant for the breaker (see the file comment).
-  [[nodiscard]] TimePoint breaker_now() const noexcept;
+  // The instant for the breaker and the deadline's start (see the file
+  // comment): coarse or exact.
+  [[nodiscard]] TimePoint stage_now() const noexcept;
+  // Whether a call with the deadline `deadline` certainly ended on time,
+  // by a coarse read (see the file comment); false when it may not have
+  // (then an exact read decides) or when the coarse clock is not used.
+  [[nodiscard]] bool surely_on_time(TimePoint deadline) const noexcept;
 
+  // Calls the handler (within the deadline, if any, from `start`) and
+  // reports its outcome to the breaker's `permit` (null: no breaker).
   Outcome call_guarded(const void* event, Context& context,
                        absl::Status& failure, Call handler,
-                       CircuitBreaker::Permit& permit, std::string_view key);
+                       CircuitBreaker::Permit* permit, std::string_view key,
+                       TimePoint start);
   // After the handler failed (`failure` set; `thrown` if it threw):
   // kRetrying if the retry policy gives it another call, else the
   // fallback's outcome, or `failed` (kFailed, or kTimedOut).
@@ -114,18 +141,21 @@ class Pipeline {
                         absl::Status& failure);
   void forget(std::string_view key);
   // The deadline stage (pipeline_deadline.cpp): runs `handler` watched
-  // until now + deadline_; kTimedOut (with `failure` saying why) if it
+  // until start + deadline_; kTimedOut (with `failure` saying why) if it
   // returned or threw after that.
   Outcome call_within_deadline(Context& context, absl::Status& failure,
-                               Call handler);
+                               Call handler, TimePoint start);
 
   Clock& clock_;
   Condition when_;
   KeyOf key_of_;
   std::shared_ptr<SeenStore> seen_;
   std::unique_ptr<CircuitBreaker> breaker_;
-  // Whether breaker_now() reads CLOCK_MONOTONIC_COARSE instead of clock_.
-  bool coarse_breaker_time_ = false;
+  // Whether stage_now() reads CLOCK_MONOTONIC_COARSE instead of clock_.
+  bool coarse_time_ = false;
+  // How far before the deadline a coarse read at a call's end must be for
+  // surely_on_time() (half the deadline); zero: no coarse read at the end.
+  Duration coarse_end_margin_{0};
   Fallback fallback_;
   std::optional<Duration> deadline_;      // FunctionOptions::deadline
   std::shared_ptr<DeadlineWatch> watch_;  // set with deadline_
