@@ -41,7 +41,8 @@ enum class DeadLetterReason {
   kFunctionGone,
   // The function was at its concurrency limit (FunctionOptions::
   // max_concurrency) and the event could not wait for a slot: it could
-  // not be copied, or, its turn come, queued (the bus was shutting down).
+  // not be copied, or, its turn come, queued (the bus was shutting down,
+  // or its queue and follow-up room stayed full).
   // DeadLetter::function names the function.
   kWaitRefused,
   // (A new reason goes before this line, and updates kDeadLetterReasonCount
