@@ -317,8 +317,10 @@ TEST_CASE(
     const std::size_t times = charged.count(order) + dead.count(order);
     if (times != 1) FAIL("order " << order << " ended " << times << " times");
   }
+  // The snapshot outlives the pointer into it.
+  const fnbus::metrics::MetricsSnapshot metrics = bus->metrics();
   const FunctionMetrics* f =
-      bus->metrics().find_function(fnbus::event_type_name<Charge>(), "charge");
+      metrics.find_function(fnbus::event_type_name<Charge>(), "charge");
   REQUIRE(f != nullptr);
   CHECK(f->delivered == charged.size());
   CHECK(f->retried == f->failed);  // each failure was a first call
