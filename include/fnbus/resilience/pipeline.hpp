@@ -80,11 +80,11 @@ class Pipeline {
                                           detail::TypeSlot slot,
                                           std::string_view event_type,
                                           bool event_copyable = true);
-  // The stages `options` asks for, or check()'s errors. `clock` (the bus's) must outlive the pipeline's use.
-  // `watch`: where calls with a deadline are watched (the bus's, checked
-  // by its DeadlineWatchdog); null gives the pipeline a watch of its own,
-  // which nothing checks (tokens are then never requested).
-  // `breaker_observer`: hears the breaker's transitions (the bus's
+  // The stages `options` asks for, or check()'s errors. `clock` (the bus's)
+  // must outlive the pipeline's use. `watch`: where calls with a deadline are
+  // watched (the bus's, checked by its DeadlineWatchdog); null gives the
+  // pipeline a watch of its own, which nothing checks (tokens are then never
+  // requested). `breaker_observer`: hears the breaker's transitions (the bus's
   // metrics); unused without options.breaker.
   static absl::StatusOr<std::unique_ptr<Pipeline>> Create(
       const FunctionOptions& options, detail::TypeSlot slot,
