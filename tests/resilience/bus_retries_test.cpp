@@ -52,6 +52,15 @@ RetryOptions fixed_retries(std::uint32_t max_attempts) {
                       .jitter = Jitter::kNone}};
 }
 
+// A breaker that opens on the first failure and stays open for a minute.
+fnbus::resilience::BreakerOptions breaker_opening_at_first_failure() {
+  return {.failure_rate = 0.5,
+          .minimum_calls = 1,
+          .window = 10s,
+          .window_buckets = 10,
+          .open_for = 1min};
+}
+
 // A payment gateway that fails its next `failures` calls.
 struct Gateway {
   int failures = 0;
@@ -363,13 +372,8 @@ TEST_CASE(
     "[bus_retries]") {
   RetryBus t;
   t.gateway.failures = 100;
-  auto sub = t.subscribe(
-      {.breaker = fnbus::resilience::BreakerOptions{.failure_rate = 0.5,
-                                                    .minimum_calls = 1,
-                                                    .window = 10s,
-                                                    .window_buckets = 10,
-                                                    .open_for = 1min},
-       .retry = fixed_retries(5)});
+  auto sub = t.subscribe({.breaker = breaker_opening_at_first_failure(),
+                          .retry = fixed_retries(5)});
   t.publish(13);  // fails: the breaker opens
   t.advance(100ms);
   CHECK(t.gateway.attempts.size() == 1);  // the retry found it open
@@ -386,17 +390,13 @@ TEST_CASE(
     "[bus_retries]") {
   RetryBus t;
   t.gateway.failures = 100;
-  auto sub = t.subscribe(
-      {.breaker = fnbus::resilience::BreakerOptions{.failure_rate = 0.5,
-                                                    .minimum_calls = 1,
-                                                    .window = 10s,
-                                                    .window_buckets = 10,
-                                                    .open_for = 1min},
-       .fallback =
-           [](const Charge&) {
-             return absl::ResourceExhaustedError("hold queue full");
-           },
-       .retry = fixed_retries(5)});
+  auto sub =
+      t.subscribe({.breaker = breaker_opening_at_first_failure(),
+                   .fallback =
+                       [](const Charge&) {
+                         return absl::ResourceExhaustedError("hold queue full");
+                       },
+                   .retry = fixed_retries(5)});
   t.publish(19);  // fails: the breaker opens; a retry is scheduled
   CHECK(t.errors.empty());
   t.advance(100ms);  // the retry finds it open; the fallback fails
