@@ -11,26 +11,12 @@
 #include <optional>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
+
 #include "fnbus/event_bus.hpp"
 
 namespace fnbus {
 namespace {
-
-// Passes the slot of a call on when the call returns or throws.
-class SlotRelease {
- public:
-  SlotRelease(EventBus& bus, detail::SlotLimit& limit,
-              void (EventBus::*pass)(detail::SlotLimit&) noexcept) noexcept
-      : bus_(bus), limit_(limit), pass_(pass) {}
-  SlotRelease(const SlotRelease&) = delete;
-  SlotRelease& operator=(const SlotRelease&) = delete;
-  ~SlotRelease() { (bus_.*pass_)(limit_); }
-
- private:
-  EventBus& bus_;
-  detail::SlotLimit& limit_;
-  void (EventBus::*pass_)(detail::SlotLimit&) noexcept;
-};
 
 // SlotLimit::leave(): it moves a SlotDelivery (which does not allocate)
 // under a mutex, so it throws only if locking does.
@@ -50,9 +36,10 @@ detail::ErasedHandler EventBus::with_concurrency_limit(
     const detail::RetryState* queued = detail::ContextAccess::retry(context);
     const bool holds_slot = queued != nullptr && queued->holds_slot;
     if (!holds_slot && !limit->try_enter()) return Outcome::kThrottled;
-    // Inside the call's dispatch: the next call's queueing is a publish
-    // from a handler (accepted while the bus drains, never blocking).
-    SlotRelease release(*this, *limit, &EventBus::pass_slot);
+    // Passed on when the call returns or throws. Inside the call's
+    // dispatch: the next call's queueing is a publish from a handler
+    // (accepted while the bus drains, never blocking).
+    const absl::Cleanup release = [&]() noexcept { pass_slot(*limit); };
     return handler(event, context, failure);
   };
 }

@@ -65,11 +65,7 @@ detail::ErasedHandler EventBus::with_stages(
   auto pipeline = resilience::Pipeline::Create(
       options, slot, event_type, *clock_, std::move(watch),
       std::move(breaker_observer), event_copyable);
-  if (!pipeline.ok()) {
-    const std::string message(pipeline.status().message());
-    detail::assertion_failed("resilience::check_options<E>(options).ok()",
-                             message.c_str(), __FILE__, __LINE__);
-  }
+  FNBUS_ASSERT(pipeline.ok(), "with_pipeline() checked the options");
   retry = (*pipeline)->retry();
   return
       [handler = std::move(handler), pipeline = std::move(*pipeline)](
