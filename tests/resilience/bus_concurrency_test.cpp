@@ -145,20 +145,29 @@ TEST_CASE("bus concurrency: a limit of 2 runs two at once, the third waits",
 TEST_CASE("bus concurrency: a waiting event continues its event's trace",
           "[bus_concurrency]") {
   auto bus = make_bus({.execution = Execution::kManual});
-  std::vector<fnbus::EventTrace> traces;
-  auto sub = bus->subscribe<Charge>(
+  std::vector<fnbus::EventTrace> charged;  // each call of "charge"
+  fnbus::EventTrace audited_2;  // the dispatch of Charge{2} that found no slot
+  auto charge = bus->subscribe<Charge>(
       [&](const Charge& c, Context& context) {
-        traces.push_back(context.event_trace());
+        charged.push_back(context.event_trace());
         if (c.order == 1) bus->trigger(Charge{2});
       },
       {.name = "charge", .max_concurrency = 1});
+  auto audit = bus->subscribe<Charge>(
+      [&](const Charge& c, Context& context) {
+        if (c.order == 2) audited_2 = context.event_trace();
+      },
+      {.name = "audit"});
   REQUIRE(bus->publish(Charge{1}).ok());
   bus->run_until_idle();
-  REQUIRE(traces.size() == 2);
-  // Charge{2} was triggered inside order 1's call: its child, in its
-  // correlation; it ran later, as a queued child of its own dispatch.
-  CHECK(traces[1].context.correlation_id == traces[0].context.correlation_id);
-  CHECK(traces[1].event_id != traces[0].event_id);
+  REQUIRE(charged.size() == 2);
+  // Charge{2} was triggered inside order 1's call; its waiting call ran
+  // later as a queued child of that dispatch (not of order 1's), in the
+  // same correlation.
+  CHECK(charged[1].context.parent_id == audited_2.event_id);
+  CHECK(charged[1].context.parent_id != charged[0].event_id);
+  CHECK(charged[1].context.correlation_id == charged[0].context.correlation_id);
+  CHECK(charged[1].event_id != audited_2.event_id);
 }
 
 TEST_CASE(
