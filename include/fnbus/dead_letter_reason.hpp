@@ -41,8 +41,9 @@ enum class DeadLetterReason {
   kFunctionGone,
   // The function was at its concurrency limit (FunctionOptions::
   // max_concurrency) and the event could not wait for a slot: it could
-  // not be copied, or, its turn come, queued (the bus was shutting down,
-  // or its queue and follow-up room stayed full).
+  // not be copied, or, its turn come, the bus no longer accepted events
+  // (shutdown() had begun). (A full queue does not refuse it: the thread
+  // that ended the call runs it.)
   // DeadLetter::function names the function.
   kWaitRefused,
   // (A new reason goes before this line, and updates kDeadLetterReasonCount

@@ -512,9 +512,21 @@ class EventBus : private WorkSource {
   // A call holding a slot of `limit` is over (or will not run): hands the
   // slot to the oldest waiting call, queued, or frees it.
   void pass_slot(detail::SlotLimit& limit) noexcept;
-  // Queues `call`, which holds a slot; if refused, dead-letters it and
-  // passes its slot on.
+  // Queues `call`, which holds a slot. Refused for want of room, it runs
+  // in place instead (run_in_place()); refused because the bus no longer
+  // accepts events, it is dead-lettered (kWaitRefused) and its slot passed
+  // on (the next waiting call is likely refused too).
   void queue_with_slot(detail::SlotDelivery call) noexcept;
+  // Runs `call` (which holds a slot, and found the queue full) in the
+  // calling thread, as a worker would run it dequeued -- or, when this
+  // thread is running waiting calls of this bus in place already, leaves
+  // it to that loop to run next, so that a chain of them never nests.
+  // False only if it could do neither (no memory to keep it): `call` is
+  // then as it was.
+  [[nodiscard]] bool run_in_place(detail::SlotDelivery& call) noexcept;
+  // run_in_place()'s call of one waiting call: run_queued_call(), counted
+  // per function (detail::LockedCounts).
+  void run_with_slot(const detail::SlotDelivery& call) noexcept;
   // A call holding a slot will not run: dead-letters its event for its
   // function and passes the slot on.
   void slot_lost(const detail::SlotDelivery& call,

@@ -4,12 +4,25 @@
 // kThrottled: the bus keeps a copy of it waiting in the limit, holding no
 // worker; a call that ends hands its slot to the oldest waiting one, which
 // is queued as a detail::SlotDelivery and dispatched to that function
-// alone (EventBus::run_queued_call()). Every waiting event ends exactly
-// once: run, or dead-lettered for its function.
+// alone (EventBus::run_queued_call()) -- or, when the queue has no room
+// for it, run at once by the thread that ended the call (run_in_place()).
+// Every waiting event ends exactly once: run, or dead-lettered for its
+// function.
+//
+// Running in place, not recursing: the waiting call runs inside the
+// ending call's wrapper, and its own end may hand the slot on to a third
+// call with the queue still full, and so on down the wait list. The first
+// thread to run one in place becomes this bus's runner on that thread
+// (InPlaceRunner); the calls handed a slot while it runs are kept in its
+// list and run by its loop, one after another, so the stack grows by one
+// call however long the chain.
 
+#include <cstddef>
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 
@@ -25,6 +38,23 @@ std::optional<detail::SlotDelivery> take_next(
   return limit.leave();
 }
 
+// A thread running waiting calls of `bus` in place (EventBus::
+// run_in_place()): the calls of that bus handed a slot on this thread
+// meanwhile, and found the queue full, wait in `pending` for its loop.
+// Runners of different buses nest (a call on one bus triggers another);
+// each runs only its own bus's calls, so none outlives its bus.
+struct InPlaceRunner {
+  const EventBus* bus = nullptr;
+  InPlaceRunner* outer = nullptr;
+  std::vector<detail::SlotDelivery> pending;
+  std::size_t next = 0;  // pending[next...] are still to run
+};
+// The innermost runner on this thread, or none. Owner-only.
+constinit thread_local InPlaceRunner* tls_runner = nullptr;
+
+// push_back() keeps `call` as it was if it throws (no memory).
+static_assert(std::is_nothrow_move_constructible_v<detail::SlotDelivery>);
+
 }  // namespace
 
 detail::ErasedHandler EventBus::with_concurrency_limit(
@@ -38,7 +68,8 @@ detail::ErasedHandler EventBus::with_concurrency_limit(
     if (!holds_slot && !limit->try_enter()) return Outcome::kThrottled;
     // Passed on when the call returns or throws. Inside the call's
     // dispatch: the next call's queueing is a publish from a handler
-    // (accepted while the bus drains, never blocking).
+    // (accepted while the bus drains, never blocking); with no room, the
+    // next call runs here, in place (see queue_with_slot()).
     const absl::Cleanup release = [&]() noexcept { pass_slot(*limit); };
     return handler(event, context, failure);
   };
@@ -88,21 +119,80 @@ void EventBus::pass_slot(detail::SlotLimit& limit) noexcept {
 }
 
 void EventBus::queue_with_slot(detail::SlotDelivery call) noexcept {
-  // Each refused call is dead-lettered and passes its slot to the next
-  // waiting one, which is likely refused too (the bus is shutting down):
-  // a loop, so that a long wait list does not recurse.
+  // Each call refused because the bus no longer accepts events is
+  // dead-lettered and passes its slot to the next waiting one, which is
+  // likely refused too: a loop, so that a long wait list does not recurse.
   for (;;) {
     const PublishOptions options{.overflow = OverflowPolicy::kBlock,
                                  .trace = call.trace};
-    if (publish_event<true>(call, options).ok()) return;
-    // try_publish gave `call` back. Hold the limit past the dead letter:
-    // its sink may drop the last other reference.
+    const absl::Status status = publish_event<true>(call, options);
+    if (status.ok()) return;
+    // try_publish gave `call` back. FailedPrecondition is reject_closed()'s
+    // alone: shutdown() has begun (or the drain timed out). Every other
+    // refusal is for want of room -- the queue full (and, on a worker, its
+    // follow-up room: from inside a dispatch, where this runs, a publish
+    // never blocks), or no memory for the queue's copy -- and would lose a
+    // call that only had to wait: the thread ending the call runs it.
+    if (status.code() != absl::StatusCode::kFailedPrecondition &&
+        run_in_place(call)) {
+      return;
+    }
+    // Hold the limit past the dead letter: its sink may drop the last
+    // other reference.
     const std::shared_ptr<detail::SlotLimit> limit = call.limit;
     retry_lost(call, DeadLetterReason::kWaitRefused);
     std::optional<detail::SlotDelivery> next = take_next(*limit);
     if (!next) return;
     call = *std::move(next);
   }
+}
+
+bool EventBus::run_in_place(detail::SlotDelivery& call) noexcept {
+  for (InPlaceRunner* runner = tls_runner; runner != nullptr;
+       runner = runner->outer) {
+    if (runner->bus != this) continue;
+    // This thread is running this bus's waiting calls: its loop runs this
+    // one next, once the call that handed it the slot has returned.
+    try {
+      runner->pending.push_back(std::move(call));
+      return true;
+    } catch (...) {  // bad_alloc: `call` is as it was
+      return false;
+    }
+  }
+  InPlaceRunner runner{.bus = this, .outer = tls_runner};
+  tls_runner = &runner;
+  run_with_slot(call);
+  while (runner.next < runner.pending.size()) {
+    // Moved out first: running it may add to `pending`.
+    const detail::SlotDelivery next = std::move(runner.pending[runner.next]);
+    ++runner.next;
+    if (runner.next == runner.pending.size()) {
+      runner.pending.clear();  // keeps the capacity for the next one
+      runner.next = 0;
+    }
+    run_with_slot(next);
+  }
+  tls_runner = runner.outer;
+  return true;
+}
+
+void EventBus::run_with_slot(const detail::SlotDelivery& call) noexcept {
+  // As handle() would dequeued, once shutdown() cancels or the drain
+  // times out.
+  if (const detail::Fate fate = lifecycle_.fate();
+      fate != detail::Fate::kDispatch) [[unlikely]] {
+    slot_lost(call, fate == detail::Fate::kDrainTimeout
+                        ? DeadLetterReason::kDrainTimeout
+                        : DeadLetterReason::kCancelledAtShutdown);
+    return;
+  }
+  detail::ThreadRecord& record = detail::this_thread_record();
+  // The trace handle() would give it dequeued: a new event id, a child of
+  // the delivery that found no slot.
+  const EventTrace trace = detail::event_trace(record, call.trace);
+  detail::LockedCounts counts{trigger_failures_};
+  run_queued_call(record, call, call.limit.get(), trace, counts);
 }
 
 void EventBus::slot_lost(const detail::SlotDelivery& call,

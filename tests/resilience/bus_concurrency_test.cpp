@@ -1,17 +1,21 @@
 // Concurrency limits on the bus (FunctionOptions::max_concurrency): an
 // event over the limit waits without holding a worker or the event's other
 // functions, runs in arrival order when a call ends, and is never lost
-// (unsubscribe and shutdown dead-letter it); the limit holds under many
-// producers and workers, retries included. The manual-bus tests make a
-// call run while another is in progress by triggering from the handler.
+// (unsubscribe and shutdown dead-letter it; a full queue does not: the
+// thread ending the call runs it); the limit holds under many producers
+// and workers, retries included. The manual-bus tests make a call run
+// while another is in progress by triggering from the handler.
 
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -37,9 +41,12 @@ using fnbus::ShutdownMode;
 using fnbus::metrics::FunctionMetrics;
 using fnbus::testing::DeadLetterRecorder;
 using fnbus::testing::ManualClock;
+using fnbus::testing_support::Gate;
 using fnbus::testing_support::HighWater;
 using fnbus::testing_support::make_bus;
 using fnbus::testing_support::message_of;
+using fnbus::testing_support::OnExit;
+using fnbus::testing_support::wait_until;
 using namespace std::chrono_literals;
 
 struct Charge {
@@ -69,9 +76,9 @@ struct CappedBus {
     charge = bus->subscribe<Charge>(
         [this](const Charge& c) {
           high_water.enter();
+          const OnExit leave{[this] { high_water.leave(); }};  // throws too
           charged.push_back(c.order);
           if (during[c.order]) during[c.order]();
-          high_water.leave();
         },
         {.name = "charge", .max_concurrency = max_concurrency});
     audit = bus->subscribe<Charge>(
@@ -243,6 +250,266 @@ TEST_CASE(
     CHECK(counted.total() == 2);
   }
   fnbus::testing_support::check_final_stats(t.bus->stats());
+}
+
+TEST_CASE("bus concurrency: a call that throws passes its slot on",
+          "[bus_concurrency]") {
+  CappedBus t(1);
+  t.during[1] = [&] {
+    t.bus->trigger(Charge{2});
+    t.bus->trigger(Charge{3});
+    throw std::runtime_error("gateway down");
+  };
+  t.during[2] = [] { throw std::runtime_error("still down"); };
+  t.publish(1);
+  // Each throwing call handed its slot to the next waiting event.
+  CHECK(t.charged == std::vector<int>{1, 2, 3});
+  CHECK(t.high_water.most() == 1);
+  const FunctionMetrics f = t.function("charge");
+  CHECK(f.failed == 2);
+  CHECK(f.delivered == 1);
+  CHECK(f.throttled == 2);
+  CHECK(t.dead_letters.empty());
+  REQUIRE(t.bus->shutdown(ShutdownMode::kDrain).ok());
+  fnbus::testing_support::check_final_stats(t.bus->stats());
+}
+
+TEST_CASE(
+    "bus concurrency: on an inline bus a waiting event runs in the "
+    "publishing thread before publish() returns",
+    "[bus_concurrency]") {
+  auto bus = make_bus({.execution = Execution::kInline});
+  HighWater high_water;
+  std::vector<int> charged;
+  std::vector<std::thread::id> threads;
+  std::vector<int> charged_after_trigger;
+  bool published_3 = false;
+  auto charge = bus->subscribe<Charge>(
+      [&](const Charge& c) {
+        high_water.enter();
+        const OnExit leave{[&] { high_water.leave(); }};
+        charged.push_back(c.order);
+        threads.push_back(std::this_thread::get_id());
+        if (c.order == 1) {
+          bus->trigger(Charge{2});  // at the limit: waits
+          charged_after_trigger = charged;
+          // Queued, to run after this event (breadth-first).
+          published_3 = bus->publish(Charge{3}).ok();
+        }
+      },
+      {.name = "charge", .max_concurrency = 1});
+  REQUIRE(bus->publish(Charge{1}).ok());
+  // Order 1's end queued 2's delivery behind order 3, and handed it the
+  // slot: order 3 found none free and waited behind 2 (no overtaking).
+  // publish() ran the queue in this thread before it returned.
+  CHECK(published_3);
+  CHECK(charged_after_trigger == std::vector<int>{1});
+  CHECK(charged == std::vector<int>{1, 2, 3});
+  CHECK(threads == std::vector<std::thread::id>(3, std::this_thread::get_id()));
+  CHECK(high_water.most() == 1);
+  const fnbus::metrics::MetricsSnapshot m = bus->metrics();
+  const FunctionMetrics* f =
+      m.find_function(fnbus::event_type_name<Charge>(), "charge");
+  REQUIRE(f != nullptr);
+  CHECK(f->throttled == 2);
+  CHECK(f->delivered == 3);
+  REQUIRE(bus->shutdown(ShutdownMode::kDrain).ok());
+  // Two Charges and the two waiting ones' deliveries (fnbus.slot).
+  CHECK(bus->stats().published == 4);
+  fnbus::testing_support::check_final_stats(bus->stats());
+}
+
+TEST_CASE(
+    "bus concurrency: trigger() from a thread of its own at the limit "
+    "returns at once, and a worker runs the event later, once",
+    "[bus_concurrency]") {
+  DeadLetterRecorder dead_letters;
+  auto bus = make_bus({.workers = 2, .dead_letter_sink = dead_letters.sink()});
+  Gate gate;
+  const OnExit open{[&] { gate.open(); }};  // a failed REQUIRE frees it
+  std::mutex mutex;
+  std::vector<int> charged;  // guarded by mutex
+  std::thread::id ran_2_on;  // guarded by mutex
+  auto charge = bus->subscribe<Charge>(
+      [&](const Charge& c) {
+        {
+          std::lock_guard lock(mutex);
+          charged.push_back(c.order);
+          if (c.order == 2) ran_2_on = std::this_thread::get_id();
+        }
+        if (c.order == 1) gate.pass();
+      },
+      {.name = "charge", .max_concurrency = 1});
+  REQUIRE(bus->publish(Charge{1}).ok());
+  REQUIRE(gate.wait_for_waiter());  // a worker is inside order 1's call
+  bus->trigger(Charge{2});          // from the test thread
+  {
+    std::lock_guard lock(mutex);
+    CHECK(charged == std::vector<int>{1});  // it waits; trigger() did not
+  }
+  {
+    const fnbus::metrics::MetricsSnapshot m = bus->metrics();
+    const FunctionMetrics* f =
+        m.find_function(fnbus::event_type_name<Charge>(), "charge");
+    REQUIRE(f != nullptr);
+    CHECK(f->throttled == 1);
+  }
+  gate.open();
+  CHECK(wait_until([&] {
+    std::lock_guard lock(mutex);
+    return charged.size() == 2;
+  }));
+  REQUIRE(bus->shutdown(ShutdownMode::kDrain).ok());
+  CHECK(gate.timeouts.load() == 0);
+  std::lock_guard lock(mutex);
+  CHECK(charged == std::vector<int>{1, 2});  // once, after shutdown too
+  CHECK(ran_2_on != std::this_thread::get_id());
+  CHECK(dead_letters.empty());
+  CHECK(bus->stats().published == 2);  // Charge{1}, and 2's delivery
+  fnbus::testing_support::check_final_stats(bus->stats());
+}
+
+struct Filler {
+  int id = 0;
+};
+
+TEST_CASE(
+    "bus concurrency: when the queue is full at a hand-over, the waiting "
+    "events run in place, in order, one after another (not nested)",
+    "[bus_concurrency]") {
+  constexpr int kWaiting = 200;
+  // Order 0's call is run by run_one() (a caller loop) or by trigger()
+  // (no loop); it returns or throws.
+  const bool by_trigger = GENERATE(false, true);
+  const bool throws = GENERATE(false, true);
+  CAPTURE(by_trigger, throws);
+  DeadLetterRecorder dead_letters;
+  auto bus = make_bus({.queue_capacity = 2,
+                       .execution = Execution::kManual,
+                       .dead_letter_sink = dead_letters.sink()});
+  int fillers = 0;
+  auto filler = bus->subscribe<Filler>([&](const Filler&) { ++fillers; },
+                                       {.name = "filler"});
+  HighWater high_water;
+  std::vector<int> charged;
+  std::vector<std::uintptr_t> frames;  // where each call's locals lie
+  bool queue_full = false;
+  auto charge = bus->subscribe<Charge>(
+      [&](const Charge& c) {
+        high_water.enter();
+        const OnExit leave{[&] { high_water.leave(); }};
+        const int local = c.order;
+        frames.push_back(reinterpret_cast<std::uintptr_t>(&local));
+        charged.push_back(c.order);
+        if (c.order != 0) return;
+        for (int order = 1; order <= kWaiting; ++order) {
+          bus->trigger(Charge{order});  // each waits
+        }
+        // No room left for the waiting events' turn.
+        queue_full = bus->publish(Filler{1}).ok() &&
+                     bus->publish(Filler{2}).ok() &&
+                     !bus->publish(Filler{3}).ok();
+        if (throws) throw std::runtime_error("declined");
+      },
+      {.name = "charge", .max_concurrency = 1});
+  if (by_trigger) {
+    bus->trigger(Charge{0});
+  } else {
+    REQUIRE(bus->publish(Charge{0}).ok());
+    REQUIRE(bus->run_one());
+  }
+  CHECK(queue_full);
+  // Every waiting event ran before trigger() / run_one() returned, in
+  // arrival order, none dead-lettered, none through the queue.
+  std::vector<int> expected(kWaiting + 1);
+  std::iota(expected.begin(), expected.end(), 0);
+  CHECK(charged == expected);
+  CHECK(dead_letters.empty());
+  CHECK(fillers == 0);
+  CHECK(high_water.most() == 1);
+  // One loop ran them: a chain of nested calls would take a frame
+  // (several) per event, far more than this bound.
+  REQUIRE(frames.size() == static_cast<std::size_t>(kWaiting + 1));
+  const auto [low, high] =
+      std::minmax_element(frames.begin() + 1, frames.end());
+  CHECK(*high - *low < 16 * 1024);
+  {
+    const fnbus::metrics::MetricsSnapshot m = bus->metrics();
+    const FunctionMetrics* f =
+        m.find_function(fnbus::event_type_name<Charge>(), "charge");
+    REQUIRE(f != nullptr);
+    CHECK(f->throttled == kWaiting);
+    // Counted per function as if dequeued; trigger() counts only failures.
+    CHECK(f->delivered == kWaiting + (by_trigger || throws ? 0 : 1));
+    CHECK(f->failed == (throws ? 1 : 0));
+  }
+  CHECK(bus->run_until_idle() == 2);
+  CHECK(fillers == 2);
+  REQUIRE(bus->shutdown(ShutdownMode::kDrain).ok());
+  fnbus::testing_support::check_final_stats(bus->stats());
+}
+
+TEST_CASE(
+    "bus concurrency: a worker whose queue and follow-up room are full at a "
+    "hand-over runs the waiting events itself",
+    "[bus_concurrency]") {
+  DeadLetterRecorder dead_letters;
+  auto bus = make_bus({.queue_capacity = 2,
+                       .workers = 1,
+                       .follow_up_headroom = 0,
+                       .dead_letter_sink = dead_letters.sink()});
+  std::atomic<int> fillers{0};
+  auto filler = bus->subscribe<Filler>(
+      [&](const Filler&) { fillers.fetch_add(1, std::memory_order_relaxed); },
+      {.name = "filler"});
+  Gate gate;
+  const OnExit open{[&] { gate.open(); }};  // a failed REQUIRE frees it
+  std::mutex mutex;
+  std::vector<int> charged;             // guarded by mutex
+  std::vector<std::thread::id> ran_on;  // guarded by mutex
+  auto charge = bus->subscribe<Charge>(
+      [&](const Charge& c) {
+        {
+          std::lock_guard lock(mutex);
+          charged.push_back(c.order);
+          ran_on.push_back(std::this_thread::get_id());
+        }
+        if (c.order == 1) gate.pass();
+      },
+      {.name = "charge", .max_concurrency = 1});
+  REQUIRE(bus->publish(Charge{1}).ok());
+  REQUIRE(gate.wait_for_waiter());  // the only worker is inside order 1
+  bus->trigger(Charge{2});          // both wait
+  bus->trigger(Charge{3});
+  // The worker is held: these fill the queue until the hand-over.
+  REQUIRE(bus->publish(Filler{1}).ok());
+  REQUIRE(bus->publish(Filler{2}).ok());
+  REQUIRE_FALSE(bus->publish(Filler{3}).ok());
+  const std::uint64_t rejected_before = bus->stats().rejected;
+  gate.open();
+  CHECK(wait_until([&] {
+    std::lock_guard lock(mutex);
+    return charged.size() == 3;
+  }));
+  REQUIRE(bus->shutdown(ShutdownMode::kDrain).ok());
+  CHECK(gate.timeouts.load() == 0);
+  CHECK(dead_letters.empty());
+  CHECK(fillers.load() == 2);
+  std::lock_guard lock(mutex);
+  CHECK(charged == std::vector<int>{1, 2, 3});
+  // Orders 2 and 3 ran on the worker that ended order 1.
+  REQUIRE(ran_on.size() == 3);
+  CHECK(ran_on[1] == ran_on[0]);
+  CHECK(ran_on[2] == ran_on[0]);
+  // Each hand-over's publish was refused (and counted so), then run.
+  CHECK(bus->stats().rejected == rejected_before + 2);
+  const fnbus::metrics::MetricsSnapshot m = bus->metrics();
+  const FunctionMetrics* f =
+      m.find_function(fnbus::event_type_name<Charge>(), "charge");
+  REQUIRE(f != nullptr);
+  CHECK(f->delivered == 3);
+  CHECK(f->throttled == 2);
+  fnbus::testing_support::check_final_stats(bus->stats());
 }
 
 TEST_CASE(

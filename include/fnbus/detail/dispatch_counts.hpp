@@ -88,4 +88,23 @@ struct TriggerCounts {
   void restart() noexcept {}
 };
 
+// The accounting of a call run off the queue by whatever thread has it
+// (a waiting call run in place, see EventBus::run_in_place()): every
+// outcome counted per function, as a worker counts it, but through
+// TriggerFailures' locked shard, since the thread may have no shard of its
+// own (a trigger() caller). Untimed, like an event not sampled.
+struct LockedCounts {
+  TriggerFailures& counts;
+  void on_delivered(const HandlerEntry& entry) noexcept {
+    counts.count(entry.function_id, &FunctionSeries::delivered);
+  }
+  void on_failed(const HandlerEntry& entry) noexcept { counts.count(entry); }
+  void on_counted(
+      const HandlerEntry& entry,
+      std::atomic<std::uint64_t> FunctionSeries::*counter) noexcept {
+    counts.count(entry.function_id, counter);
+  }
+  void restart() noexcept {}
+};
+
 }  // namespace fnbus::detail
