@@ -70,10 +70,7 @@ detail::ErasedHandler EventBus::with_stages(
   return
       [handler = std::move(handler), pipeline = std::move(*pipeline)](
           const void* event, Context& context, absl::Status& failure) mutable {
-        return pipeline->run(event, context, failure,
-                             [&](absl::Status& handler_failure) {
-                               return handler(event, context, handler_failure);
-                             });
+        return pipeline->run(event, context, failure, handler);
       };
 }
 

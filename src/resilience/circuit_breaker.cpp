@@ -286,11 +286,12 @@ CircuitBreaker::Permit CircuitBreaker::acquire_locked(TimePoint now) {
   // relaxed: under mutex_, which orders every store of state_.
   switch (state_.load(std::memory_order_relaxed)) {
     case BreakerState::kClosed:
-      return let_through(0, now);
+      return Permit(this, 0, now);  // counted in permitted once it reports
     case BreakerState::kHalfOpen:
       if (probes_out_ + probe_successes_ < options_.half_open_probes) {
         ++probes_out_;
-        return let_through(spell_, now);
+        ++probes_let_through_;
+        return Permit(this, spell_, now);
       }
       break;
     case BreakerState::kOpen:
@@ -309,9 +310,6 @@ BreakerState CircuitBreaker::state(TimePoint now) {
 
 CircuitBreaker::Stats CircuitBreaker::stats() const {
   std::lock_guard lock(mutex_);
-  // The outcomes first, then permitted_: totals() loads each slice's calls
-  // with acquire, so every success it counts brings its permitted_
-  // increment along, and successes + failures + abandoned <= permitted.
   const HealthWindow::Counts windowed = window_.totals();
   Stats stats;
   stats.state = state_.load(std::memory_order_relaxed);  // under mutex_
@@ -320,8 +318,11 @@ CircuitBreaker::Stats CircuitBreaker::stats() const {
   stats.abandoned = abandoned_;
   stats.refused = refused_;
   stats.transitions = transitions_;
-  // relaxed: ordered after the outcomes by the acquire loads above.
-  stats.permitted = permitted_.load(std::memory_order_relaxed);
+  // Probes by their permits, the other calls by their outcomes; every
+  // probe outcome is of a probe let through, so the outcomes never exceed
+  // permitted.
+  stats.permitted = probes_let_through_ - probe_outcomes_ + stats.successes +
+                    stats.failures + stats.abandoned;
   return stats;
 }
 
@@ -329,6 +330,7 @@ void CircuitBreaker::report(TimePoint now, bool success, std::uint64_t spell) {
   Notice notice(*this);  // before the lock: reports after the unlock
   std::lock_guard lock(mutex_);
   if (!success) ++failures_;
+  if (spell != 0) ++probe_outcomes_;
   if (current_probe(spell)) {
     if (success) ++unwindowed_successes_;
     report_probe(now, success, notice);
@@ -361,6 +363,7 @@ void CircuitBreaker::report_probe(TimePoint now, bool success, Notice& notice) {
 void CircuitBreaker::abandon(std::uint64_t spell) {
   std::lock_guard lock(mutex_);
   ++abandoned_;
+  if (spell != 0) ++probe_outcomes_;
   // Frees the probe slot for another call.
   if (current_probe(spell)) --probes_out_;
 }

@@ -188,7 +188,7 @@ TimePoint Pipeline::stage_now() const noexcept {
 }
 
 Outcome Pipeline::run(const void* event, Context& context,
-                      absl::Status& failure, Call handler) {
+                      absl::Status& failure, Call& handler) {
   if (when_ && !when_(event)) return Outcome::kFiltered;
   std::string key;
   if (key_of_) {
@@ -210,13 +210,14 @@ Outcome Pipeline::run(const void* event, Context& context,
 }
 
 Outcome Pipeline::call_guarded(const void* event, Context& context,
-                               absl::Status& failure, Call handler,
+                               absl::Status& failure, Call& handler,
                                CircuitBreaker::Permit* permit,
                                std::string_view key, TimePoint start) {
   Outcome outcome;
   try {
-    outcome = deadline_ ? call_within_deadline(context, failure, handler, start)
-                        : handler(failure);
+    outcome = deadline_ ? call_within_deadline(event, context, failure, handler,
+                                               start)
+                        : handler(event, context, failure);
   } catch (...) {
     if (permit != nullptr) permit->on_failure(stage_now());
     forget(key);

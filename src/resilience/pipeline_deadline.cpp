@@ -54,15 +54,16 @@ bool Pipeline::surely_on_time(TimePoint deadline) const noexcept {
          detail::coarse_steady_now() <= deadline - coarse_end_margin_;
 }
 
-Outcome Pipeline::call_within_deadline(Context& context, absl::Status& failure,
-                                       Call handler, TimePoint start) {
+Outcome Pipeline::call_within_deadline(const void* event, Context& context,
+                                       absl::Status& failure, Call& handler,
+                                       TimePoint start) {
   const TimePoint deadline = detail::saturating_add(start, *deadline_);
   DeadlineWatch::Invocation call = watch_->begin(deadline, *deadline_);
   detail::DeadlineState& state = call.state();
   detail::ContextAccess::set_deadline(context, &state);
   Outcome outcome;
   try {
-    outcome = handler(failure);
+    outcome = handler(event, context, failure);
   } catch (...) {
     call.end();
     const TimePoint end = clock_.now();

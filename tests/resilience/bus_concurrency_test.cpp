@@ -440,7 +440,8 @@ TEST_CASE(
     REQUIRE(f != nullptr);
     CHECK(f->throttled == kWaiting);
     // Counted per function as if dequeued; trigger() counts only failures.
-    CHECK(f->delivered == kWaiting + (by_trigger || throws ? 0 : 1));
+    CHECK(f->delivered == static_cast<std::uint64_t>(
+                              kWaiting + (by_trigger || throws ? 0 : 1)));
     CHECK(f->failed == (throws ? 1 : 0));
   }
   CHECK(bus->run_until_idle() == 2);

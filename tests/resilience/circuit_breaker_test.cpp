@@ -299,7 +299,38 @@ TEST_CASE("circuit_breaker: a permit reports once, and moves carry it",
   CHECK(stats.failures == 1);
   CHECK(stats.successes == 0);
   CHECK(stats.abandoned == 1);
-  CHECK(stats.permitted == 3);
+  CHECK(stats.permitted == 2);  // `other` still runs: counted once it reports
+}
+
+// Stats::permitted counts a closed call once it reports (so the closed
+// path writes one shared word), a probe as soon as it is let through.
+TEST_CASE(
+    "circuit_breaker: permitted counts closed calls at their outcome, "
+    "probes at once",
+    "[circuit_breaker]") {
+  auto breaker = make(kSmall);
+  CircuitBreaker::Permit running = breaker->try_acquire(kStart);
+  REQUIRE(running);
+  CHECK(breaker->stats().permitted == 0);
+  running.on_success();
+  CHECK(breaker->stats().permitted == 1);
+  // Trip it (3 failures of 4 calls), wait out the cool-down: a probe.
+  CHECK(calls(*breaker, kStart, 3, false) == 3);
+  REQUIRE(breaker->state(kStart + 30s) == BreakerState::kHalfOpen);
+  CircuitBreaker::Permit probe = breaker->try_acquire(kStart + 30s);
+  REQUIRE(probe);
+  CHECK(breaker->stats().permitted == 5);
+  probe.on_success(kStart + 30s);
+  // Reported: counted once, not again.
+  CircuitBreaker::Stats stats = breaker->stats();
+  CHECK(stats.permitted == 5);
+  CHECK(stats.successes == 2);
+  CHECK(stats.failures == 3);
+  // An abandoned probe, too, is counted once.
+  { CircuitBreaker::Permit dropped = breaker->try_acquire(kStart + 30s); }
+  stats = breaker->stats();
+  CHECK(stats.permitted == 6);
+  CHECK(stats.abandoned == 1);
 }
 
 TEST_CASE(

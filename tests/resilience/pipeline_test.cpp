@@ -56,16 +56,25 @@ struct PipelineFixture {
   // For tests that call pipeline->run() themselves.
   Order own_order;
   Context own_context{fnbus::event_type_name<Order>(), "f", {}};
+  // Runs `body(failure)` as the handler on own_order, in own_context.
+  template <typename Body>
+  Outcome run_own(absl::Status& failure, Body body) {
+    Pipeline::Call handler = [&body](const void*, Context&, absl::Status& out) {
+      return body(out);
+    };
+    return pipeline->run(&own_order, own_context, failure, handler);
+  }
 
   Outcome run(const Order& order, absl::Status& failure) {
     Context context(fnbus::event_type_name<Order>(), "f", {});
-    return pipeline->run(&order, context, failure, [&](absl::Status& out) {
+    Pipeline::Call handler = [this](const void*, Context&, absl::Status& out) {
       ++handler_calls;
       if (handler_throws) throw std::runtime_error("gateway exploded");
       if (handler_result.ok()) return Outcome::kDelivered;
       out = handler_result;
       return Outcome::kFailed;
-    });
+    };
+    return pipeline->run(&order, context, failure, handler);
   }
   Outcome run(const Order& order) {
     absl::Status failure;
@@ -187,11 +196,12 @@ TEST_CASE("pipeline: a breaker on the steady clock counts and trips",
     Context context(fnbus::event_type_name<Order>(), "f", {});
     const Order order{.id = "1"};
     absl::Status failure;
-    return pipeline.run(&order, context, failure, [&](absl::Status& out) {
+    Pipeline::Call handler = [&](const void*, Context&, absl::Status& out) {
       if (!fail) return Outcome::kDelivered;
       out = absl::UnavailableError("gateway down");
       return Outcome::kFailed;
-    });
+    };
+    return pipeline.run(&order, context, failure, handler);
   };
   for (int i = 0; i < 3; ++i) CHECK(run() == Outcome::kDelivered);
   fail = true;
@@ -349,17 +359,15 @@ TEST_CASE(
     "[pipeline][deadline]") {
   PipelineFixture f({.deadline = 100ms});
   absl::Status failure;
-  CHECK(
-      f.pipeline->run(&f.own_order, f.own_context, failure, [&](absl::Status&) {
-        f.clock.advance(100ms);
-        return Outcome::kDelivered;
-      }) == Outcome::kDelivered);
+  CHECK(f.run_own(failure, [&](absl::Status&) {
+    f.clock.advance(100ms);
+    return Outcome::kDelivered;
+  }) == Outcome::kDelivered);
   CHECK(failure.ok());
-  CHECK(
-      f.pipeline->run(&f.own_order, f.own_context, failure, [&](absl::Status&) {
-        f.clock.advance(100ms + 1ns);
-        return Outcome::kDelivered;
-      }) == Outcome::kTimedOut);
+  CHECK(f.run_own(failure, [&](absl::Status&) {
+    f.clock.advance(100ms + 1ns);
+    return Outcome::kDelivered;
+  }) == Outcome::kTimedOut);
   CHECK(failure.code() == absl::StatusCode::kDeadlineExceeded);
   CHECK(std::string(failure.message()) ==
         "ran 100.000ms, past its deadline of 100ms");
@@ -401,13 +409,14 @@ TEST_CASE(
   auto run = [&](fnbus::Duration ran_past_deadline, fnbus::TimePoint& seen) {
     Context context(fnbus::event_type_name<Order>(), "f", {});
     absl::Status failure;
-    return pipeline.run(&order, context, failure, [&](absl::Status&) {
+    Pipeline::Call handler = [&](const void*, Context&, absl::Status&) {
       seen = context.deadline();
       if (ran_past_deadline != fnbus::Duration::max()) {
         std::this_thread::sleep_until(seen + ran_past_deadline);
       }
       return Outcome::kDelivered;
-    });
+    };
+    return pipeline.run(&order, context, failure, handler);
   };
 
   fnbus::TimePoint seen;

@@ -23,8 +23,8 @@
 //
 // Thread safety: every method from any thread. The closed state's common
 // path -- try_acquire() while closed, then on_success() within the
-// window's newest slice -- takes no lock: one relaxed load of the state
-// and two atomic increments (the permit count, the slice's calls).
+// window's newest slice -- takes no lock and writes one shared word: a
+// relaxed load of the state and one atomic increment (the slice's calls).
 // Everything else (a failure, which may trip it; a success in another
 // slice, which moves the window on; the open and half-open states; stats())
 // takes the breaker's mutex for a few counter updates.
@@ -197,7 +197,11 @@ class CircuitBreaker {
   // What one breaker has done; for metrics.
   struct Stats {
     BreakerState state = BreakerState::kClosed;
-    std::uint64_t permitted = 0;    // calls let through
+    // Calls let through: a half-open probe when it is let through, any
+    // other call once it reports or is abandoned (a call let through while
+    // closed and still running is not counted yet: counting it at
+    // try_acquire() would cost the closed path a second shared write).
+    std::uint64_t permitted = 0;
     std::uint64_t refused = 0;      // calls refused (open, probes used)
     std::uint64_t successes = 0;    // reported by permits
     std::uint64_t failures = 0;     // reported by permits
@@ -268,8 +272,6 @@ class CircuitBreaker {
   class Notice;
 
   CircuitBreaker(BreakerOptions options, BreakerObserver observer);
-  // Counts a call let through and makes its permit.
-  Permit let_through(std::uint64_t spell, TimePoint now) noexcept;
   Permit acquire_locked(TimePoint now);
   void report(TimePoint now, bool success, std::uint64_t spell);
   void abandon(std::uint64_t spell);
@@ -288,12 +290,10 @@ class CircuitBreaker {
   // try_acquire() (and under it by the rest). Relaxed throughout: the
   // closed path needs the value alone (its permit holds this breaker and
   // an instant; the window orders itself, every other path takes mutex_).
-  // On the same cache line as permitted_, which every call writes anyway.
+  // On a line of its own, which the closed path only reads: concurrent
+  // callers share it without moving it between cores.
   alignas(detail::kCacheLineSize) std::atomic<BreakerState> state_{
       BreakerState::kClosed};
-  // Calls let through, in every state. Relaxed increments: a count, and
-  // stats() reads it after the outcomes (see there).
-  std::atomic<std::uint64_t> permitted_{0};
   alignas(detail::kCacheLineSize) mutable std::mutex mutex_;
   // Guarded by mutex_; its lock-free success path excepted.
   HealthWindow window_;
@@ -302,6 +302,10 @@ class CircuitBreaker {
   std::uint64_t failures_ = 0;
   std::uint64_t abandoned_ = 0;
   std::uint64_t transitions_ = 0;
+  // Probes let through, and probes reported or abandoned (of any spell):
+  // Stats::permitted counts the other calls by their outcomes.
+  std::uint64_t probes_let_through_ = 0;
+  std::uint64_t probe_outcomes_ = 0;
   // Successes reported while not closed, or by probes: not in window_
   // (whose totals() has the others).
   std::uint64_t unwindowed_successes_ = 0;
@@ -331,23 +335,16 @@ inline bool HealthWindow::try_record_success(TimePoint now) noexcept {
   }
   // release: pairs with the acquire loads of calls in counts(), totals()
   // and retire(), so that whoever counts this success also sees what came
-  // before it (the breaker's permitted_ increment for this call).
+  // before it.
   bucket.calls.fetch_add(1, std::memory_order_release);
   return true;
-}
-
-inline CircuitBreaker::Permit CircuitBreaker::let_through(
-    std::uint64_t spell, TimePoint now) noexcept {
-  // relaxed: a count; see permitted_.
-  permitted_.fetch_add(1, std::memory_order_relaxed);
-  return Permit(this, spell, now);
 }
 
 inline CircuitBreaker::Permit CircuitBreaker::try_acquire(TimePoint now) {
   // relaxed: see state_.
   if (state_.load(std::memory_order_relaxed) == BreakerState::kClosed)
       [[likely]] {
-    return let_through(0, now);
+    return Permit(this, 0, now);  // counted in permitted once it reports
   }
   return acquire_locked(now);
 }

@@ -50,7 +50,7 @@
 #include <optional>
 #include <string_view>
 
-#include "absl/functional/function_ref.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -92,14 +92,17 @@ class Pipeline {
       std::shared_ptr<DeadlineWatch> watch = nullptr,
       BreakerObserver breaker_observer = nullptr, bool event_copyable = true);
 
-  // The handler's call: kDelivered, or kFailed with the Status in its
-  // argument; may throw.
-  using Call = absl::FunctionRef<Outcome(absl::Status& failure)>;
+  // The handler, called with run()'s event and context: kDelivered, or
+  // kFailed with the Status in `failure`; may throw. (The bus's erased
+  // handler type, called directly: no FunctionRef between the stages and
+  // the handler on the success path.)
+  using Call = absl::AnyInvocable<Outcome(const void* event, Context& context,
+                                          absl::Status& failure)>;
   // Runs the stages around `handler` for `event` (of the pipeline's type).
   // May throw only what the handler threw when there is no fallback (the
   // bus reports it as usual).
   Outcome run(const void* event, Context& context, absl::Status& failure,
-              Call handler);
+              Call& handler);
 
   // The breaker, or null (for metrics).
   [[nodiscard]] CircuitBreaker* breaker() const noexcept {
@@ -124,7 +127,7 @@ class Pipeline {
   // Calls the handler (within the deadline, if any, from `start`) and
   // reports its outcome to the breaker's `permit` (null: no breaker).
   Outcome call_guarded(const void* event, Context& context,
-                       absl::Status& failure, Call handler,
+                       absl::Status& failure, Call& handler,
                        CircuitBreaker::Permit* permit, std::string_view key,
                        TimePoint start);
   // After the handler failed (`failure` set; `thrown` if it threw):
@@ -143,8 +146,9 @@ class Pipeline {
   // The deadline stage (pipeline_deadline.cpp): runs `handler` watched
   // until start + deadline_; kTimedOut (with `failure` saying why) if it
   // returned or threw after that.
-  Outcome call_within_deadline(Context& context, absl::Status& failure,
-                               Call handler, TimePoint start);
+  Outcome call_within_deadline(const void* event, Context& context,
+                               absl::Status& failure, Call& handler,
+                               TimePoint start);
 
   Clock& clock_;
   Condition when_;
