@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   fnbus_bench::register_idle_benchmarks();
   fnbus_bench::register_pingpong_benchmark("BM_PingPong_Before");
   fnbus_bench::register_latency_benchmarks();
+  fnbus_bench::register_call_benchmarks();
   fnbus_bench::register_throughput_benchmarks();
   fnbus_bench::register_scaling_benchmarks();
   fnbus_bench::register_pingpong_benchmark("BM_PingPong_After");

@@ -217,6 +217,7 @@ void register_timer_benchmarks();
 void register_idle_benchmarks();
 void register_pingpong_benchmark(const char* name);
 void register_latency_benchmarks();
+void register_call_benchmarks();
 void register_throughput_benchmarks();
 void register_scaling_benchmarks();
 

@@ -5,6 +5,7 @@
 #include "fnbus/clock.hpp"
 #include "fnbus/event.hpp"
 #include "fnbus/event_bus.hpp"
+#include "fnbus/mesh/call.hpp"
 #include "fnbus/exec/thread_pool.hpp"
 #include "fnbus/fwd.hpp"
 #include "fnbus/metrics/exposition.hpp"

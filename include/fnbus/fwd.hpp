@@ -42,6 +42,14 @@ struct FunctionMetrics;
 struct Gauges;
 }  // namespace metrics
 
+namespace mesh {
+struct CallOptions;
+template <typename Reply>
+class CallFuture;
+class Service;
+struct ServiceStats;
+}  // namespace mesh
+
 namespace resilience {
 class DeadLetterStore;
 struct DeadLetterStoreOptions;
