@@ -117,7 +117,7 @@ TEST_CASE("outlier_detector: each ejection in a row lasts longer, capped",
 }
 
 TEST_CASE(
-    "outlier_detector: ejects after consecutive failures; a success "
+    "outlier_detector: ejects after consecutive failures, and a success "
     "resets the streak",
     "[mesh]") {
   ManualClock clock;
@@ -157,7 +157,7 @@ TEST_CASE("outlier_detector: an ejected replica returns after its cool-down",
 
 TEST_CASE(
     "outlier_detector: a replica failing again at once is ejected for "
-    "longer; a success in between starts over",
+    "longer, and a success in between starts over",
     "[mesh]") {
   ManualClock clock;
   auto detector = make(4);
