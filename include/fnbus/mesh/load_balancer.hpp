@@ -96,7 +96,8 @@ class LeastOutstandingBalancer final : public LoadBalancer {
   }
 };
 
-// A new balancer of the given kind.
+// A new balancer of the given kind (an unknown value gives
+// kLeastOutstanding; ReplicaSet::Create refuses one).
 [[nodiscard]] std::unique_ptr<LoadBalancer> make_balancer(Balancing balancing);
 
 }  // namespace fnbus::mesh
