@@ -214,6 +214,7 @@ void register_trigger_benchmarks();
 void register_stages_benchmarks();
 void register_histogram_benchmarks();
 void register_timer_benchmarks();
+void register_mesh_benchmarks();
 void register_idle_benchmarks();
 void register_pingpong_benchmark(const char* name);
 void register_latency_benchmarks();
