@@ -215,6 +215,7 @@ void register_stages_benchmarks();
 void register_histogram_benchmarks();
 void register_timer_benchmarks();
 void register_idle_benchmarks();
+void register_mesh_versions_benchmarks();
 void register_pingpong_benchmark(const char* name);
 void register_latency_benchmarks();
 void register_throughput_benchmarks();

@@ -1,5 +1,6 @@
 #include "fnbus/mesh/canary_judge.hpp"
 
+#include <algorithm>
 #include <utility>
 
 #include "fnbus/detail/config.hpp"
@@ -86,6 +87,7 @@ std::optional<Verdict> CanaryJudge::record(VersionId version, bool ok,
   Window* window = window_of(version);
   if (window == nullptr) return std::nullopt;  // left the table
   window->add(ok, latency);
+  if (window == stable_.get()) ++stable_records_;
   if (window != canary_.get() || fired_) return std::nullopt;
   ++canary_records_;
   Verdict verdict = verdict_locked(canary_records_ % kLatencyCheckEvery == 0);
@@ -96,13 +98,31 @@ std::optional<Verdict> CanaryJudge::record(VersionId version, bool ok,
 
 Verdict CanaryJudge::verdict() const {
   std::lock_guard lock(mutex_);
-  return verdict_locked(true);
+  if (canary_ == nullptr) return {};
+  return judge(stable_->view(stable_scratch_, true),
+               canary_->view(canary_scratch_, true), options_);
 }
 
-Verdict CanaryJudge::verdict_locked(bool with_latencies) const {
-  if (canary_ == nullptr || stable_ == nullptr) return {};
-  return judge(stable_->view(stable_scratch_, with_latencies),
+Verdict CanaryJudge::verdict_locked(bool with_latencies) {
+  if (canary_ == nullptr) return {};
+  if (with_latencies) refresh_baseline();
+  // Without latencies, an empty baseline: the latency test does not run.
+  return judge(stable_->view(stable_scratch_, false),
+               with_latencies ? baseline_ : LatencyBaseline{},
                canary_->view(canary_scratch_, with_latencies), options_);
+}
+
+void CanaryJudge::refresh_baseline() {
+  const bool stale =
+      baseline_version_ != stable_->version ||
+      stable_records_ >=
+          std::max<std::uint64_t>(1, options_.window_calls / 4) ||
+      (stable_records_ > 0 && baseline_.successes < kMinLatencyCalls);
+  if (!stale) return;
+  (void)stable_->view(stable_scratch_, true);
+  baseline_ = baseline_of(stable_scratch_);
+  baseline_version_ = stable_->version;
+  stable_records_ = 0;
 }
 
 CanaryJudge::Totals CanaryJudge::totals(VersionId version) const {

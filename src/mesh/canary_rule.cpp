@@ -13,9 +13,6 @@ namespace {
 
 // The latency test's tail: p99 = 1% of calls above it.
 constexpr double kTail = 0.01;
-// Successes each version needs for the latency test: a p99 of fewer is
-// their maximum.
-constexpr std::uint64_t kMinLatencies = 100;
 
 std::string format_latency(double nanos) {
   if (nanos >= 1e6) return fmt::format("{:.2f} ms", nanos / 1e6);
@@ -80,11 +77,11 @@ absl::Status check(const CanaryOptions& options) {
         "version the rule looks at)",
         options.window_calls));
   } else if (std::isfinite(options.max_p99_ratio) &&
-             options.window_calls < kMinLatencies) {
+             options.window_calls < kMinLatencyCalls) {
     problems.push_back(fmt::format(
         "window_calls is {}, too few for a p99; use at least {}, or set "
         "max_p99_ratio to infinity to judge failures alone",
-        options.window_calls, kMinLatencies));
+        options.window_calls, kMinLatencyCalls));
   }
   if (options.min_calls < 1 || options.min_calls > options.window_calls) {
     problems.push_back(fmt::format(
@@ -127,8 +124,17 @@ Duration p99(std::span<const Duration> latencies) {
   return *nth;
 }
 
+LatencyBaseline baseline_of(std::span<const Duration> latencies) {
+  return LatencyBaseline{.p99 = p99(latencies), .successes = latencies.size()};
+}
+
 Verdict judge(const WindowView& stable, const WindowView& canary,
               const CanaryOptions& options) {
+  return judge(stable, baseline_of(stable.latencies), canary, options);
+}
+
+Verdict judge(const WindowView& stable, const LatencyBaseline& baseline,
+              const WindowView& canary, const CanaryOptions& options) {
   if (canary.calls < options.min_calls) return {};
   if (failures_fire(stable, canary, options)) {
     return Verdict{
@@ -141,11 +147,11 @@ Verdict judge(const WindowView& stable, const WindowView& canary,
             options.max_failure_rate_margin, canary.calls, stable.calls)};
   }
   if (!std::isfinite(options.max_p99_ratio) ||
-      stable.latencies.size() < kMinLatencies ||
-      canary.latencies.size() < kMinLatencies) {
+      baseline.successes < kMinLatencyCalls ||
+      canary.latencies.size() < kMinLatencyCalls) {
     return Verdict{.kind = Verdict::kHealthy, .reason = {}};
   }
-  const double stable_p99 = static_cast<double>(p99(stable.latencies).count());
+  const auto stable_p99 = static_cast<double>(baseline.p99.count());
   const double bound = options.max_p99_ratio * stable_p99;
   const auto slower = static_cast<std::uint64_t>(std::count_if(
       canary.latencies.begin(), canary.latencies.end(),

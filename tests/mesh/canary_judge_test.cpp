@@ -238,6 +238,35 @@ TEST_CASE(
   CHECK(judge->totals(7).calls == 0);
 }
 
+TEST_CASE("canary_judge: the latency baseline follows the stable version",
+          "[mesh][canary_judge]") {
+  auto judge = make();
+  Random random(8);
+  // v1 fast (10 ms mean), canary v2 as fast: healthy; the judge now holds
+  // v1's p99 as the baseline.
+  for (int i = 0; i < 1000; ++i) {
+    CHECK_FALSE(call(*judge, kStable, kHealthy, random));
+  }
+  for (int i = 0; i < 200; ++i) {
+    CHECK_FALSE(call(*judge, kCanary, kHealthy, random));
+  }
+  // A slow v3 becomes stable with only 100 calls: fewer than a quarter of
+  // its window, so only its being another version makes the judge find
+  // the baseline again. Canary v4 is as slow: healthy.
+  judge->set_versions(3, 4);
+  for (int i = 0; i < 100; ++i) CHECK_FALSE(call(*judge, 3, kSlow3x, random));
+  int fired = 0;
+  for (int i = 0; i < 1000; ++i)
+    fired += call(*judge, 4, kSlow3x, random) ? 1 : 0;
+  CHECK(fired == 0);
+  // Against a fast stable version it is rolled back.
+  judge->set_versions(kStable, 5);  // v1's window starts again
+  for (int i = 0; i < 1000; ++i) (void)call(*judge, kStable, kHealthy, random);
+  for (int i = 0; i < 1000; ++i)
+    fired += call(*judge, 5, kSlow3x, random) ? 1 : 0;
+  CHECK(fired == 1);
+}
+
 TEST_CASE("canary_judge: concurrent records are all counted, fired once",
           "[mesh][canary_judge]") {
   auto judge =

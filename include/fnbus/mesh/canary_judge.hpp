@@ -12,8 +12,10 @@
 //
 // The rule is checked when a canary call is recorded: the failure test
 // on every one (a few arithmetic operations), the latency test on every
-// kLatencyCheckEvery-th (it sorts the stable window). Recording a stable
-// call never fires: a canary with no traffic is not judged.
+// kLatencyCheckEvery-th (it copies the canary's window; the stable p99 it
+// compares with is found again once a quarter of the stable window is
+// new). Recording a stable call never fires: a canary with no traffic is
+// not judged.
 //
 // Thread safety: every method from any thread; each takes the judge's
 // mutex for a few counter updates (set_versions() and the latency test
@@ -101,7 +103,9 @@ class CanaryJudge {
   // Under mutex_: the window of `version` if it is live, else null.
   Window* window_of(VersionId version) noexcept;
   [[nodiscard]] std::unique_ptr<Window> take_or_make(VersionId version);
-  [[nodiscard]] Verdict verdict_locked(bool with_latencies) const;
+  [[nodiscard]] Verdict verdict_locked(bool with_latencies);
+  // Under mutex_: finds baseline_ again if it is stale.
+  void refresh_baseline();
 
   const CanaryOptions options_;
   mutable std::mutex mutex_;
@@ -111,6 +115,11 @@ class CanaryJudge {
   std::uint64_t canary_records_ = 0;  // since set_versions() named it
   bool fired_ = false;                // record() returned its verdict
   std::vector<Totals> totals_;        // totals_[version - 1]
+  // The stable p99 the latency test compares with, found over the window
+  // of baseline_version_, and the stable calls recorded since.
+  LatencyBaseline baseline_;
+  VersionId baseline_version_ = kNoVersion;
+  std::uint64_t stable_records_ = 0;
   // Reused for the latencies the rule reads.
   mutable std::vector<Duration> stable_scratch_;
   mutable std::vector<Duration> canary_scratch_;

@@ -16,7 +16,10 @@
 //    `evidence`) above 1%.
 // Neither fires before the canary has min_calls calls in its window; the
 // latency test also needs 100 successes of each version (a p99 of fewer
-// is their maximum).
+// is their maximum) and reads successes only (a failure that returns
+// fast must not make a canary look quick). A stable version with no calls
+// in its window is no baseline: its rate counts as 1 failure in 2 calls,
+// so the failure test cannot fire against it at evidence 1.5 or more.
 //
 // Why a margin *and* evidence: a rule checked after every call would roll
 // back a canary as good as the stable one by noise sooner or later; the
@@ -34,6 +37,10 @@
 #include "fnbus/clock.hpp"
 
 namespace fnbus::mesh {
+
+// Successful calls each version needs before the latency test: a p99 of
+// fewer is their maximum.
+inline constexpr std::uint64_t kMinLatencyCalls = 100;
 
 struct CanaryOptions {
   // Roll back when the canary's failure rate exceeds the stable's by more
@@ -86,12 +93,26 @@ struct Verdict {
 
 [[nodiscard]] std::string_view to_string(Verdict::Kind kind) noexcept;
 
-// The rule. `options` must pass check(). Allocates (a copy of the stable
-// latencies, to find their p99).
-[[nodiscard]] Verdict judge(const WindowView& stable, const WindowView& canary,
-                            const CanaryOptions& options);
+// What the latency test needs of the stable version: its p99 and how
+// many successful calls it was taken over.
+struct LatencyBaseline {
+  Duration p99 = Duration::zero();
+  std::uint64_t successes = 0;
+};
 
 // The p99 of `latencies` (the ceil(0.99 n)-th smallest); 0 if empty.
+// Allocates (a copy to partially sort).
 [[nodiscard]] Duration p99(std::span<const Duration> latencies);
+[[nodiscard]] LatencyBaseline baseline_of(std::span<const Duration> latencies);
+
+// The rule. `options` must pass check().
+[[nodiscard]] Verdict judge(const WindowView& stable, const WindowView& canary,
+                            const CanaryOptions& options);
+// The same with the stable p99 found already (stable.latencies unread):
+// for a caller that keeps it between calls, as CanaryJudge does.
+[[nodiscard]] Verdict judge(const WindowView& stable,
+                            const LatencyBaseline& baseline,
+                            const WindowView& canary,
+                            const CanaryOptions& options);
 
 }  // namespace fnbus::mesh
