@@ -216,7 +216,7 @@ TEST_CASE("canary_judge: fires once per canary, again for a new one",
 }
 
 TEST_CASE(
-    "canary_judge: a promoted canary keeps its window; a version that left "
+    "canary_judge: a promoted canary keeps its window, a version that left "
     "counts in totals only",
     "[mesh][canary_judge]") {
   auto judge = make({.max_p99_ratio = std::numeric_limits<double>::infinity(),

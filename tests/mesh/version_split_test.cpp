@@ -6,6 +6,7 @@
 #include "fnbus/mesh/version_split.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -234,11 +235,20 @@ TEST_CASE(
   };
   std::vector<std::vector<Sample>> samples(kReaders);
   std::atomic<int> readers_done{0};
+  std::atomic<bool> writing{false};
   std::vector<SplitTable> history{split->table()};  // the writer's only
 
   std::vector<std::thread> readers;
   for (int r = 0; r < kReaders; ++r) {
     readers.emplace_back([&, r] {
+      // Start once the writer has begun (or after 10 s: then
+      // history.size() fails below), so that routes overlap changes.
+      const auto give_up =
+          std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!writing.load(std::memory_order_acquire) &&
+             std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::yield();
+      }
       Random random(static_cast<std::uint64_t>(r) + 1);
       samples[r].reserve(kRoutesPerReader);
       for (int i = 0; i < kRoutesPerReader; ++i) {
@@ -266,6 +276,7 @@ TEST_CASE(
     }
     if (!status.ok()) break;
     history.push_back(split->table());
+    writing.store(true, std::memory_order_release);
   }
   for (std::thread& reader : readers) reader.join();
 

@@ -116,7 +116,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "versioned_function: a promoted canary is judged no more; a late "
+    "versioned_function: a promoted canary is judged no more, a late "
     "verdict changes nothing",
     "[mesh][versioned_function]") {
   int reports = 0;
@@ -177,9 +177,18 @@ TEST_CASE(
   constexpr int kCallers = 2;
   constexpr int kCallsPerCaller = 30'000;
   std::atomic<int> callers_done{0};
+  std::atomic<bool> deployed{false};
   std::vector<std::thread> callers;
   for (int c = 0; c < kCallers; ++c) {
     callers.emplace_back([&, c] {
+      // Start once a canary is live (or after 10 s: then deploys fails
+      // below), so that calls overlap changes.
+      const auto give_up =
+          std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!deployed.load(std::memory_order_acquire) &&
+             std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::yield();
+      }
       Random random(static_cast<std::uint64_t>(c) + 11);
       for (int i = 0; i < kCallsPerCaller; ++i) {
         const Route route = fn->route(random.next());
@@ -202,6 +211,7 @@ TEST_CASE(
                          .ok()
                      ? 1
                      : 0;
+      deployed.store(deploys > 0, std::memory_order_release);
     } else if (change % 4 == 0) {
       (void)fn->promote();  // may find the judge was first
     } else {
@@ -215,6 +225,7 @@ TEST_CASE(
   for (const VersionedFunction::VersionStats& version : stats.versions) {
     calls += version.calls;
   }
+  CHECK(deploys > 1);
   CHECK(calls == std::uint64_t{kCallers} * kCallsPerCaller);
   CHECK(stats.deploys == deploys);
   CHECK(stats.automatic_rollbacks == reported.load());
