@@ -26,7 +26,9 @@
 //
 // Thread safety: route(), route_key() and table() from any thread at any
 // time: they take no lock and write nothing shared (a sequence lock:
-// they retry while a change is being published, which is a few stores).
+// they retry while a change is being published, which is a few stores;
+// a writer descheduled in the middle of those makes them spin until it
+// runs again, so they are not lock-free in the strict sense).
 // The changes (deploy_canary, set_weight, promote, rollback) from any
 // thread; they are serialised by a mutex.
 // Guarantees: for any call of route(d) or route_key(k), the result is what
