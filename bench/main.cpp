@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   fnbus_bench::register_timer_benchmarks();
   fnbus_bench::register_mesh_benchmarks();
   fnbus_bench::register_idle_benchmarks();
+  fnbus_bench::register_mesh_versions_benchmarks();
   fnbus_bench::register_pingpong_benchmark("BM_PingPong_Before");
   fnbus_bench::register_latency_benchmarks();
   fnbus_bench::register_call_benchmarks();

@@ -216,6 +216,7 @@ void register_histogram_benchmarks();
 void register_timer_benchmarks();
 void register_mesh_benchmarks();
 void register_idle_benchmarks();
+void register_mesh_versions_benchmarks();
 void register_pingpong_benchmark(const char* name);
 void register_latency_benchmarks();
 void register_call_benchmarks();
