@@ -1,8 +1,11 @@
 #include "fnbus/random.hpp"
 
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <numbers>
+#include <random>
 
 namespace fnbus {
 namespace {
@@ -60,5 +63,24 @@ double Random::normal() noexcept {
   const double r = std::sqrt(-2.0 * std::log(uniform_open0()));
   return r * std::cos(2.0 * std::numbers::pi * uniform01());
 }
+
+namespace detail {
+
+Random& thread_random() noexcept {
+  thread_local Random random([]() noexcept -> std::uint64_t {
+    try {
+      std::random_device entropy;
+      return (std::uint64_t{entropy()} << 32) ^ entropy();
+    } catch (...) {  // no entropy source: distinct per thread and start
+      static thread_local const int here = 0;
+      return reinterpret_cast<std::uintptr_t>(&here) ^
+             static_cast<std::uint64_t>(
+                 std::chrono::steady_clock::now().time_since_epoch().count());
+    }
+  }());
+  return random;
+}
+
+}  // namespace detail
 
 }  // namespace fnbus

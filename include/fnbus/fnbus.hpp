@@ -13,6 +13,7 @@
 #include "fnbus/mesh/replica_loads.hpp"
 #include "fnbus/mesh/replica_mask.hpp"
 #include "fnbus/mesh/replica_set.hpp"
+#include "fnbus/mesh/replicated.hpp"
 #include "fnbus/mesh/version_split.hpp"
 #include "fnbus/mesh/versioned_function.hpp"
 #include "fnbus/exec/thread_pool.hpp"

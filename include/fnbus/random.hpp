@@ -40,4 +40,11 @@ class Random {
   std::uint64_t state_[4];
 };
 
+namespace detail {
+// One generator per thread, seeded from std::random_device (else from the
+// thread and the time): retry jitter and replica picks draw from it with
+// no lock.
+[[nodiscard]] Random& thread_random() noexcept;
+}  // namespace detail
+
 }  // namespace fnbus

@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <memory>
-#include <random>
 #include <utility>
 
 #include "fnbus/detail/saturating_time.hpp"
@@ -14,25 +13,6 @@
 #include "fnbus/random.hpp"
 
 namespace fnbus {
-namespace {
-
-// The jitter's random numbers: one generator per thread, no lock.
-Random& thread_random() noexcept {
-  thread_local Random random([]() noexcept -> std::uint64_t {
-    try {
-      std::random_device entropy;
-      return (std::uint64_t{entropy()} << 32) ^ entropy();
-    } catch (...) {  // no entropy source: distinct per thread and start
-      static thread_local const int here = 0;
-      return reinterpret_cast<std::uintptr_t>(&here) ^
-             static_cast<std::uint64_t>(
-                 std::chrono::steady_clock::now().time_since_epoch().count());
-    }
-  }());
-  return random;
-}
-
-}  // namespace
 
 void EventBus::schedule_retry(const detail::HandlerEntry& entry,
                               const void* event, const Context& context,
@@ -66,7 +46,7 @@ void EventBus::schedule_retry(const detail::HandlerEntry& entry,
         .trace = TraceContext{.correlation_id = context.correlation_id(),
                               .parent_id = context.event_id()}});
     due = detail::saturating_add(
-        now, entry.retry->delay(context.attempt(), thread_random()));
+        now, entry.retry->delay(context.attempt(), detail::thread_random()));
   } catch (...) {  // bad_alloc
     return refuse();
   }

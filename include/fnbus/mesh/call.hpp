@@ -88,11 +88,11 @@ class CallFuture {
 
  private:
   friend class fnbus::EventBus;
-  CallFuture(std::shared_ptr<detail::CallState<Reply>> state,
+  CallFuture(std::shared_ptr<fnbus::detail::CallState<Reply>> state,
              absl::AnyInvocable<void()> run_here)
       : state_(std::move(state)), run_here_(std::move(run_here)) {}
 
-  std::shared_ptr<detail::CallState<Reply>> state_;
+  std::shared_ptr<fnbus::detail::CallState<Reply>> state_;
   // Runs the request in this thread if that is allowed and nobody took it.
   absl::AnyInvocable<void()> run_here_;
 };
@@ -133,12 +133,12 @@ class Service {
  private:
   friend class fnbus::EventBus;
   Service(Subscription subscription,
-          std::shared_ptr<detail::ServiceCounters> counters)
+          std::shared_ptr<fnbus::detail::ServiceCounters> counters)
       : subscription_(std::move(subscription)),
         counters_(std::move(counters)) {}
 
   Subscription subscription_;
-  std::shared_ptr<detail::ServiceCounters> counters_;
+  std::shared_ptr<fnbus::detail::ServiceCounters> counters_;
 };
 
 }  // namespace fnbus::mesh
