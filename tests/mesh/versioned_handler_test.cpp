@@ -238,7 +238,10 @@ TEST_CASE(
               .ok());
   const int seq = run_until_rollback(*bus, reports);
   CHECK(reports[0].reason.find("p99") != std::string::npos);
-  CHECK(orders.stats().versions[1].failures == 0);
+  const VersionedFunction::Stats stats = orders.stats();
+  CHECK(stats.versions[1].failures == 0);
+  CHECK(calls_of(stats, 1) + calls_of(stats, 2) ==
+        static_cast<std::uint64_t>(seq));
 }
 
 TEST_CASE(
@@ -292,6 +295,29 @@ TEST_CASE(
   const auto after = orders.stats();
   CHECK(calls_of(after, 1) == calls_of(before, 1));
   CHECK(calls_of(after, 2) == calls_of(before, 2));
+}
+
+TEST_CASE(
+    "versioned_handler: a version that throws is recorded as failed and the "
+    "bus sees the throw",
+    "[mesh][versioned_handler]") {
+  std::vector<std::string> errors;
+  auto bus = make_bus({.execution = Execution::kManual,
+                       .error_sink = [&](const HandlerError& error) {
+                         errors.emplace_back(error.message);
+                       }});
+  Orders orders = make_orders(
+      [](const Order& o) {
+        if (o.seq == 1) throw std::runtime_error("v1 threw");
+      },
+      {.clock = &bus->clock()});
+  auto sub = bus->subscribe<Order>(orders);
+  run_orders(*bus, 0, 3);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0] == "v1 threw");
+  const VersionedFunction::Stats stats = orders.stats();
+  CHECK(stats.versions[0].calls == 3);
+  CHECK(stats.versions[0].failures == 1);
 }
 
 struct GetQuote {
