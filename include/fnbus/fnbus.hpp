@@ -15,6 +15,7 @@
 #include "fnbus/mesh/replica_set.hpp"
 #include "fnbus/mesh/version_split.hpp"
 #include "fnbus/mesh/versioned_function.hpp"
+#include "fnbus/mesh/versioned_handler.hpp"
 #include "fnbus/exec/thread_pool.hpp"
 #include "fnbus/fwd.hpp"
 #include "fnbus/metrics/exposition.hpp"
