@@ -20,12 +20,15 @@
 // Each call routes once (on one published table of the split), runs the
 // routed version's handler once, and records its outcome (ok or not,
 // and its latency read on `clock` before and after the handler) to the
-// function's judge, which may roll the canary back by itself: then the
-// canary takes no call routed after the rollback has returned, which is
-// before `on_rollback` is called. A change (deploy, set_weight, promote,
-// rollback) never loses or repeats a call: one running while it is made
-// finishes on the version it was routed to, whose handler it keeps alive
-// (a shared_ptr snapshot), even if that version has left the table.
+// function's judge, which may roll the canary back by itself: the
+// canary leaves the live snapshot before `on_rollback` is called, so no
+// call starting after that reaches it. Calls route on an immutable
+// snapshot of the split's table and the handlers of its versions, taken
+// once per call and replaced after each change (manual: before the
+// change returns). A change never loses or repeats a call: one running
+// while it is made finishes on the version it was routed to, whose
+// handler its snapshot keeps alive, even if that version has left the
+// table.
 //
 // A handler is `Result(const E&, Context&)` or `Result(const E&)`; for
 // Result = absl::Status (events) it may also return void, for
@@ -104,7 +107,8 @@ class VersionedHandler {
     // after the canary stopped taking calls; must not throw.
     RollbackObserver on_rollback = nullptr;
     // Times the handlers for the latency rule: pass the bus's clock
-    // (&bus.clock()); null: SteadyClock::instance().
+    // (&bus.clock()); it must outlive this function. Null:
+    // SteadyClock::instance().
     Clock* clock = nullptr;
     // Null: a random split (a counter hashed; `seed` offsets it).
     KeyOf key = nullptr;
