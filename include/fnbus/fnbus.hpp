@@ -16,6 +16,7 @@
 #include "fnbus/mesh/replicated.hpp"
 #include "fnbus/mesh/version_split.hpp"
 #include "fnbus/mesh/versioned_function.hpp"
+#include "fnbus/mesh/versioned_handler.hpp"
 #include "fnbus/exec/thread_pool.hpp"
 #include "fnbus/fwd.hpp"
 #include "fnbus/metrics/exposition.hpp"
