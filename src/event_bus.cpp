@@ -709,6 +709,10 @@ absl::Status EventBus::shutdown(ShutdownMode mode) {
   lifecycle_.finish_stop();
   detail::wait_for_publishers(this);
   sweep();
+  // Calls still pending now (their requests kept by a dead-letter store,
+  // say) would wait for a reply nothing can give.
+  call_deadlines_->end_all(
+      absl::CancelledError("the bus shut down before the call's reply"));
   return absl::OkStatus();
 }
 

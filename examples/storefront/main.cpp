@@ -1,8 +1,9 @@
-// Storefront: a small shop on fnbus, in four parts (see parts.hpp):
+// Storefront: a small shop on fnbus, in five parts (see parts.hpp):
 //
 //   storefront                       runs the tour, the flash sale, the
-//                                    outbox and payments, one after another
-//   storefront tour|flash-sale|outbox|payments   runs the parts named
+//                                    outbox, payments and the mesh, one
+//                                    after another
+//   storefront tour|flash-sale|outbox|payments|mesh   runs the parts named
 //   storefront --metrics-out FILE    writes the tour's Prometheus text to
 //                                    FILE instead of printing it (CI checks
 //                                    it with promtool)
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   bool flash_sale = false;
   bool outbox = false;
   bool payments = false;
+  bool mesh = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--metrics-out" && i + 1 < argc) {
@@ -34,16 +36,18 @@ int main(int argc, char** argv) {
       outbox = true;
     } else if (arg == "payments") {
       payments = true;
+    } else if (arg == "mesh") {
+      mesh = true;
     } else {
       fmt::print(stderr,
-                 "usage: {} [tour] [flash-sale] [outbox] [payments] "
+                 "usage: {} [tour] [flash-sale] [outbox] [payments] [mesh] "
                  "[--metrics-out FILE]\n",
                  argv[0]);
       return 2;
     }
   }
-  if (!tour && !flash_sale && !outbox && !payments) {
-    tour = flash_sale = outbox = payments = true;
+  if (!tour && !flash_sale && !outbox && !payments && !mesh) {
+    tour = flash_sale = outbox = payments = mesh = true;
   }
 
   bool ok = true;
@@ -51,6 +55,7 @@ int main(int argc, char** argv) {
   if (flash_sale) ok &= shop::run_flash_sale();
   if (outbox) ok &= shop::run_outbox();
   if (payments) ok &= shop::run_payments();
+  if (mesh) ok &= shop::run_mesh();
   fmt::print("{}\n", ok ? "storefront: all checks passed"
                         : "storefront: CHECKS FAILED");
   return ok ? 0 : 1;

@@ -1,6 +1,6 @@
 #pragma once
 
-// The shop's events, the helpers its handlers share, and the four parts
+// The shop's events, the helpers its handlers share, and the five parts
 // of the storefront example:
 //
 //   tour.cpp        one order flow end to end: handlers, follow-ups, a
@@ -145,7 +145,7 @@ inline void print_stats(std::string_view label, const fnbus::BusStats& stats) {
       stats.rejected, stats.unhandled, stats.dead_lettered, stats.queue_depth);
 }
 
-// The four parts; each prints what it does, checks its counters and
+// The five parts; each prints what it does, checks its counters and
 // returns true if every check passed.
 // `metrics_out`: empty prints the tour's Prometheus text; otherwise the
 // text is written to that file.
@@ -153,5 +153,6 @@ bool run_tour(const std::string& metrics_out);
 bool run_flash_sale();
 bool run_outbox();
 bool run_payments();
+bool run_mesh();
 
 }  // namespace shop

@@ -43,14 +43,15 @@ void CallDeadlines::watch(CallCore& call, TimePoint now, Duration timeout,
   // task takes ours.
   absl::StatusOr<timers::TimerHandle> timer = timers.schedule_at(
       due, [weak = weak_from_this(), &timers, due](timers::TimerFate fate) {
-        const bool shutdown = fate == timers::TimerFate::kShutdown;
-        if (shutdown) {
+        if (fate == timers::TimerFate::kShutdown) {
+          // A draining bus may still answer them; end_all() ends the rest
+          // once it has stopped.
           timers.count_stopped();
-        } else {
-          timers.count_fired();
+          return;
         }
+        timers.count_fired();
         if (std::shared_ptr<CallDeadlines> self = weak.lock()) {
-          self->expire(due, shutdown);
+          self->expire(due);
         }
       });
   // Refused only once shutdown() began: the slice's calls then end by
@@ -69,27 +70,40 @@ void CallDeadlines::unwatch(CallCore& call) noexcept {
   // meanwhile must not schedule a second timer.
 }
 
-void CallDeadlines::expire(TimePoint due, bool shutdown) {
+void CallDeadlines::take_locked(absl::flat_hash_set<CallCore*>& slice,
+                                std::vector<std::shared_ptr<CallCore>>& taken) {
+  for (CallCore* call : slice) {
+    call->slice_.reset();
+    // Null for a call being destroyed right now: it has nobody to tell.
+    if (std::shared_ptr<CallCore> alive = call->weak_from_this().lock()) {
+      taken.push_back(std::move(alive));
+    }
+  }
+  slice.clear();
+}
+
+void CallDeadlines::expire(TimePoint due) {
   std::vector<std::shared_ptr<CallCore>> ending;
   {
     std::lock_guard lock(mutex_);
     auto slice = slices_.find(due);
     if (slice == slices_.end()) return;
-    ending.reserve(slice->second.size());
-    for (CallCore* call : slice->second) {
-      call->slice_.reset();
-      // Null for a call being destroyed right now: it has nobody to tell.
-      if (std::shared_ptr<CallCore> alive = call->weak_from_this().lock()) {
-        ending.push_back(std::move(alive));
-      }
-    }
+    take_locked(slice->second, ending);
     slices_.erase(slice);
   }
   for (const std::shared_ptr<CallCore>& call : ending) {
-    call->end_with(shutdown ? absl::CancelledError(
-                                  "the bus shut down before the call's reply")
-                            : call->timeout_status());
+    call->end_with(call->timeout_status());
   }
+}
+
+void CallDeadlines::end_all(const absl::Status& status) {
+  std::vector<std::shared_ptr<CallCore>> ending;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [due, calls] : slices_) take_locked(calls, ending);
+    slices_.clear();
+  }
+  for (const std::shared_ptr<CallCore>& call : ending) call->end_with(status);
 }
 
 std::size_t CallDeadlines::pending() const {

@@ -353,16 +353,49 @@ TEST_CASE("call: a condition written for the request filters calls",
   CHECK(filtered.get().status().code() == absl::StatusCode::kUnavailable);
 }
 
-TEST_CASE("call: pending calls end when the bus shuts down", "[mesh][call]") {
+TEST_CASE(
+    "call: a drain answers pending calls, a cancel ends them as "
+    "dropped",
+    "[mesh][call]") {
+  SECTION("kDrain") {
+    CallBus t;
+    Service pricing = t.bus->serve(price, {.name = "pricing"});
+    CallFuture<Quote> quote = t.bus->call<Quote>(GetQuote{.sku = "A"});
+    REQUIRE(t.bus->shutdown(fnbus::ShutdownMode::kDrain).ok());
+    REQUIRE(quote.ready());
+    CHECK(quote.get().ok());
+    CHECK(t.dead_letters.size() == 0);
+  }
+  SECTION("kCancelPending") {
+    CallBus t;
+    Service pricing = t.bus->serve(price, {.name = "pricing"});
+    CallFuture<Quote> quote = t.bus->call<Quote>(GetQuote{.sku = "A"});
+    REQUIRE(t.bus->shutdown(fnbus::ShutdownMode::kCancelPending).ok());
+    REQUIRE(quote.ready());
+    absl::StatusOr<Quote> answer = quote.get();
+    CHECK(answer.status().code() == absl::StatusCode::kUnavailable);
+    CHECK_THAT(message_of(answer.status()), Catch::Contains("dead-lettered"));
+    CHECK(t.dead_letters.size() == 1);
+  }
+}
+
+TEST_CASE("call: a call whose request outlives the shutdown ends Cancelled",
+          "[mesh][call]") {
   CallBus t;
+  std::vector<fnbus::OwnedEvent> kept;  // as a dead-letter store would
+  t.bus->set_dead_letter_sink([&](const fnbus::DeadLetter& letter) {
+    absl::StatusOr<fnbus::OwnedEvent> copy =
+        fnbus::OwnedEvent::Copy(letter.event);
+    if (copy.ok()) kept.push_back(*std::move(copy));
+  });
   Service pricing = t.bus->serve(price, {.name = "pricing"});
   CallFuture<Quote> quote = t.bus->call<Quote>(GetQuote{.sku = "A"});
   REQUIRE(t.bus->shutdown(fnbus::ShutdownMode::kCancelPending).ok());
+  REQUIRE(kept.size() == 1);
   REQUIRE(quote.ready());
   absl::StatusOr<Quote> answer = quote.get();
   CHECK(answer.status().code() == absl::StatusCode::kCancelled);
   CHECK_THAT(message_of(answer.status()), Catch::Contains("shut down"));
-  CHECK(t.dead_letters.size() == 1);
 }
 
 TEST_CASE("call: get() on a pending call of a manual bus says to run it",

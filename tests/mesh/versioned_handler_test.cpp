@@ -245,7 +245,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "versioned_handler: sticky keys keep a key on one version; a key "
+    "versioned_handler: sticky keys keep a key on one version, and a key "
     "extractor that throws: clear absl::Status, no version runs",
     "[mesh][versioned_handler]") {
   std::vector<std::string> errors;
@@ -467,7 +467,7 @@ TEST_CASE(
 
 TEST_CASE(
     "versioned_handler: a canary failing 20% under concurrent publishing is "
-    "rolled back by itself; no event published after reaches it",
+    "rolled back by itself, and no event published after reaches it",
     "[mesh][versioned_handler][concurrent]") {
   constexpr int kPerProducer = 5'000;
   constexpr int kEvents = 2 * kPerProducer;

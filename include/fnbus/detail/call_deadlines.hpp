@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
@@ -45,6 +46,10 @@ class CallDeadlines : public std::enable_shared_from_this<CallDeadlines> {
              timers::BusTimers& timers);
   // Removes `call` (which has ended, or is being destroyed) from its slice.
   void unwatch(CallCore& call) noexcept;
+  // Ends every call still pending with `status` (the bus has shut down:
+  // calls whose requests were handled or dropped by the shutdown have
+  // ended already).
+  void end_all(const absl::Status& status);
 
   // The calls pending now (for tests).
   [[nodiscard]] std::size_t pending() const;
@@ -57,9 +62,11 @@ class CallDeadlines : public std::enable_shared_from_this<CallDeadlines> {
  private:
   explicit CallDeadlines(Duration tick) : tick_(tick) {}
 
-  // The slice's timer: ends its pending calls, with DeadlineExceeded when
-  // `due`, Cancelled at shutdown.
-  void expire(TimePoint due, bool shutdown);
+  // The slice's timer: ends its pending calls with DeadlineExceeded.
+  void expire(TimePoint due);
+  // Takes the calls of `slice` out (mutex_ held), keeping those alive.
+  static void take_locked(absl::flat_hash_set<CallCore*>& slice,
+                          std::vector<std::shared_ptr<CallCore>>& taken);
 
   const Duration tick_;
   mutable std::mutex mutex_;

@@ -57,7 +57,9 @@ struct ReplicatedOptions {
   bool serialize = true;
 };
 
-namespace detail {
+}  // namespace fnbus::mesh
+
+namespace fnbus::detail {
 template <typename T>
 struct IsStatusOr : std::false_type {};
 template <typename T>
@@ -85,12 +87,14 @@ absl::Status status_of(const R& result) {
     return result.status();
   }
 }
-}  // namespace detail
+}  // namespace fnbus::detail
+
+namespace fnbus::mesh {
 
 template <Event E, typename Instance>
 class Replicated {
  public:
-  using Result = typename detail::ReplicaResult<Instance, E>::Handler;
+  using Result = typename fnbus::detail::ReplicaResult<Instance, E>::Handler;
 
   // `replicas` instances, instance i made by factory(i) (in order, on the
   // calling thread). `clock` (the bus's) times ejection cool-downs and
@@ -126,7 +130,7 @@ class Replicated {
     try {
       Result result = shared.serialize ? call_locked(slot, event, context)
                                        : call(slot, event, context);
-      if (detail::status_of(result).ok()) {
+      if (fnbus::detail::status_of(result).ok()) {
         lease->on_success();
       } else {
         lease->on_failure(shared.clock.now());
@@ -168,7 +172,7 @@ class Replicated {
       : shared_(std::move(shared)) {}
 
   static Result call(Slot& slot, const E& event, Context& context) {
-    using Traits = detail::ReplicaResult<Instance, E>;
+    using Traits = fnbus::detail::ReplicaResult<Instance, E>;
     if constexpr (std::is_void_v<typename Traits::Raw>) {
       if constexpr (Traits::kTakesContext) {
         slot.instance(event, context);
