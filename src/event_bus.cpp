@@ -216,7 +216,9 @@ EventBus::EventBus(BusConfig config)
       trigger_failures_(metrics_, metrics_.shard(max_workers_ + 1)),
       queue_(config_.queue_capacity),
       strands_({.strands = config_.key_strands,
-                .capacity_per_strand = config_.queue_capacity}),
+                // A follow-up (in a worker's headroom) is its strand's too.
+                .capacity_per_strand =
+                    config_.queue_capacity + config_.follow_up_headroom}),
       strand_turn_slot_(detail::type_slot<detail::StrandTurn>()),
       follow_ups_(
           config_.execution == Execution::kThreadPool

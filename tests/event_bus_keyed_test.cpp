@@ -254,6 +254,38 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "bus keys: a handler's keyed follow-ups to a full queue are kept in its "
+    "worker's headroom and run in order",
+    "[strands]") {
+  fnbus::testing_support::Gate gate;
+  auto bus = make_bus({.queue_capacity = 2, .workers = 1});
+  EventBus* raw = bus.get();
+  std::atomic<int> follow_ups_ok{0};
+  std::vector<int> ran;  // written by the one worker, read after shutdown
+  auto sub = bus->subscribe<Step>([&](const Step& s) {
+    ran.push_back(s.id);
+    if (s.id != 0) return;
+    gate.pass();  // the test fills the queue meanwhile
+    for (int i = 101; i <= 103; ++i) {
+      if (raw->publish(Step{7, i}, key(7)).ok()) follow_ups_ok.fetch_add(1);
+    }
+  });
+  REQUIRE(bus->publish(Step{0, 0}).ok());
+  REQUIRE(gate.wait_for_waiter());
+  REQUIRE(bus->publish(Step{7, 1}, key(7)).ok());
+  REQUIRE(bus->publish(Step{7, 2}, key(7)).ok());
+  CHECK(bus->publish(Step{7, 3}, key(7)).code() ==
+        absl::StatusCode::kResourceExhausted);
+  gate.open();
+  REQUIRE(bus->shutdown().ok());
+  CHECK(gate.timeouts.load() == 0);
+  CHECK(follow_ups_ok.load() == 3);
+  CHECK(ran == std::vector<int>{0, 1, 2, 101, 102, 103});
+  CHECK(bus->stats().published == 6);
+  check_final_stats(bus->stats());
+}
+
+TEST_CASE(
     "bus keys stress: many keys, producers and workers, shuffled handler "
     "durations; each key's sequence strictly increasing, never concurrent, "
     "every event once",

@@ -8,7 +8,7 @@ namespace fnbus::detail {
 namespace {
 
 constexpr std::size_t kMaxStrands = std::size_t{1} << 16;
-constexpr std::size_t kMaxCapacityPerStrand = std::size_t{1} << 24;
+constexpr std::size_t kMaxCapacityPerStrand = std::size_t{1} << 25;
 
 }  // namespace
 

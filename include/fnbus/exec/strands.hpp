@@ -16,9 +16,9 @@
 //   BusConfig::overflow apply unchanged: a full queue is ResourceExhausted
 //   (kReject, kInline, kManual) or a bounded wait (kBlock), and a refused
 //   keyed event is not kept anywhere (try_publish hands it back). A
-//   strand also holds at most queue_capacity events (a key published
-//   faster than its events run): past that its publishes are refused like
-//   those to a full queue.
+//   strand also holds at most queue_capacity + follow_up_headroom events
+//   (a key published faster than its events run): past that its
+//   publishes are refused like those to a full queue.
 // - Guarantee: for each function, the events published with one key are
 //   handled one at a time, in publish order (the order in which publish()
 //   calls returned OK, for calls that do not overlap), whatever the
