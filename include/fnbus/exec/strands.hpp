@@ -249,9 +249,11 @@ class StrandFifo {
 // - Progress of a strand whose turns are never run: the table stores, the
 //   caller's queue schedules.
 //
-// Memory: sizeof(Strand) (one cache line) per strand up front; each FIFO
-// allocates on first use and grows by doubling up to capacity_per_strand
-// items, keeping up to 64 slots when it empties.
+// Memory: sizeof(Strand) (the lock, the oldest item inline, rounded up to
+// cache lines: 128 bytes for the bus's envelopes) per strand up front; a
+// strand holding two or more items allocates the rest, growing by
+// doubling up to capacity_per_strand, keeping up to 64 slots when it
+// empties.
 //
 // Thread safety: push() and run_turn() from any threads; post(), make(),
 // repost() and run() are called by the calling thread. push() calls
@@ -307,10 +309,16 @@ class Strands {
                                 Make&& make) noexcept {
     Strand& s = at(strand);
     std::lock_guard lock(s.lock);
-    if (s.fifo.size() >= capacity_) return StrandPush::kFull;
-    if (!s.fifo.reserve_one()) return StrandPush::kNoMemory;
+    if (s.size() >= capacity_) return StrandPush::kFull;
+    const bool to_first = s.empty();
+    if (!to_first && !s.rest.reserve_one()) return StrandPush::kNoMemory;
     if (!post()) return StrandPush::kNotPosted;
-    s.fifo.push_back(make());
+    if (to_first) {
+      ::new (static_cast<void*>(s.first)) T(make());
+      s.has_first = true;
+    } else {
+      s.rest.push_back(make());
+    }
     return StrandPush::kPushed;
   }
 
@@ -333,9 +341,9 @@ class Strands {
     s.running = true;
     std::size_t ran = 0;
     for (;;) {
-      FNBUS_ASSERT(!s.fifo.empty(), "a strand turn found no item");
+      FNBUS_ASSERT(!s.empty(), "a strand turn found no item");
       {
-        T item = s.fifo.pop_front();
+        T item = s.pop_front();
         lock.unlock();
         run(item);
       }  // the item is destroyed before the lock is taken again
@@ -361,7 +369,7 @@ class Strands {
   [[nodiscard]] std::size_t held(std::size_t strand) const noexcept {
     Strand& s = at(strand);
     std::lock_guard lock(s.lock);
-    return s.fifo.size();
+    return s.size();
   }
 
  private:
@@ -369,10 +377,41 @@ class Strands {
     detail::StrandLock lock;
     // A thread is inside run_turn() running this strand. Guarded by lock.
     bool running = false;
+    // `first` holds an item (see below). Guarded by lock.
+    bool has_first = false;
     // Turns taken while running: the runner runs one item for each.
     // Guarded by lock.
     std::uint32_t pending = 0;
-    detail::StrandFifo<T> fifo;  // guarded by lock
+    // The items, oldest first: `first` if has_first, then `rest`. An item
+    // goes to `first` only when the strand is empty, so `first` is always
+    // the oldest; a strand that rarely holds two items never touches
+    // `rest`, and its item shares the cache line of the lock. Guarded by
+    // lock. (Layout: a small event's envelope fits in the first cache
+    // line with the lock; `rest` is read there but written only while
+    // the strand holds two or more items.)
+    alignas(T) std::byte first[sizeof(T)];
+    detail::StrandFifo<T> rest;
+
+    Strand() = default;
+    Strand(const Strand&) = delete;
+    Strand& operator=(const Strand&) = delete;
+    ~Strand() {
+      if (has_first) std::launder(reinterpret_cast<T*>(first))->~T();
+    }
+    [[nodiscard]] std::size_t size() const noexcept {
+      return (has_first ? 1 : 0) + rest.size();
+    }
+    [[nodiscard]] bool empty() const noexcept {
+      return !has_first && rest.empty();
+    }
+    [[nodiscard]] T pop_front() noexcept {
+      if (!has_first) return rest.pop_front();
+      T* item = std::launder(reinterpret_cast<T*>(first));
+      T popped(std::move(*item));
+      item->~T();
+      has_first = false;
+      return popped;
+    }
   };
 
   [[nodiscard]] Strand& at(std::size_t strand) const noexcept {
