@@ -133,6 +133,31 @@ TEST_CASE("Strands: each turn runs the strand's oldest item, in push order",
   CHECK(counts.bad_moves == 0);
 }
 
+TEST_CASE(
+    "Strands: an item pushed after the inline oldest ran, with others "
+    "waiting, queues behind them",
+    "[strands]") {
+  auto strands = make<int>({.strands = 1});
+  TurnQueue queue;
+  auto push = [&](int item) {
+    REQUIRE(strands->push(0, queue.post(0), [item]() noexcept {
+      return item;
+    }) == StrandPush::kPushed);
+  };
+  std::vector<int> ran;
+  auto record = [&](int item) noexcept { ran.push_back(item); };
+  push(1);  // inline
+  push(2);  // the ring
+  push(3);
+  CHECK(strands->run_turn(0, record) == 1);
+  push(4);  // the inline slot is free, but 2 and 3 wait: the ring
+  CHECK(strands->held(0) == 3);
+  while (strands->held(0) > 0) (void)strands->run_turn(0, record);
+  push(5);  // empty again: inline
+  (void)strands->run_turn(0, record);
+  CHECK(ran == std::vector<int>{1, 2, 3, 4, 5});
+}
+
 TEST_CASE("Strands: a refused turn, a full strand or no room append nothing",
           "[strands]") {
   auto strands = make<int>({.strands = 2, .capacity_per_strand = 3});
