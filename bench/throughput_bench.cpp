@@ -13,6 +13,10 @@
 // BM_Throughput_Fnbus records latency histograms (the default: every
 // event); BM_Throughput_FnbusNoLatency does not (target: within -10%);
 // BM_Throughput_FnbusSampled16 times one event in 16.
+// BM_Throughput_FnbusKeyed1024 publishes each event with a key
+// (PublishOptions::key, round-robin over 1,024 keys; the default 1,024
+// strands): per-key ordering. Target: >= 80% of BM_Throughput_Fnbus with
+// the same workers and producers (registered next to it).
 
 #include <atomic>
 #include <cstddef>
@@ -83,8 +87,10 @@ void produce(benchmark::State& state, const std::unique_ptr<Rig>& rig,
 }
 
 // RecordLatency: BusConfig::record_latency (metrics on / off);
-// SampleEvery: BusConfig::latency_sample_every.
-template <bool RecordLatency, std::uint32_t SampleEvery = 1>
+// SampleEvery: BusConfig::latency_sample_every; Keys: 0 for unkeyed
+// publishes, else each producer's events cycle through Keys keys.
+template <bool RecordLatency, std::uint32_t SampleEvery = 1,
+          std::uint32_t Keys = 0>
 void BM_Throughput_Fnbus(benchmark::State& state) {
   static std::unique_ptr<FnbusRig> rig;
   if (state.thread_index() == 0) {
@@ -104,8 +110,17 @@ void BM_Throughput_Fnbus(benchmark::State& state) {
       state.SkipWithError(bus.status().ToString().c_str());
     }
   }
-  produce(state, rig, [](Item item) {
-    return rig->bus != nullptr && rig->bus->publish(item).ok();
+  produce(state, rig, [next = std::uint32_t{0}](Item item) mutable {
+    if (rig->bus == nullptr) return false;
+    if constexpr (Keys == 0) {
+      return rig->bus->publish(item).ok();
+    } else {
+      // Distinct keys per producer, so that producers share no strand
+      // by construction (they may by hash).
+      const std::uint64_t key = std::uint64_t{item.producer} << 32 | next;
+      next = next + 1 == Keys ? 0 : next + 1;
+      return rig->bus->publish(item, {.key = key}).ok();
+    }
   });
   if (state.thread_index() != 0) return;
   if (rig->bus == nullptr) {
@@ -166,6 +181,8 @@ void register_throughput_benchmarks() {
   for (auto* benchmark :
        {benchmark::RegisterBenchmark("BM_Throughput_Fnbus",
                                      BM_Throughput_Fnbus<true>),
+        benchmark::RegisterBenchmark("BM_Throughput_FnbusKeyed1024",
+                                     BM_Throughput_Fnbus<true, 1, 1024>),
         benchmark::RegisterBenchmark("BM_Throughput_MutexCondvar",
                                      BM_Throughput_MutexCondvar)}) {
     benchmark->ArgName("workers")

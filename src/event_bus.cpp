@@ -90,6 +90,13 @@ std::vector<std::string> config_problems(const BusConfig& config) {
         "latency_sample_every is {}; use 1 (time every event) to {}",
         config.latency_sample_every, kMaxLatencySampleEvery));
   }
+  if (config.key_strands < 1 || config.key_strands > (1u << 16) ||
+      !std::has_single_bit(config.key_strands)) {
+    problems.push_back(fmt::format(
+        "key_strands is {}; use a power of two from 1 to 65536 (1024 is "
+        "the default)",
+        config.key_strands));
+  }
   if (config.execution != Execution::kThreadPool &&
       config.execution != Execution::kInline &&
       config.execution != Execution::kManual) {
@@ -208,6 +215,11 @@ EventBus::EventBus(BusConfig config)
       metrics_(max_workers_ + 2, config_.record_latency),
       trigger_failures_(metrics_, metrics_.shard(max_workers_ + 1)),
       queue_(config_.queue_capacity),
+      strands_({.strands = config_.key_strands,
+                // A follow-up (in a worker's headroom) is its strand's too.
+                .capacity_per_strand =
+                    config_.queue_capacity + config_.follow_up_headroom}),
+      strand_turn_slot_(detail::type_slot<detail::StrandTurn>()),
       follow_ups_(
           config_.execution == Execution::kThreadPool
               ? make_follow_up_buffers(max_workers_, config_.follow_up_headroom)
@@ -512,6 +524,11 @@ bool EventBus::run_one(std::size_t worker,
 
 void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
                       detail::Fate fate) noexcept {
+  // A keyed event's turn: its event is handled (and counted) in here.
+  if (envelope.slot() == strand_turn_slot_) [[unlikely]] {
+    run_strand(envelope, shard);
+    return;
+  }
   detail::TypeSeries& series = metrics_.type_series(shard, envelope.slot());
   detail::ThreadRecord& record = detail::this_thread_record();
   const EventTrace trace = detail::event_trace(record, envelope.context());

@@ -32,10 +32,12 @@
 #include "fnbus/detail/live_sink.hpp"
 #include "fnbus/detail/retry_delivery.hpp"
 #include "fnbus/detail/sample_countdown.hpp"
+#include "fnbus/detail/strand_turn.hpp"
 #include "fnbus/detail/thread_activity.hpp"
 #include "fnbus/detail/tick_clock.hpp"
 #include "fnbus/detail/type_slot.hpp"
 #include "fnbus/event.hpp"
+#include "fnbus/exec/strands.hpp"
 #include "fnbus/exec/thread_pool.hpp"
 #include "fnbus/mesh/call.hpp"
 #include "fnbus/metrics/snapshot.hpp"
@@ -84,8 +86,11 @@ namespace fnbus {
 //   Different events run in parallel on different workers, so a handler
 //   may run concurrently with itself.
 //
+// - Events published with one PublishOptions::key are handled by each
+//   function one at a time, in publish order (exec/strands.hpp).
+//
 // Not guaranteed: ordering between events handled by different workers
-// (per-key ordering comes with strands), or that a subscription made after
+// (unless they share a key), or that a subscription made after
 // publish() returned does not see that event.
 //
 // Lifetime: neither copyable nor movable; create with Create(). The
@@ -570,6 +575,20 @@ class EventBus : private WorkSource {
       detail::SlotLimit* limit, const EventTrace& trace,
       Counts& counts) noexcept;
 
+  // Strands (PublishOptions::key): src/exec/bus_strands.cpp. `make`
+  // builds the keyed event's envelope; it is called only once accepted.
+  // Appends it to its key's strand with the strand's turn queued; false
+  // (make() not called) when the queue or the strand is full.
+  [[nodiscard]] bool push_keyed(
+      OrderingKey key, absl::FunctionRef<detail::Envelope()> make) noexcept;
+  // push_keyed(), the turn kept in a worker's follow-up headroom.
+  [[nodiscard]] bool keep_keyed(
+      OrderingKey key, detail::FollowUpBuffer& buffer,
+      absl::FunctionRef<detail::Envelope()> make) noexcept;
+  // handle() took a strand's turn: runs the strand's events.
+  void run_strand(const detail::Envelope& turn,
+                  detail::WorkerShard& shard) noexcept;
+
   // Concurrency limits (FunctionOptions::max_concurrency):
   // src/resilience/bus_concurrency.cpp; see detail::SlotDelivery.
   // `entry` is at its limit: keeps a copy of `event` waiting for a slot,
@@ -615,6 +634,9 @@ class EventBus : private WorkSource {
   detail::BusMetrics metrics_;
   detail::TriggerFailures trigger_failures_;  // in the last shard
   MpmcQueue<detail::Envelope> queue_;
+  // Keyed events (PublishOptions::key), each with one StrandTurn queued.
+  Strands<detail::Envelope> strands_;
+  const detail::TypeSlot strand_turn_slot_;  // type_slot<StrandTurn>()
   // One per worker (Execution::kThreadPool only), each used by its worker
   // alone: the follow-ups its handlers kept (BusConfig::follow_up_headroom).
   const std::unique_ptr<detail::FollowUpBuffer[]> follow_ups_;

@@ -15,6 +15,7 @@
 #include "fnbus/clock.hpp"
 #include "fnbus/dead_letter_reason.hpp"
 #include "fnbus/event.hpp"
+#include "fnbus/exec/ordering_key.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
 #include "fnbus/resilience/event_callables.hpp"
 #include "fnbus/resilience/retry.hpp"
@@ -150,6 +151,10 @@ struct BusConfig {
   // The resolution of the bus's timers (publish_after() & co.): due times
   // round up to it. > 0, <= 1 hour.
   std::chrono::nanoseconds timer_tick = std::chrono::milliseconds(1);
+  // Strands for per-key ordering (PublishOptions::key; docs/ordering.md):
+  // keys whose hashes pick one strand are handled one at a time together.
+  // A power of two, 1 .. 65536; one cache line each, taken up front.
+  std::size_t key_strands = 1024;
   // Where published events run; kInline and kManual are for tests.
   Execution execution = Execution::kThreadPool;
   // The time source of everything the bus times; null means
@@ -260,6 +265,13 @@ struct PublishOptions {
   // The trace this event belongs to; default: inherited from the handler
   // publishing it, else from TraceHooks::ambient, else a new correlation.
   std::optional<TraceContext> trace = {};
+  // Per-key ordering (docs/ordering.md), e.g. `.key = order.id`: the
+  // events published with one key are handled one at a time, in publish
+  // order, by each function; other keys (and unkeyed events) run in
+  // parallel. An integer or a string; see exec/strands.hpp for what is
+  // and is not guaranteed (retries and max_concurrency waits leave the
+  // order).
+  std::optional<OrderingKey> key = {};
 };
 
 // A consistent-enough snapshot of the bus counters. Each counter is exact;

@@ -375,11 +375,21 @@ absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
     inline_lock = lock_for_inline();
   if constexpr (detail::kQueuedInPlace<E>) {
     // Each moves `event` only if it keeps it: a refusal leaves it as it was.
+    // A keyed event waits in its strand (exec/strands.hpp) with a turn
+    // queued instead; make() runs only once it is accepted.
+    auto make = [&]() noexcept {
+      return detail::Envelope(detail::InPlace<E>{}, std::move(event), slot,
+                              meta);
+    };
     auto try_push = [&]() noexcept {
+      if (options.key) [[unlikely]]
+        return push_keyed(*options.key, make);
       return queue_.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
                                 meta);
     };
     auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
+      if (options.key) [[unlikely]]
+        return keep_keyed(*options.key, buffer, make);
       return buffer.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
                                 meta);
     };
@@ -402,7 +412,12 @@ absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
       }
     }
     if (owned == nullptr) return heap_alloc_failed(type);
+    auto make = [&]() noexcept {  // a keyed event's, as above
+      return detail::Envelope(detail::Adopt<E>{owned.release()}, slot, meta);
+    };
     auto try_push = [&]() noexcept {
+      if (options.key) [[unlikely]]
+        return push_keyed(*options.key, make);
       if (!queue_.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
         return false;
       }
@@ -410,6 +425,8 @@ absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
       return true;
     };
     auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
+      if (options.key) [[unlikely]]
+        return keep_keyed(*options.key, buffer, make);
       if (!buffer.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
         return false;
       }

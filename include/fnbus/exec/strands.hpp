@@ -1,0 +1,427 @@
+#pragma once
+
+// Strands: per-key ordering on top of a multi-consumer work queue. A fixed
+// table of small FIFOs, picked by hash(key); each strand runs its items
+// one at a time, in the order they were pushed, while different strands
+// run in parallel. The idea is asio's strand (asio/detail/strand_service:
+// a fixed pool of strand implementations picked by hash, colliding
+// strands serialised together; a strand that has work and is idle posts
+// itself to the executor once); the code is our own.
+//
+// On the bus (PublishOptions::key; src/exec/bus_strands.cpp):
+// - A keyed publish appends the event to strand index_of(key) and queues
+//   one detail::StrandTurn in the bus's queue (or, from a handler finding
+//   the queue full, in its worker's follow-up headroom). The turn takes
+//   the queue slot the event would have taken, so the queue's bound and
+//   BusConfig::overflow apply unchanged: a full queue is ResourceExhausted
+//   (kReject, kInline, kManual) or a bounded wait (kBlock), and a refused
+//   keyed event is not kept anywhere (try_publish hands it back). A
+//   strand also holds at most queue_capacity + follow_up_headroom events
+//   (a key published faster than its events run): past that its
+//   publishes are refused like those to a full queue.
+// - Guarantee: for each function, the events published with one key are
+//   handled one at a time, in publish order (the order in which publish()
+//   calls returned OK, for calls that do not overlap), whatever the
+//   number of workers; events of other keys and unkeyed events run in
+//   parallel. Its handler calls for one key never overlap, so they need no
+//   lock of their own; memory written by the handler of one event is
+//   visible to the handler of the key's next.
+// - Failures: an event whose handler fails (throws, returns an error, and
+//   after its retries) is counted and dead-lettered as usual and its key
+//   goes on with the next event: a poison event never blocks its key.
+// - Not guaranteed (documented current behaviour): a retry
+//   (FunctionOptions::retry) is queued later as a call of its own, outside
+//   the strand, so the key's next events do not wait for it and may run
+//   before (or while) the retry runs; likewise an event that waits for a
+//   max_concurrency slot leaves its key's order. Keys whose hashes pick one
+//   strand (BusConfig::key_strands; with K keys about K / key_strands per
+//   strand) are serialised together: slower, never reordered. There is no
+//   order across keys, nor between keyed and unkeyed events.
+// - Shutdown: every keyed event has its turn in the queue (or with the
+//   strand's runner), so kDrain handles the strands' events as it drains
+//   the queue, and kCancelPending (or a drain past drain_timeout)
+//   dead-letters them with the usual reasons (kCancelledAtShutdown,
+//   kDrainTimeout), counted per event type.
+// - Execution::kInline and kManual: a turn runs one event (run_one() runs
+//   the oldest turn's event); a handler's keyed follow-ups of its own key
+//   run after it returns, before that key's later events.
+// - Counting: turns are never counted. A keyed event counts as published
+//   when accepted and as dispatched (or dead-lettered) when its turn runs
+//   it, under its own type, so published == dispatched + dead_lettered
+//   after shutdown(); its queue wait includes the time in its strand.
+//   BusStats::queue_depth counts its turn while the turn is queued.
+// - Cost: the unkeyed path tests PublishOptions::key once per publish and
+//   the type slot once per dispatch; the table (one cache line per strand)
+//   is allocated with the bus.
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+#include "fnbus/detail/config.hpp"
+#include "fnbus/exec/ordering_key.hpp"
+
+namespace fnbus {
+
+// The size of a Strands table.
+struct StrandsOptions {
+  // Strands in the table: a power of two, 1 .. kMaxStrands. Keys share a
+  // strand when their hashes pick the same one: more strands, fewer
+  // keys serialised together (expected keys per strand: keys / strands).
+  std::size_t strands = 1024;
+  // Items one strand may hold (>= 1): push() says kFull past this.
+  std::size_t capacity_per_strand = 4096;
+};
+
+// How Strands::push() ended.
+enum class StrandPush {
+  kPushed,     // appended; the strand's turn was posted
+  kNotPosted,  // post() refused the turn: nothing appended
+  kFull,       // the strand holds capacity_per_strand items
+  kNoMemory,   // its FIFO could not grow
+};
+
+namespace detail {
+
+// A test-and-test-and-set lock for the strands' short critical sections
+// (a few loads and stores, a lock-free queue push; never user code). A
+// waiter spins briefly, then yields.
+class StrandLock {
+ public:
+  void lock() noexcept {
+    for (std::uint32_t spins = 0;;) {
+      // acquire: pairs with the release store in unlock(): the previous
+      // holder's writes to the strand happen-before ours.
+      if (!locked_.exchange(true, std::memory_order_acquire)) return;
+      // relaxed: only a hint of when to try the exchange again.
+      while (locked_.load(std::memory_order_relaxed)) {
+        if (++spins < 128) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+  }
+  void unlock() noexcept {
+    // release: pairs with the acquire exchange in lock().
+    locked_.store(false, std::memory_order_release);
+  }
+
+ private:
+  // True while held. Written by exchange (lock) and store (unlock) of the
+  // holder; read by waiters.
+  std::atomic<bool> locked_{false};
+};
+
+// A growable ring of T (a strand's FIFO): no allocation while it holds
+// fewer items than it has held before (up to kKeptCapacity, kept when it
+// empties). Thread safety: none (guarded by its strand's lock).
+template <typename T>
+class StrandFifo {
+ public:
+  static_assert(std::is_nothrow_move_constructible_v<T>,
+                "strand items are moved in and out under a lock");
+  static constexpr std::uint32_t kFirstCapacity = 4;
+  static constexpr std::uint32_t kKeptCapacity = 64;
+
+  StrandFifo() = default;
+  StrandFifo(const StrandFifo&) = delete;
+  StrandFifo& operator=(const StrandFifo&) = delete;
+  ~StrandFifo() {
+    while (size_ > 0) (void)pop_front();
+    release();
+  }
+
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+
+  // Room for one more item; false if out of memory.
+  [[nodiscard]] bool reserve_one() noexcept {
+    if (size_ < capacity_) [[likely]]
+      return true;
+    const std::uint32_t grown = capacity_ == 0 ? kFirstCapacity : capacity_ * 2;
+    T* items = nullptr;
+    try {
+      items = std::allocator<T>().allocate(grown);
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+    for (std::uint32_t i = 0; i < size_; ++i) {
+      T& from = items_[(head_ + i) & (capacity_ - 1)];
+      ::new (static_cast<void*>(items + i)) T(std::move(from));
+      from.~T();
+    }
+    release();
+    items_ = items;
+    capacity_ = grown;
+    head_ = 0;
+    return true;
+  }
+  // Precondition: reserve_one() returned true since the last push.
+  void push_back(T&& item) noexcept {
+    ::new (static_cast<void*>(&items_[(head_ + size_) & (capacity_ - 1)]))
+        T(std::move(item));
+    ++size_;
+  }
+  // Precondition: !empty().
+  [[nodiscard]] T pop_front() noexcept {
+    T& front = items_[head_];
+    T item(std::move(front));
+    front.~T();
+    head_ = (head_ + 1) & (capacity_ - 1);
+    if (--size_ == 0 && capacity_ > kKeptCapacity) release();
+    return item;
+  }
+
+ private:
+  void release() noexcept {
+    if (items_ != nullptr) std::allocator<T>().deallocate(items_, capacity_);
+    items_ = nullptr;
+    capacity_ = 0;
+    head_ = 0;
+  }
+
+  T* items_ = nullptr;
+  std::uint32_t capacity_ = 0;  // 0 or a power of two
+  std::uint32_t head_ = 0;
+  std::uint32_t size_ = 0;
+};
+
+// The table size's problem, or empty (src/exec/strands.cpp).
+[[nodiscard]] absl::Status check_strands_options(const StrandsOptions& options);
+// hash -> strand index for a table of `strands` (a power of two).
+[[nodiscard]] std::size_t strand_index(std::uint64_t hash,
+                                       std::size_t strands) noexcept;
+
+}  // namespace detail
+
+// A fixed table of strands holding items of type T (the bus: queued
+// events), for a pool whose workers take work from one shared queue.
+//
+// Protocol ("turns"). push() appends an item to its strand's FIFO and,
+// under the same lock, posts one *turn* for that strand to the caller's
+// work queue (post()); one turn per item. A worker that takes a turn calls
+// run_turn(): if no one runs the strand, it becomes the strand's runner
+// and runs the FIFO's head; if someone does, it leaves the turn with the
+// runner (a count, `pending`) and returns at once. A runner that finishes
+// an item runs the next one for each turn left with it, then stops. So
+// each strand always has at most one runner, and it takes items in FIFO
+// order. Invariant (under the strand's lock): items in the FIFO == turns
+// not yet taken + turns left with the strand (`pending`, which a strand
+// without a runner keeps as credit for its next one) -- so a turn always
+// finds an item, and no item waits without a turn that will run it.
+//
+// Guarantees:
+// - For any two items a, b pushed to one strand where push(a) returned
+//   kPushed before push(b) began (e.g. from one thread, or ordered by a
+//   lock): a's run() returns before b's run() begins. Items of one strand
+//   never run concurrently.
+// - Every pushed item is run exactly once, by some run_turn() of its
+//   strand, provided every posted turn is taken and passed to run_turn()
+//   (draining the queue drains the strands). A refused push (anything but
+//   kPushed) leaves nothing behind: make() was not called and no turn is
+//   outstanding.
+// - A runner with turns left over after kTurnBudget items posts one of
+//   them back (repost()) and stops, so that one busy key does not keep a
+//   worker to itself (the rest are credit for that turn's runner); if
+//   repost() refuses (a full queue), it keeps running.
+// - Memory ordering: everything the pushing thread did before push() is
+//   visible to run(item) (both sides hold the strand's lock around the
+//   hand-over).
+//
+// Not guaranteed:
+// - Any order between strands, or between keys that share a strand
+//   beyond their push order (a hash collision serialises two keys; it
+//   never reorders one).
+// - Order between pushes that race (neither returned before the other
+//   began): they run in the order they took the strand's lock.
+// - Progress of a strand whose turns are never run: the table stores, the
+//   caller's queue schedules.
+//
+// Memory: sizeof(Strand) (the lock, the oldest item inline, rounded up to
+// cache lines: 128 bytes for the bus's envelopes) per strand up front; a
+// strand holding two or more items allocates the rest, growing by
+// doubling up to capacity_per_strand, keeping up to 64 slots when it
+// empties.
+//
+// Thread safety: push() and run_turn() from any threads; post(), make(),
+// repost() and run() are called by the calling thread. push() calls
+// post() and make() under the strand's lock: they must be short, must not
+// throw and must not call into the table. run() is called without any
+// lock and may call push() (also for its own strand).
+//
+// Lifetime: neither copyable nor movable. Items still held when the table
+// is destroyed are destroyed with it.
+template <typename T>
+class Strands {
+ public:
+  // Items a runner runs before it hands its remaining turns back to the
+  // queue (see repost in run_turn()).
+  static constexpr std::size_t kTurnBudget = 32;
+
+  // Validates `options` (InvalidArgument naming the field and its range).
+  static absl::StatusOr<std::unique_ptr<Strands>> Create(
+      StrandsOptions options) {
+    if (absl::Status status = detail::check_strands_options(options);
+        !status.ok()) {
+      return status;
+    }
+    return std::make_unique<Strands>(options);
+  }
+  // Precondition: `options` are valid (Create() checks them).
+  explicit Strands(StrandsOptions options)
+      : count_(options.strands),
+        capacity_(options.capacity_per_strand),
+        strands_(new Strand[options.strands]) {
+    FNBUS_ASSERT(detail::check_strands_options(options).ok(),
+                 "invalid StrandsOptions (Strands::Create reports why)");
+  }
+  Strands(const Strands&) = delete;
+  Strands& operator=(const Strands&) = delete;
+
+  // Strands in the table. Thread safety: any thread.
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  // The strand `key` is serialised on. Thread safety: any thread.
+  [[nodiscard]] std::size_t index_of(OrderingKey key) const noexcept {
+    return detail::strand_index(key.hash(), count_);
+  }
+
+  // Appends `make()` (a T) to strand `strand` (< size()) after `post()`
+  // queued a turn for it. post() returns false to refuse (e.g. a full
+  // queue): then nothing is appended and make() is not called.
+  // Returns how it ended (see StrandPush).
+  // Thread safety: any thread; post() and make() run under the strand's
+  // lock (see the class comment). Never allocates while the strand has
+  // held as many items before (see Memory above).
+  template <typename Post, typename Make>
+  [[nodiscard]] StrandPush push(std::size_t strand, Post&& post,
+                                Make&& make) noexcept {
+    Strand& s = at(strand);
+    std::lock_guard lock(s.lock);
+    if (s.size() >= capacity_) return StrandPush::kFull;
+    const bool to_first = s.empty();
+    if (!to_first && !s.rest.reserve_one()) return StrandPush::kNoMemory;
+    if (!post()) return StrandPush::kNotPosted;
+    if (to_first) {
+      ::new (static_cast<void*>(s.first)) T(make());
+      s.has_first = true;
+    } else {
+      s.rest.push_back(make());
+    }
+    return StrandPush::kPushed;
+  }
+
+  // A turn of strand `strand` was taken: runs its items with `run(T&)`
+  // (noexcept) as the protocol allows -- none when another thread is
+  // running the strand (the turn is left with that runner). After
+  // kTurnBudget items, with turns still left, calls `repost()` (noexcept,
+  // returns bool) to queue one of them again and stops if it did.
+  // Returns the items run.
+  // Thread safety: any thread; run() runs with no lock held.
+  template <typename Run, typename Repost>
+  std::size_t run_turn(std::size_t strand, Run&& run,
+                       Repost&& repost) noexcept {
+    Strand& s = at(strand);
+    std::unique_lock lock(s.lock);
+    if (s.running) {
+      ++s.pending;  // the runner will run one more item for it
+      return 0;
+    }
+    s.running = true;
+    std::size_t ran = 0;
+    for (;;) {
+      FNBUS_ASSERT(!s.empty(), "a strand turn found no item");
+      {
+        T item = s.pop_front();
+        lock.unlock();
+        run(item);
+      }  // the item is destroyed before the lock is taken again
+      ++ran;
+      lock.lock();
+      if (s.pending == 0) break;
+      --s.pending;  // the item run next is that turn's
+      // Past the budget: that turn goes back to the queue; the others
+      // stay as credit for whoever takes it.
+      if (ran % kTurnBudget == 0 && repost()) break;
+    }
+    s.running = false;
+    return ran;
+  }
+  template <typename Run>
+  std::size_t run_turn(std::size_t strand, Run&& run) noexcept {
+    return run_turn(strand, std::forward<Run>(run),
+                    []() noexcept { return false; });
+  }
+
+  // Items strand `strand` holds now (waiting, not running).
+  // Thread safety: any thread (takes the strand's lock).
+  [[nodiscard]] std::size_t held(std::size_t strand) const noexcept {
+    Strand& s = at(strand);
+    std::lock_guard lock(s.lock);
+    return s.size();
+  }
+
+ private:
+  struct alignas(detail::kCacheLineSize) Strand {
+    detail::StrandLock lock;
+    // A thread is inside run_turn() running this strand. Guarded by lock.
+    bool running = false;
+    // `first` holds an item (see below). Guarded by lock.
+    bool has_first = false;
+    // Turns taken while running: the runner runs one item for each.
+    // Guarded by lock.
+    std::uint32_t pending = 0;
+    // The items, oldest first: `first` if has_first, then `rest`. An item
+    // goes to `first` only when the strand is empty, so `first` is always
+    // the oldest; a strand that rarely holds two items never touches
+    // `rest`, and its item shares the cache line of the lock. Guarded by
+    // lock. (Layout: a small event's envelope fits in the first cache
+    // line with the lock; `rest` is read there but written only while
+    // the strand holds two or more items.)
+    alignas(T) std::byte first[sizeof(T)];
+    detail::StrandFifo<T> rest;
+
+    Strand() = default;
+    Strand(const Strand&) = delete;
+    Strand& operator=(const Strand&) = delete;
+    ~Strand() {
+      if (has_first) std::launder(reinterpret_cast<T*>(first))->~T();
+    }
+    [[nodiscard]] std::size_t size() const noexcept {
+      return (has_first ? 1 : 0) + rest.size();
+    }
+    [[nodiscard]] bool empty() const noexcept {
+      return !has_first && rest.empty();
+    }
+    [[nodiscard]] T pop_front() noexcept {
+      if (!has_first) return rest.pop_front();
+      T* item = std::launder(reinterpret_cast<T*>(first));
+      T popped(std::move(*item));
+      item->~T();
+      has_first = false;
+      return popped;
+    }
+  };
+
+  [[nodiscard]] Strand& at(std::size_t strand) const noexcept {
+    FNBUS_ASSERT(strand < count_, "strand index out of range");
+    return strands_[strand];
+  }
+
+  const std::size_t count_;
+  const std::size_t capacity_;
+  const std::unique_ptr<Strand[]> strands_;
+};
+
+}  // namespace fnbus

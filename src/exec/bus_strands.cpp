@@ -1,0 +1,68 @@
+// EventBus's strands (PublishOptions::key; exec/strands.hpp): a keyed
+// event waits in its key's strand and one detail::StrandTurn per keyed
+// event is queued instead, so that the queue's bound, overflow policy,
+// follow-up headroom, drain and cancel apply to keyed events unchanged.
+// handle() hands a turn to run_strand(), which handles the strand's
+// events through handle() again: each is counted, timed (queue wait from
+// its publish) and dead-lettered like an unkeyed event.
+
+#include <cstdint>
+
+#include "fnbus/event_bus.hpp"
+
+namespace fnbus {
+namespace {
+
+// Puts a turn of `strand` into `target` (the queue, or a follow-up
+// buffer: both build an envelope from these arguments); false if full.
+template <typename Target>
+bool post_turn(Target& target, std::size_t strand,
+               detail::TypeSlot turn_slot) noexcept {
+  return target.try_emplace(
+      detail::InPlace<detail::StrandTurn>{},
+      detail::StrandTurn{static_cast<std::uint32_t>(strand)}, turn_slot,
+      detail::EnvelopeMeta{});
+}
+
+// Appends make()'s event to `key`'s strand with its turn put into
+// `target`; false when the target or the strand is full.
+template <typename Target>
+bool push_with_turn(Strands<detail::Envelope>& strands, OrderingKey key,
+                    Target& target, detail::TypeSlot turn_slot,
+                    absl::FunctionRef<detail::Envelope()> make) noexcept {
+  const std::size_t strand = strands.index_of(key);
+  auto post = [&]() noexcept { return post_turn(target, strand, turn_slot); };
+  return strands.push(strand, post, make) == StrandPush::kPushed;
+}
+
+}  // namespace
+
+bool EventBus::push_keyed(OrderingKey key,
+                          absl::FunctionRef<detail::Envelope()> make) noexcept {
+  return push_with_turn(strands_, key, queue_, strand_turn_slot_, make);
+}
+
+bool EventBus::keep_keyed(OrderingKey key, detail::FollowUpBuffer& buffer,
+                          absl::FunctionRef<detail::Envelope()> make) noexcept {
+  return push_with_turn(strands_, key, buffer, strand_turn_slot_, make);
+}
+
+void EventBus::run_strand(const detail::Envelope& turn,
+                          detail::WorkerShard& shard) noexcept {
+  const std::uint32_t strand =
+      static_cast<const detail::StrandTurn*>(turn.event())->strand;
+  // The fate is read per event: a drain may time out between two.
+  auto run = [&](detail::Envelope& event) noexcept {
+    handle(event, shard, lifecycle_.fate());
+  };
+  // A busy key hands a turn back after Strands::kTurnBudget events, so
+  // that it does not keep this worker (and its follow-ups) to itself.
+  auto repost = [&]() noexcept {
+    if (!post_turn(queue_, strand, strand_turn_slot_)) return false;
+    if (pool_) pool_->notify_work();
+    return true;
+  };
+  (void)strands_.run_turn(strand, run, repost);
+}
+
+}  // namespace fnbus
