@@ -5,14 +5,18 @@
 //   CartCheckedOut -> checkout: asks pricing for the cart's quote (the
 //                     callback form: no worker waits), then publishes
 //                     ChargeRequested with the quoted total
+//   OrderStep      -> track_order (published with the order id as key)
 //   ChargeRequested -> charge (a versioned function: v1 stable, v2 as a
 //                     canary taking 20% of the charges)
 //
 // 1. The shop's front end asks for quotes directly: call<Quote>() and
 //    get() on the caller's own thread.
-// 2. 400 carts check out; each checkout calls pricing and charges the
+// 2. 2000 carts check out; each checkout calls pricing and charges the
 //    quoted total.
-// 3. v2 of the charge function has a bug: it fails one charge in four.
+// 3. Each order's steps (placed, paid, packed, shipped) are published by
+//    two threads with the order id as key: every order's steps are
+//    handled in order while different orders run in parallel.
+// 4. v2 of the charge function has a bug: it fails one charge in four.
 //    The bus notices from the canary's failure rate against v1's and
 //    rolls v2 back by itself, reporting why; the remaining charges go to
 //    v1. No charge is lost or made twice: every cart is charged exactly
@@ -23,6 +27,8 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,6 +50,10 @@ struct Quote {
 struct CartCheckedOut {
   std::int64_t cart_id = 0;
   std::int32_t items = 0;
+};
+struct OrderStep {
+  std::int64_t order_id = 0;
+  std::int32_t step = 0;  // 1 placed, 2 paid, 3 packed, 4 shipped
 };
 struct ChargeRequested {
   std::int64_t cart_id = 0;
@@ -91,7 +101,37 @@ bool run_mesh() {
              quote.ok() ? dollars(quote->total_cents) : "error",
              quote.ok() ? quote->replica : 0, empty.status().ToString());
 
-  // The charge function, v1, and its buggy v2 as a canary.
+  // 3. Steps of one order in order; orders in parallel.
+  constexpr int kOrders = 500;
+  constexpr int kSteps = 4;
+  // The last step seen per order: each element is touched only by its own
+  // order's handler calls, one at a time, so it needs no lock.
+  std::vector<std::int32_t> last_step(kOrders, 0);
+  std::atomic<int> out_of_order{0};
+  fnbus::Subscription tracking = bus->subscribe(
+      [&](const OrderStep& s) {
+        std::int32_t& last = last_step[static_cast<std::size_t>(s.order_id)];
+        if (s.step != last + 1) ++out_of_order;
+        last = s.step;
+      },
+      named("track_order"));
+  auto publish_steps = [&](int first_order) {
+    fnbus::PublishOptions keyed;
+    keyed.overflow = fnbus::OverflowPolicy::kBlock;
+    keyed.block_timeout = std::chrono::seconds(10);
+    for (std::int32_t step = 1; step <= kSteps; ++step) {
+      for (int order = first_order; order < kOrders; order += 2) {
+        keyed.key = fnbus::OrderingKey(order);
+        (void)bus->publish(OrderStep{.order_id = order, .step = step}, keyed);
+      }
+    }
+  };
+  std::thread even([&] { publish_steps(0); });
+  std::thread odd([&] { publish_steps(1); });
+  even.join();
+  odd.join();
+
+  // 4. The charge function, v1, and its buggy v2 as a canary.
   std::atomic<int> charged_v1{0};
   std::atomic<int> charged_v2{0};
   std::atomic<int> failed_v2{0};
@@ -155,6 +195,13 @@ bool run_mesh() {
   check(charged_v1.load() + charged_v2.load() + failed_v2.load() == kCarts,
         "every charge handled exactly once (by v1, by v2, or failed by v2)");
   check(charged_v1.load() > charged_v2.load(), "v1 took the rest");
+  int finished = 0;
+  for (std::int32_t step : last_step) finished += step == kSteps ? 1 : 0;
+  fmt::print("orders tracked to the last step: {} of {}; steps out of order: "
+             "{}\n",
+             finished, kOrders, out_of_order.load());
+  check(finished == kOrders, "every order reached its last step");
+  check(out_of_order.load() == 0, "every order's steps in publish order");
   print_stats("mesh", bus->stats());
   return check.report();
 }

@@ -13,6 +13,9 @@
 //                   a circuit breaker, the payments it turned away kept
 //                   in a dead-letter store and replayed; a fallback for
 //                   refunds; unpaid orders cancelled by a timer
+//   mesh.cpp        request/reply (pricing quotes from two replicas),
+//                   per-key order (order steps by order id), a canary of
+//                   the charge function rolled back automatically
 //
 // Events are plain structs. Up to 48 bytes (ids as integers, money in
 // cents) with a noexcept move constructor, they are stored inside the
