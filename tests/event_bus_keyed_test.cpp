@@ -105,7 +105,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "bus keys: a full queue refuses a keyed publish and keeps nothing; "
+    "bus keys: a full queue refuses a keyed publish and keeps nothing, "
     "try_publish hands the event back",
     "[strands]") {
   auto bus = make_bus({.queue_capacity = 2, .execution = Execution::kManual});
@@ -287,7 +287,7 @@ TEST_CASE(
 
 TEST_CASE(
     "bus keys stress: many keys, producers and workers, shuffled handler "
-    "durations; each key's sequence strictly increasing, never concurrent, "
+    "durations, each key's sequence strictly increasing, never concurrent, "
     "every event once",
     "[strands]") {
   constexpr int kProducers = 3;

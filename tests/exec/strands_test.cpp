@@ -79,7 +79,7 @@ TEST_CASE("Strands::Create names a bad size and the range to use",
   CHECK(Strands<int>::Create({.strands = 65536}).ok());
 }
 
-TEST_CASE("Strands: one key always picks one strand; keys spread",
+TEST_CASE("Strands: one key always picks one strand, keys spread",
           "[strands]") {
   auto strands = make<int>({.strands = 64});
   CHECK(strands->index_of(OrderingKey(42)) ==
@@ -266,7 +266,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "Strands stress: many producers and workers over a shared queue; each "
+    "Strands stress: many producers and workers over a shared queue, each "
     "key's items run in push order, never concurrently, each once",
     "[strands]") {
   constexpr std::size_t kProducers = 3;
