@@ -32,14 +32,14 @@ void CallDeadlines::watch(CallCore& call, TimePoint now, Duration timeout,
   const TimePoint due = slice_due(now, timeout);
   bool first = false;
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard guard(lock_);
     auto [slice, inserted] = slices_.try_emplace(due);
     first = inserted;
     slice->second.insert(&call);
     call.slice_ = due;
   }
   if (!first) return;
-  // Outside mutex_: the scheduler takes its own lock, and a slice's timer
+  // Outside lock_: the scheduler takes its own lock, and a slice's timer
   // task takes ours.
   absl::StatusOr<timers::TimerHandle> timer = timers.schedule_at(
       due, [weak = weak_from_this(), &timers, due](timers::TimerFate fate) {
@@ -60,7 +60,7 @@ void CallDeadlines::watch(CallCore& call, TimePoint now, Duration timeout,
 }
 
 void CallDeadlines::unwatch(CallCore& call) noexcept {
-  std::lock_guard lock(mutex_);
+  std::lock_guard guard(lock_);
   if (!call.slice_) return;
   auto slice = slices_.find(*call.slice_);
   call.slice_.reset();
@@ -85,7 +85,7 @@ void CallDeadlines::take_locked(absl::flat_hash_set<CallCore*>& slice,
 void CallDeadlines::expire(TimePoint due) {
   std::vector<std::shared_ptr<CallCore>> ending;
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard guard(lock_);
     auto slice = slices_.find(due);
     if (slice == slices_.end()) return;
     take_locked(slice->second, ending);
@@ -99,7 +99,7 @@ void CallDeadlines::expire(TimePoint due) {
 void CallDeadlines::end_all(const absl::Status& status) {
   std::vector<std::shared_ptr<CallCore>> ending;
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard guard(lock_);
     for (auto& [due, calls] : slices_) take_locked(calls, ending);
     slices_.clear();
   }
@@ -107,14 +107,14 @@ void CallDeadlines::end_all(const absl::Status& status) {
 }
 
 std::size_t CallDeadlines::pending() const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard guard(lock_);
   std::size_t count = 0;
   for (const auto& [due, calls] : slices_) count += calls.size();
   return count;
 }
 
 std::size_t CallDeadlines::slices() const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard guard(lock_);
   return slices_.size();
 }
 

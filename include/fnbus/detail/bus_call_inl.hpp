@@ -54,14 +54,6 @@ auto invoke_server(F& fn, const Request& request, Context& context) {
   }
 }
 
-// bus.trigger(event), not inlined into the caller: GCC 12 otherwise sees
-// the dispatch's casts for other event types applied to the caller's small
-// local event and warns (-Warray-bounds) about reads that never happen.
-template <Event E>
-[[gnu::noinline]] void trigger_by_reference(EventBus& bus, const E& event) {
-  bus.trigger(event);
-}
-
 // Runs a serving callable (handler or fallback) for one request: records a
 // failure for the call's final error, ends the call with a reply.
 template <typename Request, typename Reply, typename F>
@@ -226,7 +218,7 @@ void EventBus::run_call_here(
   }
   const detail::CallRequest<Request, Reply> request{
       .pending = std::move(pending), .runner = detail::CallRunner::kCaller};
-  detail::trigger_by_reference(*this, request);
+  trigger(request);
 }
 
 }  // namespace fnbus

@@ -10,8 +10,9 @@
 // A deadline is rounded up to a multiple of its slice: 1/64 of its
 // timeout, at least one timer tick. A call thus times out at most about
 // 1.6 % (or one tick) late, never early. The slice's timer ends every call
-// still pending in it with DeadlineExceeded; an answered call leaves its
-// slice at once.
+// still pending in it with DeadlineExceeded; an answered call stays in its
+// slice (ended) until it is destroyed, so that only the calling thread
+// writes the slice on the fast path.
 //
 // Thread safety: any thread. Lifetime: shared by the bus and the calls it
 // watches (a call may outlive its bus); the slices' timer tasks hold it
@@ -27,6 +28,7 @@
 #include "absl/status/status.h"
 
 #include "fnbus/clock.hpp"
+#include "fnbus/detail/spin_lock.hpp"
 #include "fnbus/timers/bus_timers.hpp"
 
 namespace fnbus::detail {
@@ -44,7 +46,7 @@ class CallDeadlines : public std::enable_shared_from_this<CallDeadlines> {
   // call ends by its request instead.
   void watch(CallCore& call, TimePoint now, Duration timeout,
              timers::BusTimers& timers);
-  // Removes `call` (which has ended, or is being destroyed) from its slice.
+  // Removes `call` (being destroyed) from its slice.
   void unwatch(CallCore& call) noexcept;
   // Ends every call still pending with `status` (the bus has shut down:
   // calls whose requests were handled or dropped by the shutdown have
@@ -64,13 +66,15 @@ class CallDeadlines : public std::enable_shared_from_this<CallDeadlines> {
 
   // The slice's timer: ends its pending calls with DeadlineExceeded.
   void expire(TimePoint due);
-  // Takes the calls of `slice` out (mutex_ held), keeping those alive.
+  // Takes the calls of `slice` out (lock_ held), keeping those alive.
   static void take_locked(absl::flat_hash_set<CallCore*>& slice,
                           std::vector<std::shared_ptr<CallCore>>& taken);
 
   const Duration tick_;
-  mutable std::mutex mutex_;
-  // Pending calls by slice due time. Guarded by mutex_ (as is each call's
+  // A spin lock: the calling thread and the thread destroying an ended
+  // call (often a worker) take it back to back.
+  mutable SpinLock lock_;
+  // Pending calls by slice due time. Guarded by lock_ (as is each call's
   // slice_ field).
   std::map<TimePoint, absl::flat_hash_set<CallCore*>> slices_;
 };

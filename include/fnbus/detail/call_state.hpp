@@ -60,8 +60,10 @@ class CallCore : public std::enable_shared_from_this<CallCore> {
   // Lock-free: a caller polling ready() does not contend with the
   // thread ending the call.
   [[nodiscard]] bool done() const noexcept {
-    // acquire: pairs with the release in end_locked(); a caller that sees
-    // the call ended then takes mutex_ for the result anyway.
+    // acquire: pairs with the release in after_end(); a caller that sees
+    // the call ended then takes mutex_ for the result anyway. It may read
+    // false a moment after done_ was set (before after_end()): callers
+    // that must know for sure take mutex_.
     return ended_.load(std::memory_order_acquire);
   }
   [[nodiscard]] bool waits_in_vain() const noexcept { return waits_in_vain_; }
@@ -84,14 +86,13 @@ class CallCore : public std::enable_shared_from_this<CallCore> {
  protected:
   // Marks the call ended (mutex_ held); false if it had ended already.
   bool end_locked();
-  // After the call ended (mutex_ released): wakes the waiters and leaves
-  // the deadlines.
+  // After the call ended (mutex_ released): wakes the waiters.
   void after_end();
 
   mutable std::mutex mutex_;
   mutable std::condition_variable done_cv_;
   bool done_ = false;  // guarded by mutex_
-  // done_, readable without the lock (set with it, never cleared).
+  // done_, readable without the lock (set after it, never cleared).
   std::atomic<bool> ended_{false};
 
  private:
@@ -122,6 +123,8 @@ class CallState : public CallCore {
   // Ends the call with `result` unless it has ended; false if it had.
   // The callback, if any, runs in the calling thread.
   bool complete(absl::StatusOr<Reply> result) {
+    // Lock-free when ended (a request's last copy going after the reply).
+    if (done()) return false;
     Callback callback;
     {
       std::lock_guard lock(mutex_);

@@ -265,8 +265,8 @@ bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
       return true;
     }
     if (slot == detail::type_slot<detail::SlotDelivery>()) {
-      const auto& call = *static_cast<const detail::SlotDelivery*>(event);
-      run_queued_call(record, call, call.limit.get(), trace, counts);
+      run_queued_call(record, *static_cast<const detail::RetryDelivery*>(event),
+                      detail::limit_of(event), trace, counts);
       return true;
     }
     // Inside the scope: the sink runs under the rules of a handler (its

@@ -69,6 +69,7 @@
 #include "absl/status/statusor.h"
 
 #include "fnbus/detail/config.hpp"
+#include "fnbus/detail/spin_lock.hpp"
 #include "fnbus/exec/ordering_key.hpp"
 
 namespace fnbus {
@@ -92,37 +93,6 @@ enum class StrandPush {
 };
 
 namespace detail {
-
-// A test-and-test-and-set lock for the strands' short critical sections
-// (a few loads and stores, a lock-free queue push; never user code). A
-// waiter spins briefly, then yields.
-class StrandLock {
- public:
-  void lock() noexcept {
-    for (std::uint32_t spins = 0;;) {
-      // acquire: pairs with the release store in unlock(): the previous
-      // holder's writes to the strand happen-before ours.
-      if (!locked_.exchange(true, std::memory_order_acquire)) return;
-      // relaxed: only a hint of when to try the exchange again.
-      while (locked_.load(std::memory_order_relaxed)) {
-        if (++spins < 128) {
-          cpu_relax();
-        } else {
-          std::this_thread::yield();
-        }
-      }
-    }
-  }
-  void unlock() noexcept {
-    // release: pairs with the acquire exchange in lock().
-    locked_.store(false, std::memory_order_release);
-  }
-
- private:
-  // True while held. Written by exchange (lock) and store (unlock) of the
-  // holder; read by waiters.
-  std::atomic<bool> locked_{false};
-};
 
 // A growable ring of T (a strand's FIFO): no allocation while it holds
 // fewer items than it has held before (up to kKeptCapacity, kept when it
@@ -374,7 +344,7 @@ class Strands {
 
  private:
   struct alignas(detail::kCacheLineSize) Strand {
-    detail::StrandLock lock;
+    detail::SpinLock lock;
     // A thread is inside run_turn() running this strand. Guarded by lock.
     bool running = false;
     // `first` holds an item (see below). Guarded by lock.
