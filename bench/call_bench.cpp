@@ -30,6 +30,8 @@ struct Pong {
   std::uint64_t seq = 0;
 };
 
+// The last sequence number the handler saw: written by the worker
+// (release), spun on by the caller (acquire).
 struct alignas(kCacheLineSize) Ack {
   std::atomic<std::uint64_t> seq{0};
 };

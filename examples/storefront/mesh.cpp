@@ -197,9 +197,10 @@ bool run_mesh() {
   check(charged_v1.load() > charged_v2.load(), "v1 took the rest");
   int finished = 0;
   for (std::int32_t step : last_step) finished += step == kSteps ? 1 : 0;
-  fmt::print("orders tracked to the last step: {} of {}; steps out of order: "
-             "{}\n",
-             finished, kOrders, out_of_order.load());
+  fmt::print(
+      "orders tracked to the last step: {} of {}; steps out of order: "
+      "{}\n",
+      finished, kOrders, out_of_order.load());
   check(finished == kOrders, "every order reached its last step");
   check(out_of_order.load() == 0, "every order's steps in publish order");
   print_stats("mesh", bus->stats());

@@ -50,6 +50,10 @@
 
 namespace fnbus {
 
+namespace detail {
+struct BusCalls;
+}  // namespace detail
+
 // An in-process event bus.
 //
 // - subscribe<E>(handler, options) registers a named function for events of
@@ -203,45 +207,21 @@ class EventBus : private WorkSource {
   template <Event E>
   requires std::copy_constructible<E> absl::StatusOr<timers::PeriodicTimer>
   publish_every(Duration period, E event, PublishOptions options = {});
-  // Request/reply (docs/request_reply.md). serve() registers `handler` as
-  // the function that answers requests of the type of its first parameter
-  // (const Request&, optionally followed by Context&), returning
-  // absl::StatusOr<Reply> or a Reply. `options` are the function's own
-  // (docs/resilience.md) and apply to calls as to events: a condition or
-  // idempotency key written for Request is applied to the request; an
-  // error Status (or a throw) is retried by options.retry, counts for the
-  // breaker, and when final is the call's result. `fallback` (same forms
-  // and reply type as the handler) answers while the breaker is open and
-  // after the handler failed for good. Each serve() is a function of its
-  // own: with two for one (Request, Reply), the first reply wins and the
-  // other is counted as late. Fails a precondition on bad options, like
-  // subscribe(). Thread safety: as subscribe().
+  // Request/reply (mesh/call.hpp states the contract; guide:
+  // docs/request_reply.md). serve() registers `handler` -- first parameter
+  // const Request&, returning absl::StatusOr<Reply> or a Reply -- as the
+  // function answering Request; its `options` apply to calls as to events.
+  // call<Reply>(request) asks it and returns the future of its reply, or
+  // ends with `on_reply` instead (nothing waits: no worker is held).
+  // Thread safety: any thread, also inside handlers.
   template <typename F>
   [[nodiscard]] mesh::Service serve(F&& handler, FunctionOptions options = {});
   template <typename F, typename G>
   [[nodiscard]] mesh::Service serve(F&& handler, FunctionOptions options,
                                     G&& fallback);
-  // Calls the function serving Request with `request` (published as an
-  // event: options.publish applies) and returns the future of its Reply.
-  // The call ends with the first of: the reply; the function's final
-  // error; DeadlineExceeded once options.timeout passes on the bus clock
-  // (a later reply is counted as late and dropped); Unavailable when the
-  // request is dropped unanswered (filtered, refused by an open breaker,
-  // dead-lettered). At once: NotFound when no function serves (Request,
-  // Reply) -- serve() one first; InvalidArgument for a timeout <= 0; the
-  // publish's refusal. Calls carry the caller's trace (a call from a
-  // handler continues its correlation). See CallFuture::get() for calls
-  // from handlers (no deadlock with one worker).
-  // Thread safety: any thread, also inside handlers.
   template <typename Reply, Event Request>
   [[nodiscard]] mesh::CallFuture<Reply> call(Request request,
                                              mesh::CallOptions options = {});
-  // The same call, ending with `on_reply(absl::StatusOr<Reply>)` -- called
-  // once, on the thread that ends the call (the serving worker, the timer
-  // thread at the timeout, the thread dropping the request) -- instead of
-  // a future: nothing waits, so it holds no worker. Keep it short (publish
-  // to hand work on). Returns OK when the call started; otherwise its
-  // error, and `on_reply` is not called.
   template <typename Reply, Event Request, typename Callback>
   absl::Status call(Request request, mesh::CallOptions options,
                     Callback on_reply);
@@ -516,29 +496,11 @@ class EventBus : private WorkSource {
                           const EventTrace& trace) noexcept;
 
   // Timers: `options` completed for a timer's publish (see publish_after).
-  // Request/reply (detail/bus_call_inl.hpp, src/mesh/bus_calls.cpp).
-  [[nodiscard]] bool has_pool() const noexcept {
-    return config_.execution == Execution::kThreadPool;
-  }
-  // Whether `slot` has a subscription now.
+  // Request/reply's internals (detail/bus_call_inl.hpp) read the call
+  // deadlines and timers, and ask has_handlers().
+  friend struct detail::BusCalls;
+  // Whether `slot` has a subscription now (src/mesh/bus_calls.cpp).
   [[nodiscard]] bool has_handlers(detail::TypeSlot slot) noexcept;
-  // Why a call of `call_slot` with `timeout` cannot start, or OK.
-  absl::Status call_problem(Duration timeout, detail::TypeSlot call_slot,
-                            std::string_view request_type,
-                            std::string_view reply_type);
-  // Sets the call's deadline and publishes the request; on failure ends
-  // the call with the error (or, given `refused`, stores the error there
-  // and ends the call silently). The request's handle, empty on failure.
-  template <typename Reply, Event Request>
-  std::weak_ptr<detail::PendingCall<Request, Reply>> start_call(
-      Request request, const mesh::CallOptions& options,
-      const std::shared_ptr<detail::CallState<Reply>>& state,
-      absl::Status* refused = nullptr);
-  // CallFuture::get() from a handler of this bus: runs the request in the
-  // calling thread if no worker took it.
-  template <typename Request, typename Reply>
-  void run_call_here(
-      const std::weak_ptr<detail::PendingCall<Request, Reply>>& pending);
   absl::StatusOr<PublishOptions> timer_options(PublishOptions options) const;
   template <Event E>
   absl::StatusOr<timers::TimerHandle> schedule_publish(TimePoint due, E& event,

@@ -20,10 +20,12 @@ bool EventBus::has_handlers(detail::TypeSlot slot) noexcept {
   return list != nullptr && !list->entries.empty();
 }
 
-absl::Status EventBus::call_problem(Duration timeout,
-                                    detail::TypeSlot call_slot,
-                                    std::string_view request_type,
-                                    std::string_view reply_type) {
+namespace detail {
+
+absl::Status BusCalls::problem(EventBus& bus, Duration timeout,
+                               TypeSlot call_slot,
+                               std::string_view request_type,
+                               std::string_view reply_type) {
   if (timeout <= Duration::zero()) {
     return absl::InvalidArgumentError(fmt::format(
         "call<{}>({}): the timeout is {}; use more than 0 (CallOptions::"
@@ -31,7 +33,7 @@ absl::Status EventBus::call_problem(Duration timeout,
         reply_type, request_type,
         std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
   }
-  if (!has_handlers(call_slot)) {
+  if (!bus.has_handlers(call_slot)) {
     return absl::NotFoundError(fmt::format(
         "call<{}>({}): no function serves {} with a {} reply; register one "
         "with bus.serve([](const {}&) -> absl::StatusOr<{}> {{ ... }}) first",
@@ -40,5 +42,7 @@ absl::Status EventBus::call_problem(Duration timeout,
   }
   return absl::OkStatus();
 }
+
+}  // namespace detail
 
 }  // namespace fnbus

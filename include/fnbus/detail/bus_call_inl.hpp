@@ -146,14 +146,86 @@ mesh::Service EventBus::serve(F&& handler, FunctionOptions options,
   return mesh::Service(std::move(subscription), std::move(counters));
 }
 
+namespace detail {
+
+// EventBus's request/reply internals (a friend: the bus keeps only the
+// deadlines and the hook in dispatch that a call needs).
+struct BusCalls {
+  // Whether nothing runs a pending request while its caller waits.
+  [[nodiscard]] static bool waits_in_vain(const EventBus& bus) noexcept {
+    return bus.config().execution != Execution::kThreadPool;
+  }
+  // Why a call of `call_slot` with `timeout` cannot start, or OK
+  // (src/mesh/bus_calls.cpp).
+  static absl::Status problem(EventBus& bus, Duration timeout,
+                              TypeSlot call_slot, std::string_view request_type,
+                              std::string_view reply_type);
+
+  // Sets the call's deadline and publishes the request; on failure ends
+  // the call with the error (or, given `refused`, stores the error there
+  // and ends the call without calling back). The request's handle, empty
+  // on failure.
+  template <typename Reply, Event Request>
+  static std::weak_ptr<PendingCall<Request, Reply>> start(
+      EventBus& bus, Request request, const mesh::CallOptions& options,
+      const std::shared_ptr<CallState<Reply>>& state,
+      absl::Status* refused = nullptr) {
+    using Call = CallRequest<Request, Reply>;
+    absl::Status error =
+        problem(bus, options.timeout, type_slot<Call>(),
+                event_type_name<Request>(), event_type_name<Reply>());
+    // Kept until the call is ended below: a refused request's last copy
+    // must not end it as dropped first.
+    std::shared_ptr<PendingCall<Request, Reply>> pending;
+    if (error.ok()) {
+      // Before the publish: a worker may end the call at once.
+      state->watch(bus.call_deadlines_, bus.clock().now(), options.timeout,
+                   bus.timers_);
+      pending = std::make_shared<PendingCall<Request, Reply>>(
+          std::move(request), state);
+      std::weak_ptr<PendingCall<Request, Reply>> weak = pending;
+      error = bus.publish(Call{.pending = pending}, options.publish);
+      if (error.ok()) {
+        pending.reset();  // the queue's copy (or a handler's) owns it now
+        return weak;
+      }
+    }
+    if (refused != nullptr) {
+      *refused = error;
+      state->end_silently();
+    } else {
+      state->complete(std::move(error));
+    }
+    return {};
+  }
+
+  // CallFuture::get(): runs the request in the calling thread if that
+  // thread runs a handler of `bus` and no worker took the request.
+  template <typename Request, typename Reply>
+  static void run_here(EventBus& bus,
+                       const std::weak_ptr<PendingCall<Request, Reply>>& weak) {
+    // Only on a thread running this bus's handler: the bus is alive, and
+    // the caller would otherwise hold a worker while it waits.
+    if (!this_thread_record().dispatching_for(&bus)) return;
+    std::shared_ptr<PendingCall<Request, Reply>> pending = weak.lock();
+    if (pending == nullptr || !pending->admit(CallRunner::kCaller)) return;
+    const CallRequest<Request, Reply> request{.pending = std::move(pending),
+                                              .runner = CallRunner::kCaller};
+    bus.trigger(request);
+  }
+};
+
+}  // namespace detail
+
 template <typename Reply, Event Request>
 mesh::CallFuture<Reply> EventBus::call(Request request,
                                        mesh::CallOptions options) {
-  auto state = std::make_shared<detail::CallState<Reply>>(!has_pool());
+  auto state = std::make_shared<detail::CallState<Reply>>(
+      detail::BusCalls::waits_in_vain(*this));
   std::weak_ptr<detail::PendingCall<Request, Reply>> pending =
-      start_call<Reply>(std::move(request), options, state);
-  return mesh::CallFuture<Reply>(state,
-                                 [this, pending] { run_call_here(pending); });
+      detail::BusCalls::start<Reply>(*this, std::move(request), options, state);
+  return mesh::CallFuture<Reply>(
+      state, [this, pending] { detail::BusCalls::run_here(*this, pending); });
 }
 
 template <typename Reply, Event Request, typename Callback>
@@ -163,62 +235,15 @@ absl::Status EventBus::call(Request request, mesh::CallOptions options,
       std::invocable<Callback&&, absl::StatusOr<Reply>>,
       "a call's callback is called as on_reply(absl::StatusOr<Reply>)");
   auto state = std::make_shared<detail::CallState<Reply>>(
-      !has_pool(),
+      detail::BusCalls::waits_in_vain(*this),
       [on_reply = std::move(on_reply)](absl::StatusOr<Reply> result) mutable {
         std::move(on_reply)(std::move(result));
       });
   // A refusal at call() is returned instead of reaching the callback.
   absl::Status refused;
-  start_call<Reply>(std::move(request), options, state, &refused);
+  detail::BusCalls::start<Reply>(*this, std::move(request), options, state,
+                                 &refused);
   return refused;
-}
-
-template <typename Reply, Event Request>
-std::weak_ptr<detail::PendingCall<Request, Reply>> EventBus::start_call(
-    Request request, const mesh::CallOptions& options,
-    const std::shared_ptr<detail::CallState<Reply>>& state,
-    absl::Status* refused) {
-  using Call = detail::CallRequest<Request, Reply>;
-  absl::Status problem =
-      call_problem(options.timeout, detail::type_slot<Call>(),
-                   event_type_name<Request>(), event_type_name<Reply>());
-  // Kept until the call is ended below: a refused request's last copy
-  // must not end it as dropped first.
-  std::shared_ptr<detail::PendingCall<Request, Reply>> pending;
-  if (problem.ok()) {
-    // Before the publish: a worker may end the call at once.
-    state->watch(call_deadlines_, clock_->now(), options.timeout, timers_);
-    pending = std::make_shared<detail::PendingCall<Request, Reply>>(
-        std::move(request), state);
-    std::weak_ptr<detail::PendingCall<Request, Reply>> weak = pending;
-    problem = publish(Call{.pending = pending}, options.publish);
-    if (problem.ok()) {
-      pending.reset();  // the queue's copy (or a handler's) owns it now
-      return weak;
-    }
-  }
-  if (refused != nullptr) {
-    *refused = problem;
-    state->end_silently();
-  } else {
-    state->complete(std::move(problem));
-  }
-  return {};
-}
-
-template <typename Request, typename Reply>
-void EventBus::run_call_here(
-    const std::weak_ptr<detail::PendingCall<Request, Reply>>& weak) {
-  // Only on a thread running this bus's handler: the bus is alive, and
-  // the caller would otherwise hold a worker while it waits.
-  if (!detail::this_thread_record().dispatching_for(this)) return;
-  std::shared_ptr<detail::PendingCall<Request, Reply>> pending = weak.lock();
-  if (pending == nullptr || !pending->admit(detail::CallRunner::kCaller)) {
-    return;
-  }
-  const detail::CallRequest<Request, Reply> request{
-      .pending = std::move(pending), .runner = detail::CallRunner::kCaller};
-  trigger(request);
 }
 
 }  // namespace fnbus

@@ -123,36 +123,12 @@ class CallState : public CallCore {
   // Ends the call with `result` unless it has ended; false if it had.
   // The callback, if any, runs in the calling thread.
   bool complete(absl::StatusOr<Reply> result) {
-    // Lock-free when ended (a request's last copy going after the reply).
-    if (done()) return false;
-    Callback callback;
-    {
-      std::lock_guard lock(mutex_);
-      if (!end_locked()) return false;
-      if (callback_) {
-        callback = std::move(callback_);
-      } else {
-        result_.emplace(std::move(result));
-      }
-    }
-    after_end();
-    if (callback) std::move(callback)(std::move(result));
-    return true;
+    return end(&result, /*call_back=*/true);
   }
   void end_with(absl::Status status) override { complete(std::move(status)); }
-
   // Ends the call without a result and without calling the callback (the
   // caller was told otherwise); false if it had ended.
-  bool end_silently() {
-    Callback callback;  // destroyed after the lock is released
-    {
-      std::lock_guard lock(mutex_);
-      if (!end_locked()) return false;
-      callback = std::move(callback_);
-    }
-    after_end();
-    return true;
-  }
+  bool end_silently() { return end(nullptr, /*call_back=*/false); }
 
   // Waits until ended, then moves the result out (once).
   absl::StatusOr<Reply> take() {
@@ -169,6 +145,26 @@ class CallState : public CallCore {
   }
 
  private:
+  // Ends the call: stores `*result` for the future, or hands it to the
+  // callback (`call_back`), or, with neither, drops the callback.
+  bool end(absl::StatusOr<Reply>* result, bool call_back) {
+    // Lock-free when ended (a request's last copy going after the reply).
+    if (done()) return false;
+    Callback callback;  // called, or destroyed, after the lock is released
+    {
+      std::lock_guard lock(mutex_);
+      if (!end_locked()) return false;
+      if (callback_) {
+        callback = std::move(callback_);
+      } else if (result != nullptr) {
+        result_.emplace(std::move(*result));
+      }
+    }
+    after_end();
+    if (callback && call_back) std::move(callback)(std::move(*result));
+    return true;
+  }
+
   Callback callback_;                            // guarded by mutex_
   std::optional<absl::StatusOr<Reply>> result_;  // guarded by mutex_
 };
@@ -204,6 +200,8 @@ struct PendingCall {
 
   const Request request;
   const std::shared_ptr<CallState<Reply>> state;
+  // Who claimed the request: kNobody until the first runner's
+  // compare-exchange in admit(), then fixed (see the orders there).
   std::atomic<CallRunner> runner{CallRunner::kNobody};
 };
 

@@ -14,6 +14,33 @@
 // it), handled by the serving function like any event: its FunctionOptions
 // (condition, breaker, retries, deadline, fallback, concurrency limit)
 // apply to calls exactly as to events, and its metrics count them.
+//
+// EventBus::serve(handler, options[, fallback]): `handler` takes
+// (const Request&[, Context&]) and returns absl::StatusOr<Reply> or a
+// Reply. A condition or idempotency key written for Request is applied to
+// the request; an error Status (or a throw) is retried by options.retry,
+// counts for the breaker, and when final is the call's result. `fallback`
+// (same forms and reply type) answers while the breaker is open and after
+// the handler failed for good. Each serve() is a function of its own: with
+// two for one (Request, Reply) the first reply wins and the other is
+// counted as late. Bad options fail a precondition, as in subscribe().
+//
+// EventBus::call<Reply>(request, options) publishes the request
+// (options.publish applies) and returns its CallFuture. A call ends once,
+// with the first of: the reply; the function's final error; DeadlineExceeded
+// once options.timeout passes on the bus clock (a later reply is counted as
+// late and dropped); Unavailable when the request is dropped unanswered
+// (filtered, refused by an open breaker, dead-lettered); Cancelled when the
+// request outlives the bus's shutdown. At once: NotFound when no function
+// serves (Request, Reply); InvalidArgument for a timeout <= 0; the
+// publish's refusal. Calls carry the caller's trace.
+//
+// EventBus::call<Reply>(request, options, on_reply) ends with
+// `on_reply(absl::StatusOr<Reply>)` instead -- called once, on the thread
+// that ends the call (the serving worker, the timer thread at the timeout,
+// the thread dropping the request) -- so nothing waits and no worker is
+// held. Keep it short (publish to hand work on). Returns OK when the call
+// started; otherwise its error, and `on_reply` is not called.
 
 #include <atomic>
 #include <chrono>
