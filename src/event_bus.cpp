@@ -215,6 +215,7 @@ EventBus::EventBus(BusConfig config)
       metrics_(max_workers_ + 2, config_.record_latency),
       trigger_failures_(metrics_, metrics_.shard(max_workers_ + 1)),
       queue_(config_.queue_capacity),
+      lane_cursors_(std::make_unique<LaneCursor[]>(max_workers_ + 1)),
       strands_({.strands = config_.key_strands,
                 // A follow-up (in a worker's headroom) is its strand's too.
                 .capacity_per_strand =
@@ -324,7 +325,21 @@ absl::Status EventBus::heap_alloc_failed(detail::TypeInfo& type) noexcept {
           type.name)));
 }
 
+absl::Status EventBus::lane_alloc_failed(
+    detail::TypeInfo& type) const noexcept {
+  return reject(type, absl::ResourceExhaustedError(fmt::format(
+                          "out of memory for the first high- or low-priority "
+                          "queue ({} slots) publishing {}; lower "
+                          "BusConfig::queue_capacity or free memory",
+                          queue_.capacity(), type.name)));
+}
+
 absl::Status EventBus::validate(const PublishOptions& options) {
+  if (!is_valid(options.priority)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "PublishOptions::priority is {}; use Priority::kHigh, kNormal or kLow",
+        static_cast<int>(options.priority)));
+  }
   if (options.block_timeout &&
       (*options.block_timeout < std::chrono::nanoseconds::zero() ||
        *options.block_timeout > kMaxBlockTimeout)) {
@@ -502,7 +517,7 @@ bool EventBus::poll_work() const noexcept { return queue_.front_ready(); }
 bool EventBus::run_one(std::size_t worker,
                        absl::FunctionRef<void()> taken) noexcept {
   detail::Envelope envelope;
-  if (!queue_.try_pop(envelope)) return false;
+  if (!queue_.try_pop(envelope, lane_cursors_[worker])) return false;
   taken();
   wake_blocked_publishers();
   detail::WorkerShard& shard = metrics_.shard(worker);
@@ -599,7 +614,7 @@ class EventBus::CallerLoop {
     std::size_t ran = 0;
     while (ran < max_events) {
       detail::Envelope envelope;  // fresh each time, as in sweep()
-      if (!bus_.queue_.try_pop(envelope)) break;
+      if (!bus_.queue_.try_pop(envelope, bus_.caller_cursor())) break;
       bus_.handle(envelope, bus_.caller_shard(), bus_.lifecycle_.fate());
       ++ran;
     }
@@ -621,7 +636,7 @@ void EventBus::sweep() noexcept {
     // A fresh envelope each time: try_pop must not run the previous
     // event's destructor (user code) halfway through a pop.
     detail::Envelope envelope;
-    if (!queue_.try_pop(envelope)) return;
+    if (!queue_.try_pop(envelope, caller_cursor())) return;
     wake_blocked_publishers();
     handle(envelope, caller_shard(), lifecycle_.fate());
   }

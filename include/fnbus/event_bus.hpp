@@ -37,6 +37,7 @@
 #include "fnbus/detail/tick_clock.hpp"
 #include "fnbus/detail/type_slot.hpp"
 #include "fnbus/event.hpp"
+#include "fnbus/exec/priority_lanes.hpp"
 #include "fnbus/exec/strands.hpp"
 #include "fnbus/exec/thread_pool.hpp"
 #include "fnbus/mesh/call.hpp"
@@ -447,6 +448,7 @@ class EventBus : private WorkSource {
   static absl::Status reject_closed(detail::TypeInfo& type) noexcept;
   static absl::Status validate(const PublishOptions& options);
   static absl::Status heap_alloc_failed(detail::TypeInfo& type) noexcept;
+  absl::Status lane_alloc_failed(detail::TypeInfo& type) const noexcept;
   // Call inside the catch block: reads the exception in flight.
   static absl::Status move_threw(detail::TypeInfo& type) noexcept;
 
@@ -470,6 +472,9 @@ class EventBus : private WorkSource {
   // The shard of the thread running run_one() & co. or shutdown's sweeps.
   [[nodiscard]] detail::WorkerShard& caller_shard() noexcept {
     return metrics_.shard(max_workers_);
+  }
+  [[nodiscard]] LaneCursor& caller_cursor() noexcept {
+    return lane_cursors_[max_workers_];
   }
   void sweep() noexcept;
   void wake_blocked_publishers() noexcept;
@@ -542,10 +547,11 @@ class EventBus : private WorkSource {
   // Appends it to its key's strand with the strand's turn queued; false
   // (make() not called) when the queue or the strand is full.
   [[nodiscard]] bool push_keyed(
-      OrderingKey key, absl::FunctionRef<detail::Envelope()> make) noexcept;
+      OrderingKey key, Priority priority,
+      absl::FunctionRef<detail::Envelope()> make) noexcept;
   // push_keyed(), the turn kept in a worker's follow-up headroom.
   [[nodiscard]] bool keep_keyed(
-      OrderingKey key, detail::FollowUpBuffer& buffer,
+      OrderingKey key, Priority priority, detail::FollowUpBuffer& buffer,
       absl::FunctionRef<detail::Envelope()> make) noexcept;
   // handle() took a strand's turn: runs the strand's events.
   void run_strand(const detail::Envelope& turn,
@@ -595,7 +601,13 @@ class EventBus : private WorkSource {
   // and one for trigger()'s failures.
   detail::BusMetrics metrics_;
   detail::TriggerFailures trigger_failures_;  // in the last shard
-  MpmcQueue<detail::Envelope> queue_;
+  // One lane per Priority (PublishOptions::priority), each of
+  // queue_capacity slots; the high and low lanes are allocated on first use.
+  PriorityLanes<detail::Envelope> queue_;
+  // Where each consumer is in its lane cycle (exec/priority_lanes.hpp): one
+  // per worker index, and the last for run_one() & co. and sweeps (under
+  // caller_mutex_).
+  const std::unique_ptr<LaneCursor[]> lane_cursors_;
   // Keyed events (PublishOptions::key), each with one StrandTurn queued.
   Strands<detail::Envelope> strands_;
   const detail::TypeSlot strand_turn_slot_;  // type_slot<StrandTurn>()

@@ -16,6 +16,7 @@
 #include "fnbus/dead_letter_reason.hpp"
 #include "fnbus/event.hpp"
 #include "fnbus/exec/ordering_key.hpp"
+#include "fnbus/exec/priority.hpp"
 #include "fnbus/resilience/circuit_breaker.hpp"
 #include "fnbus/resilience/event_callables.hpp"
 #include "fnbus/resilience/retry.hpp"
@@ -272,6 +273,12 @@ struct PublishOptions {
   // and is not guaranteed (retries and max_concurrency waits leave the
   // order).
   std::optional<OrderingKey> key = {};
+  // The class the event is queued in (docs/priorities.md), e.g.
+  // `.priority = Priority::kHigh` for payments: workers take high events
+  // first, and still take a waiting normal event at least once in every 8
+  // and a waiting low one at least once in every 16 (per worker). Each
+  // class has its own queue_capacity slots.
+  Priority priority = Priority::kNormal;
 };
 
 // A consistent-enough snapshot of the bus counters. Each counter is exact;

@@ -7,50 +7,67 @@
 // its publish) and dead-lettered like an unkeyed event.
 
 #include <cstdint>
+#include <utility>
 
 #include "fnbus/event_bus.hpp"
 
 namespace fnbus {
 namespace {
 
-// Puts a turn of `strand` into `target` (the queue, or a follow-up
+// The bus's queue as a place for turns: `priority`'s lane.
+struct Lane {
+  PriorityLanes<detail::Envelope>& lanes;
+  Priority priority;
+  template <typename... Args>
+  bool try_emplace(Args&&... args) noexcept {
+    return lanes.try_emplace(priority, std::forward<Args>(args)...);
+  }
+};
+
+// Puts a turn of `strand` into `target` (a queue lane, or a follow-up
 // buffer: both build an envelope from these arguments); false if full.
 template <typename Target>
-bool post_turn(Target& target, std::size_t strand,
+bool post_turn(Target& target, std::size_t strand, Priority priority,
                detail::TypeSlot turn_slot) noexcept {
   return target.try_emplace(
       detail::InPlace<detail::StrandTurn>{},
-      detail::StrandTurn{static_cast<std::uint32_t>(strand)}, turn_slot,
-      detail::EnvelopeMeta{});
+      detail::StrandTurn{static_cast<std::uint32_t>(strand), priority},
+      turn_slot, detail::EnvelopeMeta{});
 }
 
 // Appends make()'s event to `key`'s strand with its turn put into
 // `target`; false when the target or the strand is full.
 template <typename Target>
 bool push_with_turn(Strands<detail::Envelope>& strands, OrderingKey key,
-                    Target& target, detail::TypeSlot turn_slot,
+                    Priority priority, Target& target,
+                    detail::TypeSlot turn_slot,
                     absl::FunctionRef<detail::Envelope()> make) noexcept {
   const std::size_t strand = strands.index_of(key);
-  auto post = [&]() noexcept { return post_turn(target, strand, turn_slot); };
+  auto post = [&]() noexcept {
+    return post_turn(target, strand, priority, turn_slot);
+  };
   return strands.push(strand, post, make) == StrandPush::kPushed;
 }
 
 }  // namespace
 
-bool EventBus::push_keyed(OrderingKey key,
+bool EventBus::push_keyed(OrderingKey key, Priority priority,
                           absl::FunctionRef<detail::Envelope()> make) noexcept {
-  return push_with_turn(strands_, key, queue_, strand_turn_slot_, make);
+  Lane lane{queue_, priority};
+  return push_with_turn(strands_, key, priority, lane, strand_turn_slot_, make);
 }
 
-bool EventBus::keep_keyed(OrderingKey key, detail::FollowUpBuffer& buffer,
+bool EventBus::keep_keyed(OrderingKey key, Priority priority,
+                          detail::FollowUpBuffer& buffer,
                           absl::FunctionRef<detail::Envelope()> make) noexcept {
-  return push_with_turn(strands_, key, buffer, strand_turn_slot_, make);
+  return push_with_turn(strands_, key, priority, buffer, strand_turn_slot_,
+                        make);
 }
 
 void EventBus::run_strand(const detail::Envelope& turn,
                           detail::WorkerShard& shard) noexcept {
-  const std::uint32_t strand =
-      static_cast<const detail::StrandTurn*>(turn.event())->strand;
+  const auto& token = *static_cast<const detail::StrandTurn*>(turn.event());
+  const std::uint32_t strand = token.strand;
   // The fate is read per event: a drain may time out between two.
   auto run = [&](detail::Envelope& event) noexcept {
     handle(event, shard, lifecycle_.fate());
@@ -58,7 +75,10 @@ void EventBus::run_strand(const detail::Envelope& turn,
   // A busy key hands a turn back after Strands::kTurnBudget events, so
   // that it does not keep this worker (and its follow-ups) to itself.
   auto repost = [&]() noexcept {
-    if (!post_turn(queue_, strand, strand_turn_slot_)) return false;
+    Lane lane{queue_, token.priority};
+    if (!post_turn(lane, strand, token.priority, strand_turn_slot_)) {
+      return false;
+    }
     if (pool_) pool_->notify_work();
     return true;
   };

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 namespace fnbus::testing_support {
 
@@ -198,5 +199,26 @@ class HighWater {
   std::atomic<int> inside_{0};
   std::atomic<int> most_{0};
 };
+
+// In a sequence of taken items, the most taken between two of `kind` (or
+// from the start to the first) while some of `kind` were still to come:
+// how long `kind` waited at worst (the priorities' starvation bound).
+template <typename T>
+std::size_t longest_wait(const std::vector<T>& taken, const T& kind) {
+  std::size_t left =
+      static_cast<std::size_t>(std::count(taken.begin(), taken.end(), kind));
+  std::size_t longest = 0;
+  std::size_t since = 0;
+  for (const T& item : taken) {
+    if (left == 0) break;
+    ++since;
+    if (item == kind) {
+      longest = std::max(longest, since);
+      since = 0;
+      --left;
+    }
+  }
+  return longest;
+}
 
 }  // namespace fnbus::testing_support

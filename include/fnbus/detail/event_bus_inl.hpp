@@ -358,10 +358,12 @@ absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
   const detail::TypeSlot slot = detail::published_slot(event);
   detail::TypeInfo& type =
       metrics_.type_info(slot, detail::published_name(event));
-  if (options.overflow || options.block_timeout) [[unlikely]] {
+  if (options.overflow || options.block_timeout ||
+      options.priority != Priority::kNormal) [[unlikely]] {
     if (absl::Status status = validate(options); !status.ok()) {
       return reject(type, std::move(status));
     }
+    if (!queue_.open(options.priority)) return lane_alloc_failed(type);
   }
   detail::ThreadRecord& record = detail::this_thread_record();
   // Before the PublishScope: TraceHooks::ambient may publish or shut down.
@@ -383,13 +385,13 @@ absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
     };
     auto try_push = [&]() noexcept {
       if (options.key) [[unlikely]]
-        return push_keyed(*options.key, make);
-      return queue_.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
-                                meta);
+        return push_keyed(*options.key, options.priority, make);
+      return queue_.try_emplace(options.priority, detail::InPlace<E>{},
+                                std::move(event), slot, meta);
     };
     auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
       if (options.key) [[unlikely]]
-        return keep_keyed(*options.key, buffer, make);
+        return keep_keyed(*options.key, options.priority, buffer, make);
       return buffer.try_emplace(detail::InPlace<E>{}, std::move(event), slot,
                                 meta);
     };
@@ -417,8 +419,9 @@ absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
     };
     auto try_push = [&]() noexcept {
       if (options.key) [[unlikely]]
-        return push_keyed(*options.key, make);
-      if (!queue_.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
+        return push_keyed(*options.key, options.priority, make);
+      if (!queue_.try_emplace(options.priority, detail::Adopt<E>{owned.get()},
+                              slot, meta)) {
         return false;
       }
       (void)owned.release();  // the queue owns it now
@@ -426,7 +429,7 @@ absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
     };
     auto try_keep = [&](detail::FollowUpBuffer& buffer) noexcept {
       if (options.key) [[unlikely]]
-        return keep_keyed(*options.key, buffer, make);
+        return keep_keyed(*options.key, options.priority, buffer, make);
       if (!buffer.try_emplace(detail::Adopt<E>{owned.get()}, slot, meta)) {
         return false;
       }

@@ -10,11 +10,14 @@
 #include <cstdint>
 #include <string_view>
 
+#include "fnbus/exec/priority.hpp"
+
 namespace fnbus::detail {
 
 struct StrandTurn {
   static constexpr std::string_view kEventName = "fnbus.strand";
   std::uint32_t strand;  // Strands::index_of(key)
+  Priority priority;     // the lane it is queued in, and requeued in
 };
 
 }  // namespace fnbus::detail

@@ -9,16 +9,17 @@
 // itself to the executor once); the code is our own.
 //
 // On the bus (PublishOptions::key; src/exec/bus_strands.cpp):
-// - A keyed publish appends the event to strand index_of(key) and queues
-//   one detail::StrandTurn in the bus's queue (or, from a handler finding
-//   the queue full, in its worker's follow-up headroom). The turn takes
-//   the queue slot the event would have taken, so the queue's bound and
-//   BusConfig::overflow apply unchanged: a full queue is ResourceExhausted
-//   (kReject, kInline, kManual) or a bounded wait (kBlock), and a refused
-//   keyed event is not kept anywhere (try_publish hands it back). A
-//   strand also holds at most queue_capacity + follow_up_headroom events
-//   (a key published faster than its events run): past that its
-//   publishes are refused like those to a full queue.
+// - A keyed publish appends the event to strand index_of(key) and queues one
+//   detail::StrandTurn in the bus's queue, in the publish's priority class (a
+//   turn runs the strand's oldest event, whatever its class) -- or, from a
+//   handler finding the queue full, in its worker's follow-up headroom. The
+//   turn takes the queue slot the event would have taken, so the queue's bound
+//   and BusConfig::overflow apply unchanged: a full queue is ResourceExhausted
+//   (kReject, kInline, kManual) or a bounded wait (kBlock), and a refused keyed
+//   event is not kept anywhere (try_publish hands it back). A strand also holds
+//   at most queue_capacity + follow_up_headroom events (a key published faster
+//   than its events run): past that its publishes are refused like those to a
+//   full queue.
 // - Guarantee: for each function, the events published with one key are
 //   handled one at a time, in publish order (the order in which publish()
 //   calls returned OK, for calls that do not overlap), whatever the
