@@ -44,6 +44,10 @@ install_missing_packages -- "${packages[@]}"
 case "$target" in
   test|tsan|asan) install_missing_packages --no-install-recommends -- prometheus ;;
 esac
+# The NATS bridge's tests start a real nats-server on loopback.
+case "$target" in
+  test|tsan|asan) install_missing_packages -- nats-server libnats-dev ;;
+esac
 if [ "$target" = example ]; then
   cmake --workflow --preset example-build
   exec ./build/dev/examples/storefront
