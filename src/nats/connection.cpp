@@ -3,7 +3,9 @@
 #include "fnbus/nats/connection.hpp"
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,14 +65,24 @@ using internal::to_status;
 struct Connection::State {
   ConnectOptions options;
   Handles handles;
-  // Counted by the client's callbacks, on its threads; read by stats().
-  // relaxed: independent statistics.
+  // Counted by the client's callbacks, on its callback thread; read by
+  // stats(). relaxed: independent statistics.
   std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> disconnects{0};
+  // Set by the closed callback, the client's last call into this State:
+  // the destructor waits for it before the memory goes.
+  std::mutex closed_mutex;
+  std::condition_variable closed_cv;
+  bool closed = false;
 
   ~State() {
     if (handles.jetstream != nullptr) jsCtx_Destroy(handles.jetstream);
     if (handles.connection != nullptr) {
+      natsConnection_Close(handles.connection);
+      {
+        std::unique_lock lock(closed_mutex);
+        closed_cv.wait(lock, [&] { return closed; });
+      }
       natsConnection_Destroy(handles.connection);
     }
   }
@@ -92,6 +104,16 @@ void count_event(natsConnection*, void* closure) {
   // relaxed: a statistic.
   static_cast<std::atomic<std::uint64_t>*>(closure)->fetch_add(
       1, std::memory_order_relaxed);
+}
+
+// The client's closed callback (its last for a connection).
+void mark_closed(natsConnection*, void* closure) {
+  auto& state = *static_cast<Connection::State*>(closure);
+  // Notified under the lock: the destructor cannot return (and free the
+  // State) before this call is done with it.
+  std::lock_guard lock(state.closed_mutex);
+  state.closed = true;
+  state.closed_cv.notify_all();
 }
 
 absl::Status check_options(const ConnectOptions& options) {
@@ -126,9 +148,8 @@ absl::Status check_options(const ConnectOptions& options) {
 }
 
 // Fills `opts` from `options`; a failure names the option at fault.
-absl::Status fill(natsOptions* opts, const ConnectOptions& options,
-                  std::atomic<std::uint64_t>& reconnects,
-                  std::atomic<std::uint64_t>& disconnects) {
+absl::Status fill(natsOptions* opts, Connection::State& state) {
+  const ConnectOptions& options = state.options;
   auto step = [](natsStatus s, std::string_view what) {
     return s == NATS_OK ? absl::OkStatus()
                         : absl::InvalidArgumentError(fmt::format(
@@ -154,13 +175,18 @@ absl::Status fill(natsOptions* opts, const ConnectOptions& options,
              "reconnect_wait");
   }
   if (status.ok()) {
-    status =
-        step(natsOptions_SetDisconnectedCB(opts, count_event, &disconnects),
-             "(disconnect callback)");
+    status = step(
+        natsOptions_SetDisconnectedCB(opts, count_event, &state.disconnects),
+        "(disconnect callback)");
   }
   if (status.ok()) {
-    status = step(natsOptions_SetReconnectedCB(opts, count_event, &reconnects),
-                  "(reconnect callback)");
+    status =
+        step(natsOptions_SetReconnectedCB(opts, count_event, &state.reconnects),
+             "(reconnect callback)");
+  }
+  if (status.ok()) {
+    status = step(natsOptions_SetClosedCB(opts, mark_closed, &state),
+                  "(closed callback)");
   }
   const Credentials& c = options.credentials;
   if (status.ok() && !c.user.empty()) {
@@ -211,9 +237,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
   if (natsStatus s = natsOptions_Create(&opts.raw); s != NATS_OK) {
     return to_status(s, "creating NATS options");
   }
-  if (absl::Status bad =
-          fill(opts.raw, state->options, state->reconnects, state->disconnects);
-      !bad.ok()) {
+  if (absl::Status bad = fill(opts.raw, *state); !bad.ok()) {
     return bad;
   }
   const std::string doing = fmt::format("connecting to {}", state->options.url);

@@ -109,8 +109,9 @@ class Connection {
   struct Handles;
   [[nodiscard]] const Handles& handles() const noexcept;
 
+  struct State;  // internal (src/nats/connection.cpp)
+
  private:
-  struct State;
   explicit Connection(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
