@@ -495,14 +495,17 @@ void EventBus::wake_blocked_publishers() noexcept {
   }
 }
 
-bool EventBus::has_work() const noexcept { return !queue_.empty(); }
+bool EventBus::has_work() const noexcept {
+  // A strand's owed turn is work too (see repay_and_pop()).
+  return !queue_.empty() || strands_.owes_turns();
+}
 
 bool EventBus::poll_work() const noexcept { return queue_.front_ready(); }
 
 bool EventBus::run_one(std::size_t worker,
                        absl::FunctionRef<void()> taken) noexcept {
   detail::Envelope envelope;
-  if (!queue_.try_pop(envelope)) return false;
+  if (!queue_.try_pop(envelope) && !repay_and_pop(envelope)) return false;
   taken();
   wake_blocked_publishers();
   detail::WorkerShard& shard = metrics_.shard(worker);
@@ -599,7 +602,9 @@ class EventBus::CallerLoop {
     std::size_t ran = 0;
     while (ran < max_events) {
       detail::Envelope envelope;  // fresh each time, as in sweep()
-      if (!bus_.queue_.try_pop(envelope)) break;
+      if (!bus_.queue_.try_pop(envelope) && !bus_.repay_and_pop(envelope)) {
+        break;
+      }
       bus_.handle(envelope, bus_.caller_shard(), bus_.lifecycle_.fate());
       ++ran;
     }
@@ -621,7 +626,7 @@ void EventBus::sweep() noexcept {
     // A fresh envelope each time: try_pop must not run the previous
     // event's destructor (user code) halfway through a pop.
     detail::Envelope envelope;
-    if (!queue_.try_pop(envelope)) return;
+    if (!queue_.try_pop(envelope) && !repay_and_pop(envelope)) return;
     wake_blocked_publishers();
     handle(envelope, caller_shard(), lifecycle_.fate());
   }
