@@ -26,22 +26,37 @@
 //   parallel. Its handler calls for one key never overlap, so they need no
 //   lock of their own; memory written by the handler of one event is
 //   visible to the handler of the key's next.
-// - Failures: an event whose handler fails (throws, returns an error, and
-//   after its retries) is counted and dead-lettered as usual and its key
-//   goes on with the next event: a poison event never blocks its key.
-// - Not guaranteed (documented current behaviour): a retry
-//   (FunctionOptions::retry) is queued later as a call of its own, outside
-//   the strand, so the key's next events do not wait for it and may run
-//   before (or while) the retry runs; likewise an event that waits for a
-//   max_concurrency slot leaves its key's order. Keys whose hashes pick one
-//   strand (BusConfig::key_strands; with K keys about K / key_strands per
-//   strand) are serialised together: slower, never reordered. There is no
-//   order across keys, nor between keyed and unkeyed events.
+// - Failures and retries: an event whose handler fails is counted and
+//   reported as usual. If a function retries it (FunctionOptions::retry),
+//   or it waits for a max_concurrency slot, that later call keeps the
+//   event's place: the key's strand is held (Strands::hold()) until every
+//   such call of the event has reached its final outcome -- success, a
+//   failure that is not retried, dead-lettered after its last retry,
+//   refused, expired, lost at shutdown -- and only then does the key's
+//   next event run (for every function: one function's retry holds the
+//   key for all of them). After the last retry the event is
+//   dead-lettered and its key goes on: a poison event holds its key for
+//   its retries' backoff, never for ever. The dead letter is reported
+//   before the key's next event runs. Held keys hold no worker: the
+//   retry waits on a timer, the key's events in the strand.
+// - Not guaranteed: keys whose hashes pick one strand
+//   (BusConfig::key_strands; with K keys about K / key_strands per
+//   strand) are serialised together -- slower, never reordered -- and
+//   hold together: a retry of one key's event holds the keys that share
+//   its strand too. There is no order across keys, nor between keyed and
+//   unkeyed events.
 // - Shutdown: every keyed event has its turn in the queue (or with the
-//   strand's runner), so kDrain handles the strands' events as it drains
-//   the queue, and kCancelPending (or a drain past drain_timeout)
-//   dead-letters them with the usual reasons (kCancelledAtShutdown,
-//   kDrainTimeout), counted per event type.
+//   strand's runner, or with its hold), so kDrain handles the strands'
+//   events as it drains the queue, and kCancelPending (or a drain past
+//   drain_timeout) dead-letters them with the usual reasons
+//   (kCancelledAtShutdown, kDrainTimeout), counted per event type. A
+//   retry still waiting on its timer is dead-lettered
+//   (kRetryPendingAtShutdown), which releases its key: the key's next
+//   events are then drained or dead-lettered like the rest.
+// - A release that finds the queue full cannot queue the key's turn: it
+//   is owed, and posted by the next worker (or run_one() & co., or
+//   shutdown's sweep) to find the queue empty; a publish to the key also
+//   resumes it.
 // - Execution::kInline and kManual: a turn runs one event (run_one() runs
 //   the oldest turn's event); a handler's keyed follow-ups of its own key
 //   run after it returns, before that key's later events.
@@ -51,8 +66,9 @@
 //   after shutdown(); its queue wait includes the time in its strand.
 //   BusStats::queue_depth counts its turn while the turn is queued.
 // - Cost: the unkeyed path tests PublishOptions::key once per publish and
-//   the type slot once per dispatch; the table (one cache line per strand)
-//   is allocated with the bus.
+//   the type slot once per dispatch; a worker finding the queue empty
+//   reads one counter (owed turns); the table (128 bytes per strand) is
+//   allocated with the bus. Holds cost the retry path only.
 
 #include <algorithm>
 #include <atomic>
@@ -462,9 +478,6 @@ class Strands {
     // Turns taken while running or held: the runner runs one item for
     // each. Guarded by lock.
     std::uint32_t pending = 0;
-    // hold()s not yet released: no item starts while > 0. Guarded by
-    // lock.
-    std::uint32_t holds = 0;
     // The items, oldest first: `first` if has_first, then `rest`. An item
     // goes to `first` only when the strand is empty, so `first` is always
     // the oldest; a strand that rarely holds two items never touches
@@ -474,6 +487,9 @@ class Strands {
     // the strand holds two or more items.)
     alignas(T) std::byte first[sizeof(T)];
     detail::StrandFifo<T> rest;
+    // hold()s not yet released: no item starts while > 0. Guarded by
+    // lock. (After `rest`, in its padding: `first` keeps its offset.)
+    std::uint32_t holds = 0;
 
     Strand() = default;
     Strand(const Strand&) = delete;
