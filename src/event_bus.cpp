@@ -510,14 +510,20 @@ void EventBus::wake_blocked_publishers() noexcept {
   }
 }
 
-bool EventBus::has_work() const noexcept { return !queue_.empty(); }
+bool EventBus::has_work() const noexcept {
+  // A strand's owed turn is work too (see repay_and_pop()).
+  return !queue_.empty() || strands_.owes_turns();
+}
 
 bool EventBus::poll_work() const noexcept { return queue_.front_ready(); }
 
 bool EventBus::run_one(std::size_t worker,
                        absl::FunctionRef<void()> taken) noexcept {
   detail::Envelope envelope;
-  if (!queue_.try_pop(envelope, lane_cursors_[worker])) return false;
+  LaneCursor& cursor = lane_cursors_[worker];
+  if (!queue_.try_pop(envelope, cursor) && !repay_and_pop(envelope, cursor)) {
+    return false;
+  }
   taken();
   wake_blocked_publishers();
   detail::WorkerShard& shard = metrics_.shard(worker);
@@ -614,7 +620,11 @@ class EventBus::CallerLoop {
     std::size_t ran = 0;
     while (ran < max_events) {
       detail::Envelope envelope;  // fresh each time, as in sweep()
-      if (!bus_.queue_.try_pop(envelope, bus_.caller_cursor())) break;
+      LaneCursor& cursor = bus_.caller_cursor();
+      if (!bus_.queue_.try_pop(envelope, cursor) &&
+          !bus_.repay_and_pop(envelope, cursor)) {
+        break;
+      }
       bus_.handle(envelope, bus_.caller_shard(), bus_.lifecycle_.fate());
       ++ran;
     }
@@ -636,7 +646,10 @@ void EventBus::sweep() noexcept {
     // A fresh envelope each time: try_pop must not run the previous
     // event's destructor (user code) halfway through a pop.
     detail::Envelope envelope;
-    if (!queue_.try_pop(envelope, caller_cursor())) return;
+    LaneCursor& cursor = caller_cursor();
+    if (!queue_.try_pop(envelope, cursor) && !repay_and_pop(envelope, cursor)) {
+      return;
+    }
     wake_blocked_publishers();
     handle(envelope, caller_shard(), lifecycle_.fate());
   }

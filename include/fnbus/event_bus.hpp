@@ -556,6 +556,19 @@ class EventBus : private WorkSource {
   // handle() took a strand's turn: runs the strand's events.
   void run_strand(const detail::Envelope& turn,
                   detail::WorkerShard& shard) noexcept;
+  // A call of `context`'s event is about to be kept for later (a retry, or
+  // a wait for a slot): holds the strand it keeps waiting -- the keyed
+  // event's own, when this thread runs that event's dispatch, or the one
+  // `context`'s queued call holds -- once more, for the kept call.
+  // Returns that strand, or detail::kNoStrand.
+  [[nodiscard]] std::uint32_t hold_strand_for(const Context& context) noexcept;
+  // A kept call holding `strand` (or kNoStrand: nothing to do) has run or
+  // will not run: the last such release lets the key go on.
+  void release_strand(std::uint32_t strand) noexcept;
+  // The queue was found empty: posts the turns strands owe (a release
+  // that found the queue full) and pops again.
+  [[nodiscard]] bool repay_and_pop(detail::Envelope& envelope,
+                                   LaneCursor& cursor) noexcept;
 
   // Concurrency limits (FunctionOptions::max_concurrency):
   // src/resilience/bus_concurrency.cpp; see detail::SlotDelivery.

@@ -270,8 +270,8 @@ struct PublishOptions {
   // events published with one key are handled one at a time, in publish
   // order, by each function; other keys (and unkeyed events) run in
   // parallel. An integer or a string; see exec/strands.hpp for what is
-  // and is not guaranteed (retries and max_concurrency waits leave the
-  // order).
+  // and is not guaranteed (a retry or a max_concurrency wait keeps the
+  // event's place: the key's next events wait for it).
   std::optional<OrderingKey> key = {};
   // The class the event is queued in (docs/priorities.md), e.g.
   // `.priority = Priority::kHigh` for payments: workers take high events

@@ -5,6 +5,15 @@
 // handle() hands a turn to run_strand(), which handles the strand's
 // events through handle() again: each is counted, timed (queue wait from
 // its publish) and dead-lettered like an unkeyed event.
+//
+// Retries keep their place: a keyed event's call that is kept for later
+// (a retry, a wait for a concurrency slot: detail::RetryDelivery) holds
+// the key's strand (Strands::hold()) until it has run or will not run
+// (release_strand(), from run_queued_call() and retry_lost()), so the
+// key's next events wait for it. A kept call that keeps the next one
+// holds again before it releases. The release that resumes a strand
+// queues its turn; with the queue full, the turn is owed and posted by
+// whoever next finds the queue empty (repay_and_pop()).
 
 #include <cstdint>
 #include <utility>
@@ -68,9 +77,17 @@ void EventBus::run_strand(const detail::Envelope& turn,
                           detail::WorkerShard& shard) noexcept {
   const auto& token = *static_cast<const detail::StrandTurn*>(turn.event());
   const std::uint32_t strand = token.strand;
-  // The fate is read per event: a drain may time out between two.
+  detail::ThreadRecord& record = detail::this_thread_record();
+  // The fate is read per event: a drain may time out between two. The
+  // record says which strand the event's dispatch (the next level) runs
+  // for, so that a retry it schedules holds the strand.
   auto run = [&](detail::Envelope& event) noexcept {
+    const detail::ThreadRecord::KeyedDispatch outer = record.keyed;
+    record.keyed = {.bus = this,
+                    .strand = strand,
+                    .level = static_cast<std::uint32_t>(record.depth)};
     handle(event, shard, lifecycle_.fate());
+    record.keyed = outer;
   };
   // A busy key hands a turn back after Strands::kTurnBudget events, so
   // that it does not keep this worker (and its follow-ups) to itself.
@@ -83,6 +100,46 @@ void EventBus::run_strand(const detail::Envelope& turn,
     return true;
   };
   (void)strands_.run_turn(strand, run, repost);
+}
+
+std::uint32_t EventBus::hold_strand_for(const Context& context) noexcept {
+  std::uint32_t strand = detail::kNoStrand;
+  if (const detail::RetryState* call = detail::ContextAccess::retry(context)) {
+    strand = call->held_strand;  // a kept call's: the next one holds it too
+  } else {
+    // A first call: held if it is a keyed event's, in that event's own
+    // dispatch (not a trigger() nested in its handlers).
+    const detail::ThreadRecord& record = detail::this_thread_record();
+    if (record.keyed.bus == this && record.depth == record.keyed.level + 1) {
+      strand = record.keyed.strand;
+    }
+  }
+  if (strand != detail::kNoStrand) strands_.hold(strand);
+  return strand;
+}
+
+void EventBus::release_strand(std::uint32_t strand) noexcept {
+  if (strand == detail::kNoStrand) return;
+  // The resumed key's turn is queued at normal priority: the class of the
+  // event that held it is not kept.
+  Lane lane{queue_, Priority::kNormal};
+  auto post = [&]() noexcept {
+    return post_turn(lane, strand, Priority::kNormal, strand_turn_slot_);
+  };
+  const StrandRelease released = strands_.release(strand, post);
+  // A turn queued, or owed (has_work() says so): wake a worker for it.
+  const bool work =
+      released == StrandRelease::kPosted || released == StrandRelease::kOwed;
+  if (work && pool_) pool_->notify_work();
+}
+
+bool EventBus::repay_and_pop(detail::Envelope& envelope,
+                             LaneCursor& cursor) noexcept {
+  Lane lane{queue_, Priority::kNormal};
+  auto post = [&](std::size_t strand) noexcept {
+    return post_turn(lane, strand, Priority::kNormal, strand_turn_slot_);
+  };
+  return strands_.repay_owed(post) && queue_.try_pop(envelope, cursor);
 }
 
 }  // namespace fnbus

@@ -84,6 +84,7 @@ void EventBus::wait_for_slot(const detail::HandlerEntry& entry,
                           &detail::FunctionSeries::throttled);
   const detail::RetryState* queued = detail::ContextAccess::retry(context);
   std::optional<detail::SlotDelivery> now;
+  std::uint32_t held = detail::kNoStrand;  // released if nothing is kept
   try {
     absl::StatusOr<OwnedEvent> copy = OwnedEvent::Copy(
         EventRef(entry.slot, context.event_type(), event, entry.ops));
@@ -100,6 +101,9 @@ void EventBus::wait_for_slot(const detail::HandlerEntry& entry,
       call.trace = TraceContext{.correlation_id = context.correlation_id(),
                                 .parent_id = context.event_id()};
       call.limit = entry.concurrency;
+      // A keyed event's waiting call keeps its key's next events waiting
+      // (released when it has run or will not run).
+      held = call.state.held_strand = hold_strand_for(context);
       now = entry.concurrency->wait(std::move(call));
       if (now) queue_with_slot(*std::move(now));  // a slot came free
       return;
@@ -110,6 +114,7 @@ void EventBus::wait_for_slot(const detail::HandlerEntry& entry,
       entry, event, context, DeadLetterReason::kWaitRefused,
       context.attempt() - 1,  // a retry's earlier calls
       queued != nullptr ? queued->last_error : absl::OkStatus());
+  release_strand(held);  // after the dead letter, as retry_lost() does
 }
 
 void EventBus::pass_slot(detail::SlotLimit& limit) noexcept {

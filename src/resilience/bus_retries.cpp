@@ -1,8 +1,10 @@
 // EventBus's retries (FunctionOptions::retry): a failed call that its
 // policy retries becomes a timer on the bus clock; when it comes due, a
 // detail::RetryDelivery is queued and dispatched to that function alone
-// (EventBus::run_retry()). Every retry ends exactly once: run, or
+// (EventBus::run_queued_call()). Every retry ends exactly once: run, or
 // dead-lettered for its function with the calls made and the last error.
+// A keyed event's retry holds its key's strand until it ends
+// (src/exec/bus_strands.cpp).
 
 #include <chrono>
 #include <memory>
@@ -50,6 +52,10 @@ void EventBus::schedule_retry(const detail::HandlerEntry& entry,
   } catch (...) {  // bad_alloc
     return refuse();
   }
+  // Before the timer, which may fire at once on another thread: a keyed
+  // event's retry keeps its key's next events waiting until it ends
+  // (released by run_queued_call() or retry_lost()).
+  delivery->state.held_strand = hold_strand_for(context);
   // A retry due after the event's age limit is given up now, not then.
   if (entry.retry->expired(delivery->state.first_failure, due)) {
     return retry_lost(*delivery, DeadLetterReason::kEventExpired);
@@ -104,6 +110,8 @@ void EventBus::retry_lost(const detail::RetryDelivery& delivery,
                  .function = delivery.function,
                  .attempts = delivery.state.attempt - 1,  // the calls made
                  .last_error = delivery.state.last_error});
+  // After the dead letter: the key's next event follows it.
+  release_strand(delivery.state.held_strand);
 }
 
 }  // namespace fnbus

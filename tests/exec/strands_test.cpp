@@ -158,6 +158,149 @@ TEST_CASE(
   CHECK(ran == std::vector<int>{1, 2, 3, 4, 5});
 }
 
+TEST_CASE(
+    "Strands: a hold stops the strand after its item, the last release "
+    "posts its turn and the rest run in order",
+    "[strands]") {
+  auto strands = make<int>({.strands = 2});
+  TurnQueue queue;
+  for (int item = 1; item <= 3; ++item) {
+    REQUIRE(strands->push(1, queue.post(1), [item]() noexcept {
+      return item;
+    }) == StrandPush::kPushed);
+  }
+  std::vector<int> ran;
+  auto run = [&](int item) noexcept {
+    ran.push_back(item);
+    if (item == 1) {
+      strands->hold(1);  // two holds (say two functions' retries)
+      strands->hold(1);
+    }
+  };
+  auto take_turn = [&] {
+    const std::size_t strand = queue.turns.front();
+    queue.turns.pop_front();
+    return strands->run_turn(strand, run);
+  };
+  CHECK(take_turn() == 1);
+  CHECK(take_turn() == 0);  // held: left as credit
+  CHECK(take_turn() == 0);
+  CHECK(queue.turns.empty());
+  CHECK(strands->holds(1) == 2);
+  CHECK(strands->held(1) == 2);
+  CHECK(strands->release(1, queue.post(1)) == fnbus::StrandRelease::kStillHeld);
+  CHECK(queue.turns.empty());
+  CHECK(strands->release(1, queue.post(1)) == fnbus::StrandRelease::kPosted);
+  REQUIRE(queue.turns.size() == 1);
+  CHECK(take_turn() == 2);  // the posted turn runs the credit
+  CHECK(ran == std::vector<int>{1, 2, 3});
+  CHECK(strands->holds(1) == 0);
+}
+
+TEST_CASE(
+    "Strands: a hold released while its item still runs lets the runner "
+    "go on, a release with turns still queued posts none",
+    "[strands]") {
+  auto strands = make<int>({.strands = 1});
+  TurnQueue queue;
+  for (int item = 1; item <= 3; ++item) {
+    REQUIRE(strands->push(0, queue.post(0), [item]() noexcept {
+      return item;
+    }) == StrandPush::kPushed);
+  }
+  std::vector<int> ran;
+  std::vector<fnbus::StrandRelease> releases;
+  queue.turns.clear();  // taken: one below, two while 1 runs (credit)
+  CHECK(strands->run_turn(0, [&](int item) noexcept {
+    ran.push_back(item);
+    if (item != 1) return;
+    CHECK(strands->run_turn(0, [](int) noexcept {}) == 0);
+    CHECK(strands->run_turn(0, [](int) noexcept {}) == 0);
+    strands->hold(0);
+    releases.push_back(strands->release(0, queue.post(0)));
+  }) == 3);
+  CHECK(ran == std::vector<int>{1, 2, 3});
+  // Held after its item, the next item's turn still queued: the release
+  // posts nothing; that turn runs the item.
+  REQUIRE(strands->push(0, queue.post(0), []() noexcept { return 4; }) ==
+          StrandPush::kPushed);
+  queue.turns.clear();
+  CHECK(strands->run_turn(0, [&](int item) noexcept {
+    ran.push_back(item);
+    strands->hold(0);
+  }) == 1);
+  REQUIRE(strands->push(0, queue.post(0), []() noexcept { return 5; }) ==
+          StrandPush::kPushed);
+  releases.push_back(strands->release(0, queue.post(0)));
+  CHECK(queue.turns.size() == 1);  // 5's
+  queue.turns.clear();
+  CHECK(strands->run_turn(0, [&](int item) noexcept { ran.push_back(item); }) ==
+        1);
+  CHECK(ran == std::vector<int>{1, 2, 3, 4, 5});
+  CHECK(releases ==
+        std::vector<fnbus::StrandRelease>{fnbus::StrandRelease::kGoesOn,
+                                          fnbus::StrandRelease::kGoesOn});
+}
+
+TEST_CASE(
+    "Strands: a release that finds no room owes the turn, repay_owed posts "
+    "it once there is room, a push's runner runs it too",
+    "[strands]") {
+  auto strands = make<int>({.strands = 4});
+  TurnQueue queue;
+  std::vector<int> ran;
+  auto record = [&](int item) noexcept { ran.push_back(item); };
+  auto push = [&](std::size_t strand, int item) {
+    REQUIRE(strands->push(strand, queue.post(strand), [item]() noexcept {
+      return item;
+    }) == StrandPush::kPushed);
+  };
+  auto repay = [&] {
+    return strands->repay_owed(
+        [&](std::size_t strand) noexcept { return queue.post(strand)(); });
+  };
+  // Strand 2: 1 runs and holds, 2 waits as credit.
+  push(2, 1);
+  push(2, 2);
+  queue.turns.clear();
+  CHECK(strands->run_turn(2, [&](int item) noexcept {
+    record(item);
+    strands->hold(2);
+  }) == 1);
+  CHECK(strands->run_turn(2, record) == 0);
+  CHECK_FALSE(strands->owes_turns());
+  CHECK_FALSE(repay());  // nothing owed: nothing posted
+  queue.room = 0;
+  CHECK(strands->release(2, queue.post(2)) == fnbus::StrandRelease::kOwed);
+  CHECK(strands->owes_turns());
+  CHECK_FALSE(repay());  // still no room
+  CHECK(strands->owes_turns());
+  queue.room = 1000;
+  CHECK(repay());
+  CHECK_FALSE(strands->owes_turns());
+  REQUIRE(queue.turns == std::deque<std::size_t>{2});
+  queue.turns.clear();
+  CHECK(strands->run_turn(2, record) == 1);
+  CHECK(ran == std::vector<int>{1, 2});
+  // Owed again; a push to the strand posts its own turn, whose runner
+  // runs the owed item first and clears the debt.
+  push(2, 3);
+  push(2, 4);
+  queue.turns.clear();
+  CHECK(strands->run_turn(2, [&](int item) noexcept {
+    record(item);
+    strands->hold(2);
+  }) == 1);
+  CHECK(strands->run_turn(2, record) == 0);
+  queue.room = 0;
+  CHECK(strands->release(2, queue.post(2)) == fnbus::StrandRelease::kOwed);
+  queue.room = 1000;
+  push(2, 5);
+  CHECK(strands->run_turn(2, record) == 2);
+  CHECK_FALSE(strands->owes_turns());
+  CHECK(ran == std::vector<int>{1, 2, 3, 4, 5});
+}
+
 TEST_CASE("Strands: a refused turn, a full strand or no room append nothing",
           "[strands]") {
   auto strands = make<int>({.strands = 2, .capacity_per_strand = 3});

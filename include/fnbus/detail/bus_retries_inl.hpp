@@ -2,7 +2,8 @@
 
 // EventBus::run_queued_call(): a queued call of one function (a retry, or
 // an event that waited for a concurrency slot: detail::RetryDelivery)
-// runs that function, as its event's dispatch would.
+// runs that function, as its event's dispatch would, and then lets its
+// key go on (a keyed event's call holds its strand: release_strand()).
 
 #include "fnbus/detail/retry_delivery.hpp"
 #include "fnbus/event_bus.hpp"
@@ -53,7 +54,12 @@ void EventBus::run_queued_call(detail::ThreadRecord& record,
   }
   scope.end_handler();
   finish_call(*entry);
-  if (!runs) lost(DeadLetterReason::kFunctionGone);
+  if (!runs) {
+    lost(DeadLetterReason::kFunctionGone);
+  } else {
+    // Over, whatever its outcome (a retry it kept holds the key itself).
+    release_strand(call.state.held_strand);
+  }
 }
 
 }  // namespace fnbus

@@ -92,6 +92,15 @@ struct alignas(kCacheLineSize) ThreadRecord {
   // FollowUpBuffer of that worker) instead of blocking or failing.
   const void* follow_ups_bus = nullptr;
   void* follow_ups = nullptr;
+  // Set by a bus's strand runner around a keyed event's handling: which
+  // strand, and the nesting level that event's dispatch takes, so that a
+  // retry its own handlers schedule holds the strand -- not one of a
+  // trigger() nested in them. `bus` null: none.
+  struct KeyedDispatch {
+    const void* bus = nullptr;
+    std::uint32_t strand = 0;
+    std::uint32_t level = 0;
+  } keyed;
 
   // Whether this thread is inside a dispatch of `bus` at any nesting level.
   [[nodiscard]] bool dispatching_for(const void* bus) const noexcept;

@@ -27,22 +27,37 @@
 //   parallel. Its handler calls for one key never overlap, so they need no
 //   lock of their own; memory written by the handler of one event is
 //   visible to the handler of the key's next.
-// - Failures: an event whose handler fails (throws, returns an error, and
-//   after its retries) is counted and dead-lettered as usual and its key
-//   goes on with the next event: a poison event never blocks its key.
-// - Not guaranteed (documented current behaviour): a retry
-//   (FunctionOptions::retry) is queued later as a call of its own, outside
-//   the strand, so the key's next events do not wait for it and may run
-//   before (or while) the retry runs; likewise an event that waits for a
-//   max_concurrency slot leaves its key's order. Keys whose hashes pick one
-//   strand (BusConfig::key_strands; with K keys about K / key_strands per
-//   strand) are serialised together: slower, never reordered. There is no
-//   order across keys, nor between keyed and unkeyed events.
+// - Failures and retries: an event whose handler fails is counted and
+//   reported as usual. If a function retries it (FunctionOptions::retry),
+//   or it waits for a max_concurrency slot, that later call keeps the
+//   event's place: the key's strand is held (Strands::hold()) until every
+//   such call of the event has reached its final outcome -- success, a
+//   failure that is not retried, dead-lettered after its last retry,
+//   refused, expired, lost at shutdown -- and only then does the key's
+//   next event run (for every function: one function's retry holds the
+//   key for all of them). After the last retry the event is
+//   dead-lettered and its key goes on: a poison event holds its key for
+//   its retries' backoff, never for ever. The dead letter is reported
+//   before the key's next event runs. Held keys hold no worker: the
+//   retry waits on a timer, the key's events in the strand.
+// - Not guaranteed: keys whose hashes pick one strand
+//   (BusConfig::key_strands; with K keys about K / key_strands per
+//   strand) are serialised together -- slower, never reordered -- and
+//   hold together: a retry of one key's event holds the keys that share
+//   its strand too. There is no order across keys, nor between keyed and
+//   unkeyed events.
 // - Shutdown: every keyed event has its turn in the queue (or with the
-//   strand's runner), so kDrain handles the strands' events as it drains
-//   the queue, and kCancelPending (or a drain past drain_timeout)
-//   dead-letters them with the usual reasons (kCancelledAtShutdown,
-//   kDrainTimeout), counted per event type.
+//   strand's runner, or with its hold), so kDrain handles the strands'
+//   events as it drains the queue, and kCancelPending (or a drain past
+//   drain_timeout) dead-letters them with the usual reasons
+//   (kCancelledAtShutdown, kDrainTimeout), counted per event type. A
+//   retry still waiting on its timer is dead-lettered
+//   (kRetryPendingAtShutdown), which releases its key: the key's next
+//   events are then drained or dead-lettered like the rest.
+// - A release that finds the queue full cannot queue the key's turn: it
+//   is owed, and posted by the next worker (or run_one() & co., or
+//   shutdown's sweep) to find the queue empty; a publish to the key also
+//   resumes it.
 // - Execution::kInline and kManual: a turn runs one event (run_one() runs
 //   the oldest turn's event); a handler's keyed follow-ups of its own key
 //   run after it returns, before that key's later events.
@@ -52,8 +67,9 @@
 //   after shutdown(); its queue wait includes the time in its strand.
 //   BusStats::queue_depth counts its turn while the turn is queued.
 // - Cost: the unkeyed path tests PublishOptions::key once per publish and
-//   the type slot once per dispatch; the table (one cache line per strand)
-//   is allocated with the bus.
+//   the type slot once per dispatch; a worker finding the queue empty
+//   reads one counter (owed turns); the table (128 bytes per strand) is
+//   allocated with the bus. Holds cost the retry path only.
 
 #include <algorithm>
 #include <atomic>
@@ -91,6 +107,14 @@ enum class StrandPush {
   kNotPosted,  // post() refused the turn: nothing appended
   kFull,       // the strand holds capacity_per_strand items
   kNoMemory,   // its FIFO could not grow
+};
+
+// How Strands::release() ended.
+enum class StrandRelease {
+  kStillHeld,  // other holds remain: the strand still waits
+  kGoesOn,     // nothing to resume: a runner or a queued turn goes on
+  kPosted,     // the strand was waiting: post() queued its turn
+  kOwed,       // post() refused: the turn is owed (see repay_owed())
 };
 
 namespace detail {
@@ -191,7 +215,20 @@ class StrandFifo {
 // order. Invariant (under the strand's lock): items in the FIFO == turns
 // not yet taken + turns left with the strand (`pending`, which a strand
 // without a runner keeps as credit for its next one) -- so a turn always
-// finds an item, and no item waits without a turn that will run it.
+// finds an item, and no item waits without a turn that will run it (or,
+// while the strand is held, without the credit its release() resumes).
+//
+// Holds. hold() keeps a strand from running its next item until the
+// matching release() (holds count: the last release resumes it). The bus
+// holds a key's strand while a retry of the event it ran is pending, so
+// that the retry keeps the event's place. A runner that finishes an item
+// and finds its strand held stops; a turn taken while it is held is left
+// as credit, as with a runner. The release() that ends the last hold of
+// a strand with credit and no runner posts one turn for it (post()); when
+// post() refuses (a full queue), the turn is *owed*: owes_turns() says so
+// until repay_owed() posts it (the bus calls it whenever its queue is
+// empty) or a runner starts on that strand (a push's own turn), which
+// runs the credit anyway.
 //
 // Guarantees:
 // - For any two items a, b pushed to one strand where push(a) returned
@@ -207,6 +244,12 @@ class StrandFifo {
 //   them back (repost()) and stops, so that one busy key does not keep a
 //   worker to itself (the rest are credit for that turn's runner); if
 //   repost() refuses (a full queue), it keeps running.
+// - For an item a whose run() called hold() (or that ran while the strand
+//   was held), and an item b pushed after a: the matching release()
+//   returns before b's run() begins. Everything done before release() is
+//   visible to b's run() (the strand's lock again). Items are still run
+//   exactly once, provided every hold is released and every owed turn is
+//   repaid (repay_owed() when the queue has room).
 // - Memory ordering: everything the pushing thread did before push() is
 //   visible to run(item) (both sides hold the strand's lock around the
 //   hand-over).
@@ -226,11 +269,12 @@ class StrandFifo {
 // doubling up to capacity_per_strand, keeping up to 64 slots when it
 // empties.
 //
-// Thread safety: push() and run_turn() from any threads; post(), make(),
-// repost() and run() are called by the calling thread. push() calls
-// post() and make() under the strand's lock: they must be short, must not
-// throw and must not call into the table. run() is called without any
-// lock and may call push() (also for its own strand).
+// Thread safety: push(), run_turn(), hold(), release() and repay_owed()
+// from any threads; post(), make(), repost() and run() are called by the
+// calling thread. push(), release() and repay_owed() call post() and
+// make() under the strand's lock: they must be short, must not throw and
+// must not call into the table. run() is called without any lock and may
+// call push(), hold() and release() (also for its own strand).
 //
 // Lifetime: neither copyable nor movable. Items still held when the table
 // is destroyed are destroyed with it.
@@ -305,11 +349,15 @@ class Strands {
                        Repost&& repost) noexcept {
     Strand& s = at(strand);
     std::unique_lock lock(s.lock);
-    if (s.running) {
-      ++s.pending;  // the runner will run one more item for it
+    if (s.running || s.holds > 0) {
+      // The runner, or the release that ends the hold, will run one more
+      // item for it.
+      ++s.pending;
       return 0;
     }
     s.running = true;
+    if (s.owed) [[unlikely]]
+      forgive(s);  // this runner runs the owed turn's item as well
     std::size_t ran = 0;
     for (;;) {
       FNBUS_ASSERT(!s.empty(), "a strand turn found no item");
@@ -320,6 +368,10 @@ class Strands {
       }  // the item is destroyed before the lock is taken again
       ++ran;
       lock.lock();
+      // Held (a retry of that item is pending): the turns left stay as
+      // credit for the release that ends the hold.
+      if (s.holds > 0) [[unlikely]]
+        break;
       if (s.pending == 0) break;
       --s.pending;  // the item run next is that turn's
       // Past the budget: that turn goes back to the queue; the others
@@ -333,6 +385,77 @@ class Strands {
   std::size_t run_turn(std::size_t strand, Run&& run) noexcept {
     return run_turn(strand, std::forward<Run>(run),
                     []() noexcept { return false; });
+  }
+
+  // Keeps strand `strand` from running its next item until release()
+  // (one release per hold). Meant for run() of its own item, or for
+  // whoever holds it already; the item running now finishes.
+  // Thread safety: any thread. Never allocates.
+  void hold(std::size_t strand) noexcept {
+    Strand& s = at(strand);
+    std::lock_guard lock(s.lock);
+    ++s.holds;
+  }
+
+  // Ends one hold() of strand `strand`. The last one resumes the strand:
+  // if it has credit and no runner, `post()` (noexcept, returns bool)
+  // queues one turn for it, under the strand's lock; if post() refuses,
+  // the turn is owed (see repay_owed()). Returns how it ended.
+  // Thread safety: any thread (also run() of the strand's item). Memory
+  // ordering: actions before release() are visible to the run() of the
+  // strand's next item.
+  template <typename Post>
+  [[nodiscard]] StrandRelease release(std::size_t strand,
+                                      Post&& post) noexcept {
+    Strand& s = at(strand);
+    std::lock_guard lock(s.lock);
+    FNBUS_ASSERT(s.holds > 0, "Strands::release() without a hold()");
+    if (--s.holds > 0) return StrandRelease::kStillHeld;
+    // Running: its runner sees the hold gone. No credit: every item has
+    // its turn still queued.
+    if (s.running || s.pending == 0) return StrandRelease::kGoesOn;
+    FNBUS_ASSERT(!s.owed, "a held strand cannot owe a turn");
+    --s.pending;  // the turn posted now is that credit's
+    if (post()) return StrandRelease::kPosted;
+    ++s.pending;
+    s.owed = true;
+    // relaxed: a hint (see owed_).
+    owed_.fetch_add(1, std::memory_order_relaxed);
+    return StrandRelease::kOwed;
+  }
+
+  // Whether some strand owes a turn (a release() whose post() refused).
+  // Thread safety: any thread; a hint, exact once the table is quiet.
+  [[nodiscard]] bool owes_turns() const noexcept {
+    // relaxed: a hint (see owed_).
+    return owed_.load(std::memory_order_relaxed) > 0;
+  }
+
+  // Posts the turns owed, with `post(strand)` (noexcept, returns bool)
+  // under each strand's lock, until one is refused. Returns whether any
+  // was posted. Cheap when none is owed (one relaxed load).
+  // Thread safety: any thread.
+  template <typename Post>
+  bool repay_owed(Post&& post) noexcept {
+    bool posted = false;
+    for (std::size_t i = 0; i < count_ && owes_turns(); ++i) {
+      Strand& s = strands_[i];
+      std::lock_guard lock(s.lock);
+      if (!s.owed) continue;
+      if (!post(i)) break;  // still full: the next call tries again
+      --s.pending;          // the turn posted is the owed credit's
+      forgive(s);
+      posted = true;
+    }
+    return posted;
+  }
+
+  // Holds on strand `strand` now (see hold()).
+  // Thread safety: any thread (takes the strand's lock).
+  [[nodiscard]] std::size_t holds(std::size_t strand) const noexcept {
+    Strand& s = at(strand);
+    std::lock_guard lock(s.lock);
+    return s.holds;
   }
 
   // Items strand `strand` holds now (waiting, not running).
@@ -350,8 +473,11 @@ class Strands {
     bool running = false;
     // `first` holds an item (see below). Guarded by lock.
     bool has_first = false;
-    // Turns taken while running: the runner runs one item for each.
-    // Guarded by lock.
+    // A release() could not post this strand's turn: one unit of
+    // `pending` waits for repay_owed() (or a runner). Guarded by lock.
+    bool owed = false;
+    // Turns taken while running or held: the runner runs one item for
+    // each. Guarded by lock.
     std::uint32_t pending = 0;
     // The items, oldest first: `first` if has_first, then `rest`. An item
     // goes to `first` only when the strand is empty, so `first` is always
@@ -362,6 +488,9 @@ class Strands {
     // the strand holds two or more items.)
     alignas(T) std::byte first[sizeof(T)];
     detail::StrandFifo<T> rest;
+    // hold()s not yet released: no item starts while > 0. Guarded by
+    // lock. (After `rest`, in its padding: `first` keeps its offset.)
+    std::uint32_t holds = 0;
 
     Strand() = default;
     Strand(const Strand&) = delete;
@@ -385,6 +514,13 @@ class Strands {
     }
   };
 
+  // Clears `s.owed` (its lock held): a runner or a posted turn has its
+  // credit now.
+  void forgive(Strand& s) noexcept {
+    s.owed = false;
+    // relaxed: a hint (see owed_).
+    owed_.fetch_sub(1, std::memory_order_relaxed);
+  }
   [[nodiscard]] Strand& at(std::size_t strand) const noexcept {
     FNBUS_ASSERT(strand < count_, "strand index out of range");
     return strands_[strand];
@@ -393,6 +529,12 @@ class Strands {
   const std::size_t count_;
   const std::size_t capacity_;
   const std::unique_ptr<Strand[]> strands_;
+  // Strands whose `owed` is set. RMW under that strand's lock; read
+  // without it by owes_turns() as a hint: the strand's state is re-read
+  // under its lock before it is acted on, and a caller that must not miss
+  // a new debt orders it with fences of its own (the bus: the pool's
+  // notify_work() / park() handshake, which covers has_work()).
+  std::atomic<std::size_t> owed_{0};
 };
 
 }  // namespace fnbus
