@@ -144,6 +144,31 @@ TEST_CASE("bus batches: a batch is cut max_wait after its first event",
   CHECK(t.dead_letters.empty());
 }
 
+TEST_CASE("bus batches: an inline bus runs size cuts, age cuts and retries",
+          "[bus_batches]") {
+  BatchBus t(Execution::kInline);
+  t.fails = [](int id, std::uint32_t attempt) {
+    return id == 1 && attempt == 1;
+  };
+  auto sub = t.subscribe({.max_items = 2, .max_wait = 50ms},
+                         {.retry = fixed_retries(2)});
+  REQUIRE(sub.ok());
+  REQUIRE(t.bus->publish(Order{1}).ok());
+  REQUIRE(t.bus->publish(Order{2}).ok());  // fills the batch: runs at once
+  REQUIRE(t.bus->publish(Order{3}).ok());
+  CHECK(t.calls == std::vector<Ids>{{1, 2}});
+  t.clock->advance(50ms);
+  t.bus->run_due_timers();  // {3}'s age cut
+  CHECK(t.calls == std::vector<Ids>{{1, 2}, {3}});
+  t.clock->advance(50ms);
+  t.bus->run_due_timers();  // 1's retry (100 ms after its failure)
+  CHECK(t.calls == std::vector<Ids>{{1, 2}, {3}, {1}});
+  CHECK(t.attempts == std::vector<std::uint32_t>{1, 1, 2});
+  REQUIRE(t.bus->shutdown().ok());
+  CHECK(t.dead_letters.empty());
+  check_final_stats(t.bus->stats());
+}
+
 TEST_CASE("bus batches: only the failed items are retried, after the backoff",
           "[bus_batches]") {
   BatchBus t;

@@ -217,10 +217,14 @@ void BatchFunction<E, F>::dead_letter_cut(const std::vector<BatchItem<E>>& cut,
 
 template <typename E, typename F>
 bool BatchFunction<E, F>::arm_age_timer(TimePoint due) {
-  return BusBatches::set_timer(
-      bus_, due, [self = this->shared_from_this()](timers::TimerFate fate) {
-        self->age_timer_fired(fate);
-      });
+  try {
+    return BusBatches::set_timer(
+        bus_, due, [self = this->shared_from_this()](timers::TimerFate fate) {
+          self->age_timer_fired(fate);
+        });
+  } catch (...) {  // bad_alloc making the task: the caller runs the batch
+    return false;
+  }
 }
 
 template <typename E, typename F>
