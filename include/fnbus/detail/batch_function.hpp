@@ -266,8 +266,9 @@ template <typename E, typename F>
 void BatchFunction<E, F>::run(BatchItems<E>& items) noexcept {
   if (items.attempt == 1) items.first_call = clock_.now();
   std::optional<BatchResult> result;
-  BatchItems<E> again{.attempt = items.attempt + 1,
-                      .first_call = items.first_call};
+  BatchItems<E> again;  // assigned field by field: -Wextra in users' builds
+  again.attempt = items.attempt + 1;
+  again.first_call = items.first_call;
   try {  // every allocation the call's settling needs, before the call
     result.emplace(items.events.size(), items.attempt);
     if (retry_) again.reserve(items.events.size());
