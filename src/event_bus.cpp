@@ -866,6 +866,8 @@ void EventBus::report_failure(const detail::HandlerEntry& entry,
 }
 
 void EventBus::report_unhandled(const EventRef& event) noexcept {
+  // A batch whose function is gone dead-letters its items itself.
+  if (event.get<detail::BatchDelivery>() != nullptr) return;
   unhandled_sink_.call(event);
 }
 
@@ -893,6 +895,10 @@ void EventBus::report_dead_letter(const detail::Envelope& envelope,
   if (envelope.slot() == detail::type_slot<detail::SlotDelivery>()) {
     slot_lost(*static_cast<const detail::SlotDelivery*>(envelope.event()),
               reason);
+    return;
+  }
+  if (envelope.slot() == detail::type_slot<detail::BatchDelivery>()) {
+    detail::BusBatches::delivery_lost(envelope.event(), reason);
     return;
   }
   dead_letter_sink_.call(

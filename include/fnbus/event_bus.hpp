@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+#include "fnbus/detail/batch_delivery.hpp"
 #include "fnbus/detail/bus_metrics.hpp"
 #include "fnbus/detail/config.hpp"
 #include "fnbus/detail/dead_letter_outlet.hpp"
@@ -37,6 +38,8 @@
 #include "fnbus/detail/tick_clock.hpp"
 #include "fnbus/detail/type_slot.hpp"
 #include "fnbus/event.hpp"
+#include "fnbus/exec/batch_result.hpp"
+#include "fnbus/exec/batcher.hpp"
 #include "fnbus/exec/priority_lanes.hpp"
 #include "fnbus/exec/strands.hpp"
 #include "fnbus/exec/thread_pool.hpp"
@@ -53,6 +56,7 @@ namespace fnbus {
 
 namespace detail {
 struct BusCalls;
+struct BusBatches;
 }  // namespace detail
 
 // An in-process event bus.
@@ -140,6 +144,29 @@ class EventBus : private WorkSource {
   template <Event E1, Event E2, Event... Es, typename F>
   [[nodiscard]] Subscription subscribe(F&& handler,
                                        FunctionOptions options = {});
+
+  // Subscribes a batch function (docs/batches.md): `handler` is called as
+  // handler(std::span<const E> events, BatchResult& result) -- returning
+  // void or absl::Status -- with up to batch.max_items events, once that
+  // many came or the first of them has waited batch.max_wait (bus clock).
+  // result.fail(i, status) fails item i alone; a throw or a non-OK Status
+  // fails them all. Failed items only are called again, in batches of
+  // their own, after options.retry's backoff; an item out of retries is
+  // reported to on_error and the error sink and dead-lettered for the
+  // function (kRetriesExhausted & co.). Without options.retry a failed
+  // item is reported, not retried. options.when filters events before
+  // they join a batch. shutdown(kDrain) runs a batch still waiting;
+  // kCancelPending dead-letters its items (kCancelledAtShutdown).
+  // Returns the Subscription of the function (cancel() waits for a batch
+  // call under way; batches still waiting then are dead-lettered,
+  // kFunctionGone, when they come due); InvalidArgument naming every bad
+  // BatchOptions field or bad or unsupported FunctionOptions (idempotency,
+  // breaker, fallback, deadline, max_concurrency).
+  // Thread safety: as subscribe(). The handler of one function may run
+  // on several workers at once (a size cut and an age cut, say).
+  template <Event E, typename F>
+  absl::StatusOr<Subscription> subscribe_batch(F&& handler, BatchOptions batch,
+                                               FunctionOptions options = {});
 
   // Runs E's handlers on `event` in the calling thread and returns when
   // they have. Unhandled events go to the unhandled sink; a failing
@@ -504,6 +531,8 @@ class EventBus : private WorkSource {
   // Request/reply's internals (detail/bus_call_inl.hpp) read the call
   // deadlines and timers, and ask has_handlers().
   friend struct detail::BusCalls;
+  // Batch functions' timers, deliveries and sinks (subscribe_batch()).
+  friend struct detail::BusBatches;
   // Whether `slot` has a subscription now (src/mesh/bus_calls.cpp).
   [[nodiscard]] bool has_handlers(detail::TypeSlot slot) noexcept;
   absl::StatusOr<PublishOptions> timer_options(PublishOptions options) const;
@@ -669,6 +698,7 @@ class EventBus : private WorkSource {
 }  // namespace fnbus
 
 // The definitions of the templates above (the dispatch hot path).
+#include "fnbus/detail/bus_batch_inl.hpp"    // IWYU pragma: export
 #include "fnbus/detail/bus_call_inl.hpp"     // IWYU pragma: export
 #include "fnbus/detail/bus_retries_inl.hpp"  // IWYU pragma: export
 #include "fnbus/detail/bus_timers_inl.hpp"   // IWYU pragma: export

@@ -5,6 +5,8 @@
 #include "fnbus/clock.hpp"
 #include "fnbus/event.hpp"
 #include "fnbus/event_bus.hpp"
+#include "fnbus/exec/batch_result.hpp"
+#include "fnbus/exec/batcher.hpp"
 #include "fnbus/exec/ordering_key.hpp"
 #include "fnbus/exec/strands.hpp"
 #include "fnbus/exec/thread_pool.hpp"
