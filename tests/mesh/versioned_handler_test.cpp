@@ -163,7 +163,9 @@ TEST_CASE(
     "versioned_handler: a canary failing 20% is rolled back by itself, "
     "reported once, and takes no event after",
     "[mesh][versioned_handler]") {
+  // A manual clock: only the failure rule can fire, whatever the machine.
   auto bus = make_bus({.execution = Execution::kManual,
+                       .clock = std::make_shared<ManualClock>(),
                        .error_sink = [](const HandlerError&) {}});
   std::vector<RollbackReport> reports;
   int stable_calls = 0;
@@ -249,7 +251,10 @@ TEST_CASE(
     "extractor that throws: clear absl::Status, no version runs",
     "[mesh][versioned_handler]") {
   std::vector<std::string> errors;
+  // A manual clock: every call takes 0 ns, so the latency rule cannot roll
+  // the canary back (and move keys) on a slow machine.
   auto bus = make_bus({.execution = Execution::kManual,
+                       .clock = std::make_shared<ManualClock>(),
                        .error_sink = [&](const HandlerError& error) {
                          errors.emplace_back(error.message);
                        }});
@@ -302,7 +307,10 @@ TEST_CASE(
     "bus sees the throw",
     "[mesh][versioned_handler]") {
   std::vector<std::string> errors;
+  // A manual clock: every call takes 0 ns, so the latency rule cannot roll
+  // the canary back (and move keys) on a slow machine.
   auto bus = make_bus({.execution = Execution::kManual,
+                       .clock = std::make_shared<ManualClock>(),
                        .error_sink = [&](const HandlerError& error) {
                          errors.emplace_back(error.message);
                        }});
@@ -330,7 +338,9 @@ struct Quote {
 
 TEST_CASE("versioned_handler: the request/reply form serves calls by version",
           "[mesh][versioned_handler]") {
-  auto bus = make_bus({.execution = Execution::kManual});
+  // A manual clock: no latency rollback on a slow machine.
+  auto bus = make_bus({.execution = Execution::kManual,
+                       .clock = std::make_shared<ManualClock>()});
   using Quotes = VersionedHandler<GetQuote, absl::StatusOr<Quote>>;
   auto created = Quotes::Create("v1",
                                 [](const GetQuote& q) -> absl::StatusOr<Quote> {
