@@ -169,6 +169,8 @@ std::string_view to_string(DeadLetterReason reason) noexcept {
       return "function_gone";
     case DeadLetterReason::kWaitRefused:
       return "wait_refused";
+    case DeadLetterReason::kUndecodable:
+      return "undecodable";
   }
   return "unknown";
 }
@@ -323,6 +325,14 @@ absl::Status EventBus::heap_alloc_failed(detail::TypeInfo& type) noexcept {
           "over 48 bytes or aligned over 8 are allocated); make the event "
           "smaller or free memory",
           type.name)));
+}
+
+absl::Status EventBus::settle_alloc_failed(
+    detail::TypeInfo& type) const noexcept {
+  return reject(type, absl::ResourceExhaustedError(fmt::format(
+                          "out of memory recording PublishOptions::on_settled "
+                          "for a {}; free memory or publish without it",
+                          type.name)));
 }
 
 absl::Status EventBus::lane_alloc_failed(
@@ -571,7 +581,7 @@ void EventBus::handle(detail::Envelope& envelope, detail::WorkerShard& shard,
   const std::uint64_t weight = timed ? latency_sample_every_ : 0;
   detail::WorkerCounts counts{metrics_, shard, ticks_, taken, weight};
   if (!dispatch(record, envelope.slot(), envelope.type_name(), envelope.event(),
-                trace, counts)) {
+                trace, counts, envelope.settle())) {
     detail::bump(series.unhandled);  // reported to the sink by dispatch()
   }
   if (timed) {
@@ -901,6 +911,8 @@ void EventBus::report_dead_letter(const detail::Envelope& envelope,
     detail::BusBatches::delivery_lost(envelope.event(), reason);
     return;
   }
+  if (detail::SettleState* settle = envelope.settle())
+    settle->mark_dead_letter(reason);
   dead_letter_sink_.call(
       DeadLetter{.event = envelope.ref(), .reason = reason, .trace = trace});
 }

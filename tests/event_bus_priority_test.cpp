@@ -50,8 +50,8 @@ struct Analytics {
   int id = 0;
 };
 
-constexpr PublishOptions kHigh{.priority = Priority::kHigh};
-constexpr PublishOptions kLow{.priority = Priority::kLow};
+const PublishOptions kHigh{.priority = Priority::kHigh};
+const PublishOptions kLow{.priority = Priority::kLow};
 
 // Which event types ran, in order: 'P'ayment, 'O'rder, 'A'nalytics.
 struct Trail {

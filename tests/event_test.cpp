@@ -215,7 +215,7 @@ TEST_CASE("event: kStoredInline: small nothrow-movable events only",
   STATIC_REQUIRE_FALSE(kStoredInline<Aligned16>);
   // With the queue's 8-byte turn counter, a slot stays 128 bytes, and a
   // root event of up to 32 bytes stays in the slot's first cache line.
-  STATIC_REQUIRE(sizeof(fnbus::detail::Envelope) == 88);
+  STATIC_REQUIRE(sizeof(fnbus::detail::Envelope) == 96);
 }
 
 TEST_CASE(

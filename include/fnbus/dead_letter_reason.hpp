@@ -46,13 +46,18 @@ enum class DeadLetterReason {
   // that ended the call runs it.)
   // DeadLetter::function names the function.
   kWaitRefused,
+  // A message from outside (fnbus::nats::Importer) that could not be made
+  // an event: no route for its subject, or its codec refused the bytes.
+  // The event is a fnbus::nats::UndecodableMessage holding them;
+  // DeadLetter::function names the importer's durable consumer.
+  kUndecodable,
   // (A new reason goes before this line, and updates kDeadLetterReasonCount
   // and to_string.)
 };
 // The number of DeadLetterReasons (each counted in
 // metrics::DeadLetterCounts).
 inline constexpr std::size_t kDeadLetterReasonCount =
-    static_cast<std::size_t>(DeadLetterReason::kWaitRefused) + 1;
+    static_cast<std::size_t>(DeadLetterReason::kUndecodable) + 1;
 
 [[nodiscard]] std::string_view to_string(DeadLetterReason reason) noexcept;
 

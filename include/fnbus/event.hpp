@@ -180,6 +180,9 @@ class Context {
   const detail::DeadlineState* deadline_ = nullptr;
   // The retry this call is (see detail::RetryState), or null: a first call.
   const detail::RetryState* retry_ = nullptr;
+  // The event's PublishOptions::on_settled record, or null (a first call;
+  // a retry's is in its RetryState).
+  detail::SettleState* settle_ = nullptr;
 };
 
 // What a handler may return: nothing, or an absl::Status whose non-OK value
@@ -217,6 +220,14 @@ class ContextAccess {
   [[nodiscard]] static const RetryState* retry(
       const Context& context) noexcept {
     return context.retry_;
+  }
+  static void set_settle(Context& context, SettleState* settle) noexcept {
+    context.settle_ = settle;
+  }
+  // The record the call's outcome is marked in, or null.
+  [[nodiscard]] static SettleState* settle(const Context& context) noexcept {
+    if (context.retry_ != nullptr) return context.retry_->settle.get();
+    return context.settle_;
   }
 };
 }  // namespace detail

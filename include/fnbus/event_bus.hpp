@@ -368,7 +368,8 @@ class EventBus : private WorkSource {
   template <typename Counts>
   bool dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
                 std::string_view type_name, const void* event,
-                const EventTrace& trace, Counts& counts) noexcept;
+                const EventTrace& trace, Counts& counts,
+                detail::SettleState* settle = nullptr) noexcept;
   static void call_handler_hook(const std::function<void(const Context&)>& hook,
                                 const Context& context) noexcept;
   template <bool kHooks, typename Counts>
@@ -399,6 +400,12 @@ class EventBus : private WorkSource {
                                                   Counts& counts) noexcept;
   // After this thread's call of `entry` is over and announced so: a
   // handler that cancelled itself is destroyed by the last call to end.
+  // Marks a function's final failure (one without a dead letter) in the
+  // event's on_settled record, if it has one.
+  static void settle_failed(const Context& context) noexcept {
+    if (detail::SettleState* settle = detail::ContextAccess::settle(context))
+      settle->mark_failed();
+  }
   void finish_call(detail::HandlerEntry& entry) noexcept {
     // Observe: after our retraction (begin_handler()/end_handler() and
     // their light barrier); pairs with the canceller's store and heavy
@@ -424,8 +431,10 @@ class EventBus : private WorkSource {
   // Calls TraceHooks::ambient.
   [[nodiscard]] TraceContext ambient_trace() const noexcept;
   [[nodiscard]] detail::EnvelopeMeta make_meta(
-      detail::ThreadRecord& record, const PublishOptions& options) const {
+      detail::ThreadRecord& record, const PublishOptions& options,
+      detail::SettleState* settle) const {
     detail::EnvelopeMeta meta;  // a root event, not timed
+    meta.settle = settle;
     if (options.trace || record.innermost != nullptr || ambient_hook_) {
       const detail::TraceOrigin origin =
           trace_origin(record, options.trace ? &*options.trace : nullptr);
@@ -450,7 +459,12 @@ class EventBus : private WorkSource {
       detail::TypeInfo& type,
       std::unique_lock<std::mutex>* inline_lock = nullptr) noexcept;
   template <bool kGiveBack, Event E>
-  absl::Status publish_event(E& event, const PublishOptions& options);
+  absl::Status publish_event(E& event, const PublishOptions& options,
+                             detail::SettleState* settle = nullptr);
+  // publish_event() with a new record for options.on_settled.
+  template <bool kGiveBack, Event E>
+  absl::Status publish_settled(E& event, const PublishOptions& options,
+                               detail::TypeInfo& type);
   absl::Status publish_slow(
       detail::ThreadRecord& record, const PublishOptions& options,
       detail::TypeInfo& type, absl::FunctionRef<bool()> try_push,
@@ -476,6 +490,7 @@ class EventBus : private WorkSource {
   static absl::Status validate(const PublishOptions& options);
   static absl::Status heap_alloc_failed(detail::TypeInfo& type) noexcept;
   absl::Status lane_alloc_failed(detail::TypeInfo& type) const noexcept;
+  absl::Status settle_alloc_failed(detail::TypeInfo& type) const noexcept;
   // Call inside the catch block: reads the exception in flight.
   static absl::Status move_threw(detail::TypeInfo& type) noexcept;
 

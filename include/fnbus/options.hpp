@@ -21,6 +21,7 @@
 #include "fnbus/resilience/event_callables.hpp"
 #include "fnbus/resilience/retry.hpp"
 #include "fnbus/resilience/seen_store.hpp"
+#include "fnbus/settlement.hpp"
 
 namespace fnbus {
 
@@ -279,6 +280,11 @@ struct PublishOptions {
   // and a waiting low one at least once in every 16 (per worker). Each
   // class has its own queue_capacity slots.
   Priority priority = Priority::kNormal;
+  // Told once how every function finished with the event, retries
+  // included (fnbus/settlement.hpp): how a bridge knows when to
+  // acknowledge a message. Not for publish_after()/publish_at() (refused).
+  // Costs one allocation per event that sets it.
+  SettleCallback on_settled = {};
 };
 
 // A consistent-enough snapshot of the bus counters. Each counter is exact;

@@ -96,6 +96,12 @@ void EventBus::wait_for_slot(const detail::HandlerEntry& entry,
       call.function = entry.name;
       // A retry that waits stays that retry.
       if (queued != nullptr) call.state = *queued;
+      // The event stays unsettled until the call ends (a retry's record
+      // came with its state).
+      if (queued == nullptr) {
+        call.state.settle =
+            detail::SettleRef(detail::ContextAccess::settle(context));
+      }
       call.state.holds_slot = true;
       // Like a retry: a child of the delivery that found no slot.
       call.trace = TraceContext{.correlation_id = context.correlation_id(),

@@ -42,7 +42,10 @@ void EventBus::schedule_retry(const detail::HandlerEntry& entry,
                   .first_failure = previous != nullptr && previous->attempt > 1
                                        ? previous->first_failure
                                        : now,
-                  .last_error = failure},
+                  .last_error = failure,
+                  // The event stays unsettled until the retry ends.
+                  .settle = detail::SettleRef(
+                      detail::ContextAccess::settle(context))},
         // The retry is a child of the delivery that failed, in its
         // correlation.
         .trace = TraceContext{.correlation_id = context.correlation_id(),
@@ -103,6 +106,8 @@ void EventBus::fire_retry(detail::RetryDelivery& delivery) noexcept {
 void EventBus::retry_lost(const detail::RetryDelivery& delivery,
                           DeadLetterReason reason) noexcept {
   metrics_.count_dead_letter(delivery.function_id, reason);
+  if (detail::SettleState* settle = delivery.state.settle.get())
+    settle->mark_dead_letter(reason);
   dead_letter_sink_.call(
       DeadLetter{.event = delivery.event.ref(),
                  .reason = reason,

@@ -107,6 +107,8 @@ void EventBus::function_dead_letter(const detail::HandlerEntry& entry,
                                     std::uint32_t attempts,
                                     const absl::Status& last_error) noexcept {
   metrics_.count_dead_letter(entry.function_id, reason);
+  if (detail::SettleState* settle = detail::ContextAccess::settle(context))
+    settle->mark_dead_letter(reason);
   dead_letter_sink_.call(DeadLetter{
       .event = EventRef(entry.slot, context.event_type(), event, entry.ops),
       .reason = reason,

@@ -8,6 +8,12 @@ namespace fnbus {
 absl::StatusOr<PublishOptions> EventBus::timer_options(
     PublishOptions options) const {
   if (absl::Status status = validate(options); !status.ok()) return status;
+  if (options.on_settled) {
+    return absl::InvalidArgumentError(
+        "PublishOptions::on_settled is not supported by publish_after() and "
+        "publish_at(); publish the event with it when the timer fires (from "
+        "a handler of a timer event of your own)");
+  }
   // A timer waits out a full queue for the block timeout rather than
   // losing its moment at once (a refusal is dead-lettered, not retried).
   if (!options.overflow) options.overflow = OverflowPolicy::kBlock;

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "fnbus/detail/settle_state.hpp"
 #include "fnbus/detail/type_slot.hpp"
 #include "fnbus/event.hpp"
 
@@ -121,6 +122,9 @@ struct EnvelopeMeta {
   bool timed = false;  // its latency is recorded
   // The bus's TickClock::now() when accepted, if timed.
   std::int64_t accepted_ticks = 0;
+  // PublishOptions::on_settled's record, lent: the envelope made with this
+  // meta takes over the publisher's reference (see EventBus::publish_event).
+  SettleState* settle = nullptr;
 };
 
 // Owns one event of any type. Empty when default-constructed or moved from.
@@ -193,9 +197,19 @@ class Envelope {
     return EventRef(slot_, type_name(), event(), ops_);
   }
 
+  // The record it settles through (PublishOptions::on_settled), or null.
+  [[nodiscard]] SettleState* settle() const noexcept {
+    return settles_ ? settle_ : nullptr;
+  }
+
+  // Destroys the event; the last owner of its settle record settles it.
   void reset() noexcept {
     if (ops_ != nullptr) ops_->destroy(storage_);
     ops_ = nullptr;
+    if (settles_) [[unlikely]] {
+      settles_ = false;
+      settle_->release();
+    }
   }
 
  private:
@@ -211,6 +225,9 @@ class Envelope {
       correlation_id_ = other.correlation_id_;
       parent_id_ = other.parent_id_;
     }
+    settles_ = std::exchange(other.settles_, false);
+    if (settles_) [[unlikely]]
+      settle_ = other.settle_;
   }
   void set_meta(const EnvelopeMeta& meta) noexcept {
     accepted_ticks_ = meta.accepted_ticks;
@@ -220,6 +237,9 @@ class Envelope {
       correlation_id_ = meta.context.correlation_id;
       parent_id_ = meta.context.parent_id;
     }
+    settles_ = meta.settle != nullptr;
+    if (settles_) [[unlikely]]
+      settle_ = meta.settle;
   }
 
   // Layout: in a queue slot the envelope follows the 8-byte turn counter,
@@ -232,10 +252,12 @@ class Envelope {
   TypeSlot slot_ = 0;
   bool has_context_ = false;
   bool timed_ = false;
+  bool settles_ = false;  // whether settle_ is set (and owned)
   std::int64_t accepted_ticks_ = 0;
   alignas(kInlineEventAlign) std::byte storage_[kInlineEventSize];
   std::uint64_t correlation_id_;  // only if has_context_
   std::uint64_t parent_id_;       // only if has_context_
+  SettleState* settle_;           // only if settles_: one reference
 };
 
 // Whether publish moves an E into its queue slot with InPlace<E> (no
@@ -264,7 +286,7 @@ template <typename E>
   }
 }
 
-static_assert(alignof(Envelope) == 8 && sizeof(Envelope) == 88,
+static_assert(alignof(Envelope) == 8 && sizeof(Envelope) == 96,
               "a queue slot (8-byte turn + envelope) must stay 128 bytes");
 
 }  // namespace fnbus::detail

@@ -175,7 +175,11 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       return;
     case Outcome::kFailed:
       // With retries, a final failure is also this function's dead letter.
-      if (entry.retry != nullptr) give_up(entry, event, context, failure);
+      if (entry.retry != nullptr) {
+        give_up(entry, event, context, failure);
+      } else {
+        settle_failed(context);
+      }
       handler_failed(entry, event, context, failure, counts);
       count_overrun(entry, context, counts);  // the fallback failed too
       return;
@@ -200,7 +204,11 @@ void EventBus::account(Outcome outcome, detail::HandlerEntry& entry,
       counts.on_counted(entry, &detail::FunctionSeries::fell_back);
       return;
     case Outcome::kTimedOut:
-      if (entry.retry != nullptr) give_up(entry, event, context, failure);
+      if (entry.retry != nullptr) {
+        give_up(entry, event, context, failure);
+      } else {
+        settle_failed(context);
+      }
       handler_failed(entry, event, context, failure, counts);
       count_overrun(entry, context, counts);
       return;
@@ -237,6 +245,7 @@ template <typename Counts>
 void EventBus::handler_threw(detail::HandlerEntry& entry, const void* event,
                              const Context& context, Counts& counts) noexcept {
   counts.on_failed(entry);
+  settle_failed(context);
   // Called from a catch handler: rethrowing classifies what is in flight.
   try {
     throw;
@@ -253,7 +262,8 @@ void EventBus::handler_threw(detail::HandlerEntry& entry, const void* event,
 template <typename Counts>
 bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
                         std::string_view type_name, const void* event,
-                        const EventTrace& trace, Counts& counts) noexcept {
+                        const EventTrace& trace, Counts& counts,
+                        detail::SettleState* settle) noexcept {
   detail::DispatchScope scope(record, this, trace);
   const detail::HandlerList* list = registry_->find(slot, scope);
   if (list == nullptr || list->entries.empty()) [[unlikely]] {
@@ -272,10 +282,12 @@ bool EventBus::dispatch(detail::ThreadRecord& record, detail::TypeSlot slot,
     // Inside the scope: the sink runs under the rules of a handler (its
     // publishes inherit the trace, never block on this bus's queue, and
     // are accepted while the bus drains).
+    if (settle != nullptr) settle->mark_unhandled();
     report_unhandled(EventRef(slot, type_name, event));
     return false;
   }
   Context context(type_name, {}, trace);
+  detail::ContextAccess::set_settle(context, settle);
   // Two loops, so that buses without trace hooks do not test for them.
   if (handler_hooks_) [[unlikely]] {
     run_handlers<true>(scope, *list, event, context, counts);
@@ -305,6 +317,18 @@ void EventBus::run_handlers(detail::DispatchScope& scope,
   }
   scope.end_handler();
   finish_call(*previous);  // the list is not empty (see dispatch())
+}
+
+template <bool kGiveBack, Event E>
+absl::Status EventBus::publish_settled(E& event, const PublishOptions& options,
+                                       detail::TypeInfo& type) {
+  detail::SettleState* settle = detail::SettleState::Create(options.on_settled);
+  if (settle == nullptr) return settle_alloc_failed(type);
+  absl::Status status = publish_event<kGiveBack>(event, options, settle);
+  // Accepted: the event's envelope owns the record now (and may have
+  // settled and freed it already). Refused: nothing took it.
+  if (!status.ok()) settle->discard();
+  return status;
 }
 
 template <Event E>
@@ -354,20 +378,25 @@ void give_back(E& to,
 }  // namespace detail
 
 template <bool kGiveBack, Event E>
-absl::Status EventBus::publish_event(E& event, const PublishOptions& options) {
+absl::Status EventBus::publish_event(E& event, const PublishOptions& options,
+                                     detail::SettleState* settle) {
   const detail::TypeSlot slot = detail::published_slot(event);
   detail::TypeInfo& type =
       metrics_.type_info(slot, detail::published_name(event));
   if (options.overflow || options.block_timeout ||
-      options.priority != Priority::kNormal) [[unlikely]] {
+      options.priority != Priority::kNormal || options.on_settled)
+      [[unlikely]] {
     if (absl::Status status = validate(options); !status.ok()) {
       return reject(type, std::move(status));
     }
     if (!queue_.open(options.priority)) return lane_alloc_failed(type);
+    if (options.on_settled && settle == nullptr) {
+      return publish_settled<kGiveBack>(event, options, type);
+    }
   }
   detail::ThreadRecord& record = detail::this_thread_record();
   // Before the PublishScope: TraceHooks::ambient may publish or shut down.
-  const detail::EnvelopeMeta meta = make_meta(record, options);
+  const detail::EnvelopeMeta meta = make_meta(record, options, settle);
   detail::PublishScope publishing(record, this);
   if (!accepting(record)) [[unlikely]] {
     return reject_closed(type);

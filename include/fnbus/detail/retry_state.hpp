@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 
 #include "fnbus/clock.hpp"
+#include "fnbus/detail/settle_state.hpp"
 
 namespace fnbus::detail {
 
@@ -35,6 +36,9 @@ struct RetryState {
   // run or will not run (EventBus::release_strand()); a call that queues
   // the next one (a retry, a wait for a slot) holds it again first.
   std::uint32_t held_strand = kNoStrand;
+  // The event's PublishOptions::on_settled record, if it has one: a
+  // queued call keeps the event unsettled until it has run or will not.
+  SettleRef settle;
 };
 
 }  // namespace fnbus::detail
