@@ -46,13 +46,17 @@ enum class DeadLetterReason {
   // that ended the call runs it.)
   // DeadLetter::function names the function.
   kWaitRefused,
+  // The NATS exporter (nats/exporter.hpp) gave up publishing the event to
+  // JetStream after ExporterOptions::max_attempts, or when it was destroyed
+  // unacknowledged; DeadLetter::function is "export:<subject>".
+  kExportFailed,
   // (A new reason goes before this line, and updates kDeadLetterReasonCount
   // and to_string.)
 };
 // The number of DeadLetterReasons (each counted in
 // metrics::DeadLetterCounts).
 inline constexpr std::size_t kDeadLetterReasonCount =
-    static_cast<std::size_t>(DeadLetterReason::kWaitRefused) + 1;
+    static_cast<std::size_t>(DeadLetterReason::kExportFailed) + 1;
 
 [[nodiscard]] std::string_view to_string(DeadLetterReason reason) noexcept;
 
