@@ -3,11 +3,17 @@
 // one nats-server that this program starts on loopback (a temporary file
 // store, stopped by PID; tests/support/nats_server.hpp).
 //
-// Both publish batches of kBatch messages of the same size and headers
-// (a unique Nats-Msg-Id each) with at most kMaxInFlight waiting for their
+// Both publish batches of kBatch messages of the same payload, each with a
+// unique Nats-Msg-Id, with at most kMaxInFlight waiting for their
 // acknowledgement, and wait for every acknowledgement before the batch
-// counts: items/s is acknowledged messages per second.
-// - BM_NatsRaw_PublishAsync: one thread calls js_PublishMsgAsync in a loop.
+// counts: items/s is acknowledged messages per second. Each run starts
+// on an empty stream. Run with --benchmark_enable_random_interleaving=true
+// and repetitions, so that a change in the host's load during the run
+// falls on both alike.
+// - BM_NatsRaw_PublishAsync: one thread calls js_PublishMsgAsync in a loop;
+//   exporter_headers:0 sets Nats-Msg-Id alone (the baseline of the
+//   target), exporter_headers:1 the exporter's four headers and its
+//   acknowledgement timeout (what the client costs for that message).
 // - BM_NatsExporter_Publish: one thread publishes events to a bus; its
 //   workers run the exporter's function (encode, headers, in-flight
 //   table, js_PublishMsgAsync).
@@ -49,15 +55,30 @@ Setup& setup() {
       std::abort();
     }
     made.nats = *std::move(connected);
-    const absl::Status stream =
-        made.nats->ensure_stream({.name = "BENCH", .subjects = {"bench.>"}});
-    if (!stream.ok()) {
-      std::fprintf(stderr, "%s\n", stream.ToString().c_str());
-      std::abort();
-    }
     return made;
   }();
   return s;
+}
+
+// Deletes and creates stream BENCH again, so that each run starts with an
+// empty store and de-duplication window (a window full of an earlier
+// run's ids would slow the later benchmark).
+void reset_stream() {
+  natsConnection* connection = nullptr;
+  jsCtx* js = nullptr;
+  if (natsConnection_ConnectTo(&connection, setup().server->url().c_str()) ==
+          NATS_OK &&
+      natsConnection_JetStream(&js, connection, nullptr) == NATS_OK) {
+    js_DeleteStream(js, "BENCH", nullptr, nullptr);
+  }
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(connection);
+  const absl::Status stream =
+      setup().nats->ensure_stream({.name = "BENCH", .subjects = {"bench.>"}});
+  if (!stream.ok()) {
+    std::fprintf(stderr, "%s\n", stream.ToString().c_str());
+    std::abort();
+  }
 }
 
 // The raw loop's acknowledgement handler: counts, and frees the message.
@@ -72,6 +93,7 @@ void count_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr*,
 }
 
 void BM_NatsRaw_PublishAsync(benchmark::State& state) {
+  reset_stream();
   natsConnection* connection = nullptr;
   if (natsConnection_ConnectTo(&connection, setup().server->url().c_str()) !=
       NATS_OK) {
@@ -86,6 +108,12 @@ void BM_NatsRaw_PublishAsync(benchmark::State& state) {
   options.PublishAsync.AckHandlerClosure = &acked;
   jsCtx* js = nullptr;
   natsConnection_JetStream(&js, connection, &options);
+  // 1: the exporter's message -- its four headers, and an
+  // acknowledgement timeout -- for the client's cost of those alone.
+  const bool same_message = state.range(0) == 1;
+  jsPubOptions timed;
+  jsPubOptions_Init(&timed);
+  timed.MaxWait = 5000;
   std::uint64_t sequence = 0;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; ++i) {
@@ -94,7 +122,13 @@ void BM_NatsRaw_PublishAsync(benchmark::State& state) {
                      static_cast<int>(kPayload.size()));
       const std::string id = "raw-" + std::to_string(++sequence);
       natsMsgHeader_Set(msg, "Nats-Msg-Id", id.c_str());
-      if (js_PublishMsgAsync(js, &msg, nullptr) != NATS_OK) {
+      if (same_message) {
+        natsMsgHeader_Set(msg, "Fnbus-Correlation-Id", "00000000075bcd15");
+        natsMsgHeader_Set(msg, "Fnbus-Event-Id", "000000003ade68b1");
+        natsMsgHeader_Set(msg, "Fnbus-Event-Type", "Order");
+      }
+      if (js_PublishMsgAsync(js, &msg, same_message ? &timed : nullptr) !=
+          NATS_OK) {
         natsMsg_Destroy(msg);
         state.SkipWithError("publish failed");
         break;
@@ -108,6 +142,7 @@ void BM_NatsRaw_PublishAsync(benchmark::State& state) {
 }
 
 void BM_NatsExporter_Publish(benchmark::State& state) {
+  reset_stream();
   auto bus = fnbus::EventBus::Create(
       {.workers = static_cast<std::size_t>(state.range(0)),
        .overflow = fnbus::OverflowPolicy::kBlock,
@@ -158,6 +193,9 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RegisterBenchmark("BM_NatsRaw_PublishAsync",
                                BM_NatsRaw_PublishAsync)
+      ->ArgName("exporter_headers")
+      ->Arg(0)
+      ->Arg(1)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
   benchmark::RegisterBenchmark("BM_NatsExporter_Publish",

@@ -62,7 +62,15 @@ struct Pending {
   absl::Status last_error;
 };
 
-std::string hex(std::uint64_t value) { return fmt::format("{:016x}", value); }
+// `value` as 16 lower-case hex digits.
+std::string hex(std::uint64_t value) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, value >>= 4) {
+    out[static_cast<std::size_t>(i)] = kDigits[value & 0xF];
+  }
+  return out;
+}
 
 // The message of `pending`, headers set; null on failure (`status` says).
 natsMsg* make_message(const Pending& pending, natsStatus& status) {
@@ -126,7 +134,8 @@ struct Exporter::Core {
         random(detail::thread_random().next()) {}
 
   absl::Status open();
-  void publish(std::unique_ptr<Pending> pending) noexcept;
+  // `fresh`: a new event (counted in outstanding here), not a resend.
+  void publish(std::unique_ptr<Pending> pending, bool fresh) noexcept;
   void acknowledged(natsMsg* msg, const jsPubAck* ack,
                     const jsPubAckErr* error) noexcept;
   void failed(std::unique_ptr<Pending> pending, absl::Status error) noexcept;
@@ -195,18 +204,20 @@ absl::Status Exporter::Core::open() {
   return absl::OkStatus();
 }
 
-void Exporter::Core::publish(std::unique_ptr<Pending> pending) noexcept {
+void Exporter::Core::publish(std::unique_ptr<Pending> pending,
+                             bool fresh) noexcept {
   ++pending->attempts;
   natsStatus s = NATS_OK;
   natsMsg* msg = make_message(*pending, s);
+  {
+    std::lock_guard lock(mutex);
+    if (fresh) ++outstanding;
+    if (msg != nullptr) table.emplace(msg, std::move(pending));
+  }
   if (msg == nullptr) {
     const absl::Status error = publish_error(*pending, s, "");
     failed(std::move(pending), error);
     return;
-  }
-  {
-    std::lock_guard lock(mutex);
-    table.emplace(msg, std::move(pending));
   }
   jsPubOptions publish_options;
   jsPubOptions_Init(&publish_options);
@@ -233,15 +244,18 @@ void Exporter::Core::acknowledged(natsMsg* msg, const jsPubAck* ack,
     auto node = table.extract(msg);
     if (node.empty()) return;  // taken back by close()
     pending = std::move(node.mapped());
-  }
-  if (ack != nullptr) {
-    // relaxed: statistics (see Route).
-    pending->route->acknowledged.fetch_add(1, std::memory_order_relaxed);
-    if (ack->Duplicate) {
-      pending->route->duplicates.fetch_add(1, std::memory_order_relaxed);
+    if (ack != nullptr) {
+      // relaxed: statistics, counted before the decrement that flush()
+      // waits for (see Route).
+      pending->route->acknowledged.fetch_add(1, std::memory_order_relaxed);
+      if (ack->Duplicate) {
+        pending->route->duplicates.fetch_add(1, std::memory_order_relaxed);
+      }
+      // As resolved(), in the same critical section (one lock per ack);
+      // the last access to the Core (see the file comment).
+      if (--outstanding == 0) done_cv.notify_all();
+      return;  // `pending` is freed after the lock is released
     }
-    resolved();
-    return;
   }
   const natsStatus err = error != nullptr ? error->Err : NATS_ERR;
   const char* text = error != nullptr ? error->ErrText : nullptr;
@@ -308,7 +322,7 @@ void Exporter::Core::run_retries() noexcept {
     std::unique_ptr<Pending> pending = std::move(first->second);
     retries.erase(first);
     lock.unlock();
-    publish(std::move(pending));
+    publish(std::move(pending), /*fresh=*/false);
     lock.lock();
   }
 }
@@ -509,11 +523,7 @@ absl::Status Exporter::send(Route& route, std::string payload,
   pending->event = std::move(event);
   // relaxed: a statistic (see Route).
   route.exported.fetch_add(1, std::memory_order_relaxed);
-  {
-    std::lock_guard lock(core_->mutex);
-    ++core_->outstanding;
-  }
-  core_->publish(std::move(pending));
+  core_->publish(std::move(pending), /*fresh=*/true);
   return absl::OkStatus();
 }
 
