@@ -10,6 +10,7 @@
 #include <charconv>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../support/nats_server.hpp"
@@ -296,6 +297,55 @@ TEST_CASE(
   Reader reader(shop.server->url());
   CHECK(reader.messages("SHOP") >= stats.acknowledged - stats.duplicates);
   CHECK(shop.nats->stats().reconnects >= 1);
+}
+
+TEST_CASE(
+    "nats exporter: many producers on a thread-pool bus store every event "
+    "once",
+    "[nats][exporter]") {
+  Shop shop;
+  auto pool = EventBus::Create({.workers = 4,
+                                .overflow = fnbus::OverflowPolicy::kBlock,
+                                .block_timeout = 10s});
+  REQUIRE(pool.ok());
+  auto made =
+      Exporter::Create(**pool, *shop.nats,
+                       {.max_in_flight = 64, .dead_letter = shop.dead.sink()});
+  REQUIRE(made.ok());
+  auto& exporter = *made;
+  REQUIRE(exporter
+              ->add(ExportRoute<OrderPlaced>{
+                  .subject = "shop.orders",
+                  .codec = order_codec(),
+                  .message_id = [](const OrderPlaced& o) { return o.id; }})
+              .ok());
+  constexpr int kProducers = 3;
+  constexpr int kEach = 400;
+  // relaxed: read after the producers are joined.
+  std::atomic<int> refused{0};
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      for (int i = 0; i < kEach; ++i) {
+        const std::string id = std::to_string(p) + "-" + std::to_string(i);
+        if (!(*pool)->publish(OrderPlaced{.id = id, .cents = i}).ok()) {
+          refused.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    });
+  }
+  for (std::thread& t : producers) t.join();
+  REQUIRE(refused.load(std::memory_order_relaxed) == 0);
+  REQUIRE((*pool)->shutdown().ok());
+  REQUIRE(exporter->flush(30s).ok());
+  const fnbus::nats::ExportStats stats = exporter->stats();
+  CHECK(stats.exported == kProducers * kEach);
+  CHECK(stats.acknowledged == kProducers * kEach);
+  CHECK(stats.duplicates == 0);
+  CHECK(shop.dead.empty());
+  Reader reader(shop.server->url());
+  CHECK(reader.messages("SHOP") == kProducers * kEach);
+  exporter.reset();
 }
 
 TEST_CASE("nats exporter: an encode failure is the bus function's failure",

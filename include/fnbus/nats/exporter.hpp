@@ -100,7 +100,8 @@ struct ExporterOptions {
   // (DeadLetterReason::kExportFailed), e.g. a
   // resilience::DeadLetterStore's sink() or the bus's own sink. Called on
   // the client's callback thread, the exporter's retry thread or the
-  // thread destroying the Exporter, never under an exporter lock.
+  // thread destroying the Exporter -- possibly two at once -- never under
+  // an exporter lock. An exception it throws is dropped.
   std::function<void(const DeadLetter&)> dead_letter = {};
 };
 
