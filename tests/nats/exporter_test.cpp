@@ -165,6 +165,13 @@ struct Shop {
   }
 };
 
+// OrderPlaced to shop.orders, its id as the message id.
+ExportRoute<OrderPlaced> orders_by_id() {
+  return {.subject = "shop.orders",
+          .codec = order_codec(),
+          .message_id = [](const OrderPlaced& o) { return o.id; }};
+}
+
 // Retries in milliseconds, so that the tests' waits end soon.
 ExporterOptions quick_retries(std::uint32_t attempts) {
   return {.max_attempts = attempts,
@@ -227,12 +234,7 @@ TEST_CASE("nats exporter: one message id twice is stored once",
           "[nats][exporter]") {
   Shop shop;
   auto exporter = shop.exporter();
-  REQUIRE(exporter
-              ->add(ExportRoute<OrderPlaced>{
-                  .subject = "shop.orders",
-                  .codec = order_codec(),
-                  .message_id = [](const OrderPlaced& o) { return o.id; }})
-              .ok());
+  REQUIRE(exporter->add(orders_by_id()).ok());
   REQUIRE(shop.bus->publish(OrderPlaced{.id = "order-1", .cents = 5}).ok());
   REQUIRE(exporter->flush(10s).ok());
   REQUIRE(shop.bus->publish(OrderPlaced{.id = "order-1", .cents = 5}).ok());
@@ -313,12 +315,7 @@ TEST_CASE(
                        {.max_in_flight = 64, .dead_letter = shop.dead.sink()});
   REQUIRE(made.ok());
   auto& exporter = *made;
-  REQUIRE(exporter
-              ->add(ExportRoute<OrderPlaced>{
-                  .subject = "shop.orders",
-                  .codec = order_codec(),
-                  .message_id = [](const OrderPlaced& o) { return o.id; }})
-              .ok());
+  REQUIRE(exporter->add(orders_by_id()).ok());
   constexpr int kProducers = 3;
   constexpr int kEach = 400;
   // relaxed: read after the producers are joined.
