@@ -169,6 +169,8 @@ std::string_view to_string(DeadLetterReason reason) noexcept {
       return "function_gone";
     case DeadLetterReason::kWaitRefused:
       return "wait_refused";
+    case DeadLetterReason::kExportFailed:
+      return "export_failed";
     case DeadLetterReason::kUndecodable:
       return "undecodable";
   }

@@ -46,6 +46,10 @@ enum class DeadLetterReason {
   // that ended the call runs it.)
   // DeadLetter::function names the function.
   kWaitRefused,
+  // The NATS exporter (nats/exporter.hpp) gave up publishing the event to
+  // JetStream after ExporterOptions::max_attempts, or when it was destroyed
+  // unacknowledged; DeadLetter::function is "export:<subject>".
+  kExportFailed,
   // A message from outside (fnbus::nats::Importer) that could not be made
   // an event: no route for its subject, or its codec refused the bytes.
   // The event is a fnbus::nats::UndecodableMessage holding them;

@@ -29,7 +29,7 @@ std::int64_t nanoseconds(std::chrono::milliseconds duration) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(duration).count();
 }
 
-// A header's value as a number, or 0.
+// A trace header's value (16 hex digits, as the Exporter writes it), or 0.
 std::uint64_t header_number(natsMsg* msg, std::string_view name) {
   const char* value = nullptr;
   if (natsMsgHeader_Get(msg, std::string(name).c_str(), &value) != NATS_OK ||
@@ -38,7 +38,7 @@ std::uint64_t header_number(natsMsg* msg, std::string_view name) {
   }
   std::uint64_t number = 0;
   const std::string_view text(value);
-  std::from_chars(text.data(), text.data() + text.size(), number);
+  std::from_chars(text.data(), text.data() + text.size(), number, 16);
   return number;
 }
 

@@ -683,7 +683,7 @@ TEST_CASE("exposition: to_json is valid JSON with the documented keys",
         "\"cancelled\":0,\"dead_lettered\":0,\"stopped\":0},",
         "\"dead_letters\":{\"cancelled_at_shutdown\":0,\"drain_timeout\":0,"
         "\"circuit_open\":43,",
-        "\"wait_refused\":2,\"undecodable\":0}}"}) {
+        "\"wait_refused\":2,\"export_failed\":0,\"undecodable\":0}}"}) {
     INFO(key);
     REQUIRE(json.find(key) != std::string::npos);
   }

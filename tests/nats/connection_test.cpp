@@ -7,8 +7,8 @@
 
 #include <string>
 
+#include "../support/nats_server.hpp"
 #include "../support/test_support.hpp"
-#include "nats_server.hpp"
 #include <catch2/catch.hpp>
 
 namespace {

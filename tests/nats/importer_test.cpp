@@ -6,6 +6,7 @@
 
 #include "fnbus/nats/importer.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <mutex>
@@ -14,11 +15,13 @@
 #include <vector>
 
 #include "../support/bus_support.hpp"
+#include "../support/nats_server.hpp"
 #include "../support/test_support.hpp"
-#include "nats_server.hpp"
+#include "fmt/format.h"
 #include "src/nats/handles.hpp"
 #include <catch2/catch.hpp>
 
+#include "fnbus/nats/exporter.hpp"
 #include "fnbus/testing/recording_sinks.hpp"
 
 namespace fnbus_importer_test {
@@ -93,7 +96,7 @@ struct Fixture {
                            static_cast<int>(data.size())) == NATS_OK);
     if (correlation != 0) {
       natsMsgHeader_Set(msg, "Fnbus-Correlation-Id",
-                        std::to_string(correlation).c_str());
+                        fmt::format("{:016x}", correlation).c_str());
     }
     jsPubAck* ack = nullptr;
     REQUIRE(js_PublishMsg(&ack, nats->handles().jetstream, msg, nullptr,

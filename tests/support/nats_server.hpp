@@ -1,7 +1,9 @@
-// A real nats-server for the bridge's tests: started on loopback on a free
-// port with JetStream and a temporary store directory, stopped by PID
-// (SIGTERM, or SIGKILL for crash tests), restartable on the same port and
-// store. Never a mock: the tests talk to the server Debian ships.
+// A real nats-server for the bridge's tests and benchmarks: started on
+// loopback on a free port with JetStream and a temporary store directory,
+// stopped by PID (SIGTERM, or SIGKILL for crash tests), restartable on the
+// same port and store. Never a mock: the tests talk to the server Debian
+// ships. No Catch2 here (the benchmarks use it too): a failure to start
+// throws std::runtime_error, which fails the test case that called.
 #pragma once
 
 #include <chrono>
@@ -10,12 +12,12 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "../support/test_support.hpp"
+#include "test_support.hpp"
 #include <arpa/inet.h>
-#include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -28,19 +30,26 @@ extern char** environ;
 
 namespace fnbus::testing_support {
 
+// Throws std::runtime_error("nats_server: <what>") unless `ok`.
+inline void server_check(bool ok, const std::string& what) {
+  if (!ok) throw std::runtime_error("nats_server: " + what);
+}
+
 // A port on 127.0.0.1 that nobody listened on a moment ago.
 inline int free_loopback_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
+  server_check(fd >= 0, "socket() failed");
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   address.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) ==
-          0);
+  server_check(
+      ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0,
+      "bind() to a free loopback port failed");
   socklen_t length = sizeof address;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) ==
-          0);
+  server_check(
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0,
+      "getsockname() failed");
   ::close(fd);
   return ntohs(address.sin_port);
 }
@@ -113,7 +122,8 @@ class NatsServer {
   explicit NatsServer(Options options) : options_(std::move(options)) {
     std::string pattern =
         (std::filesystem::temp_directory_path() / "fnbus-nats-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    server_check(::mkdtemp(pattern.data()) != nullptr,
+                 "cannot create a temporary directory");
     dir_ = pattern;
     owns_dir_ = true;
     store_ = options_.store_dir.empty() ? dir_ + "/store" : options_.store_dir;
@@ -141,13 +151,13 @@ class NatsServer {
     const int spawned = ::posix_spawnp(&pid_, "nats-server", &actions, nullptr,
                                        argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
-    REQUIRE(spawned ==
-            0);  // nats-server on PATH? (apt-get install nats-server)
+    server_check(spawned == 0,
+                 "cannot start nats-server; is it on PATH? (apt-get install "
+                 "nats-server)");
     const bool up =
         wait_until([&] { return accepts_connections(port_) || exited(); });
-    INFO(log());
-    REQUIRE(up);
-    REQUIRE_FALSE(exited());
+    server_check(up && !exited(),
+                 "nats-server did not start; its log:\n" + log());
   }
 
   // Whether the child exited already (reaps it if so).
