@@ -42,6 +42,7 @@
 #include "fnbus/scaling/forecaster.hpp"
 #include "fnbus/scaling/policies.hpp"
 #include "fnbus/scaling/policy.hpp"
+#include "fnbus/scaling/predictive.hpp"
 #include "fnbus/scaling/response_time_model.hpp"
 #include "fnbus/scaling/scaling_loop.hpp"
 #include "fnbus/scaling/slo_policies.hpp"
