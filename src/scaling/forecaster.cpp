@@ -1,6 +1,7 @@
 #include "fnbus/scaling/forecaster.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -23,6 +24,8 @@ constexpr std::string_view kMagic = "fnbus-forecaster";
 constexpr int kFormatVersion = 1;
 constexpr std::int64_t kMaxBuckets = 1 << 20;
 constexpr std::uint32_t kMaxPeriods = 1'000'000;
+// A "week" of 31 such days (31 years) still fits the clock's 292 years.
+constexpr Duration kLongestDay = std::chrono::hours(24 * 366);
 
 // In seconds: for the arithmetic, and for messages ("600s", "0.5s").
 std::chrono::duration<double> in_seconds(Duration d) { return d; }
@@ -68,10 +71,14 @@ std::vector<std::string> problems_of(const ForecasterOptions& options) {
   if (options.day <= Duration::zero()) {
     problems.push_back(
         fmt::format("day is {}; use more than 0", in_seconds(options.day)));
+  } else if (options.day > kLongestDay) {
+    problems.push_back(fmt::format("day is {}; use at most {} (a year)",
+                                   in_seconds(options.day),
+                                   in_seconds(kLongestDay)));
   }
-  if (options.days_per_week < 1 || options.days_per_week > 366) {
+  if (options.days_per_week < 1 || options.days_per_week > 31) {
     problems.push_back(
-        fmt::format("days_per_week is {}; use 1 (no weekly shape) to 366",
+        fmt::format("days_per_week is {}; use 1 (no weekly shape) to 31",
                     options.days_per_week));
   }
   if (options.bucket <= Duration::zero()) {

@@ -80,6 +80,11 @@ TEST_CASE("forecaster: Create names every bad option", "[forecaster]") {
   CHECK_THAT(message, Catch::Contains("learning_rate is 0"));
   CHECK_THAT(message, Catch::Contains("quantile is 1"));
 
+  ForecasterOptions too_long = daily_options();
+  too_long.day = std::chrono::hours(24 * 367);
+  CHECK_THAT(std::string(Forecaster::Create(too_long).status().message()),
+             Catch::Contains("(a year)"));
+
   ForecasterOptions uneven = daily_options();
   uneven.bucket = 7min;
   CHECK_THAT(std::string(Forecaster::Create(uneven).status().message()),

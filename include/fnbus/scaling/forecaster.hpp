@@ -33,8 +33,8 @@ struct ForecasterOptions {
   TimePoint origin{};
   // The season: a day of `day`, a week of `days_per_week` days. Compress
   // the day to test or simulate (the lab uses a "day" of minutes).
-  Duration day = std::chrono::hours(24);  // > 0
-  int days_per_week = 7;                  // 1 .. 366; 1 = no weekly shape
+  Duration day = std::chrono::hours(24);  // > 0, at most 366 x 24 h
+  int days_per_week = 7;                  // 1 .. 31; 1 = no weekly shape
   // The resolution: `day` is cut into buckets of this length. Make it at
   // least the time constant of the arrival average it learns from
   // (LoadSnapshot::arrival_rate_fast, 6 s by default), which smooths
