@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -184,6 +185,34 @@ TEST_CASE("predictive: an announced surge is not learnt as the usual shape",
   // 3:10: learnt from day 1 at the normal rate.
   run(*policy, clock, 50s, with_sale);
   CHECK(policy->planned_rate() == Approx(1000));
+}
+
+TEST_CASE("predictive: announcements from another thread while it decides",
+          "[predictive]") {
+  PredictiveOptions roomy = options();
+  roomy.surges.max_surges = 256;
+  auto policy = make(roomy);
+  constexpr int kSurges = 200;
+  const TimePoint far = TimePoint{} + 24h;
+  // Assertions stay on this thread (Catch2 is not thread-safe): the
+  // announcer counts its failures.
+  int failed = 0;
+  std::thread announcer([&] {
+    for (int i = 0; i < kSurges; ++i) {
+      if (!policy->announce({far + i * 1min, 30s, 2.0}, TimePoint{}).ok()) {
+        ++failed;
+      }
+    }
+  });
+  fnbus::testing::ManualClock clock(TimePoint{});
+  run(*policy, clock, 2min, [](TimePoint) { return 1000.0; });
+  announcer.join();
+  CHECK(failed == 0);
+  int cancelled = 0;
+  for (int i = 0; i < kSurges; ++i) {
+    cancelled += policy->cancel(far + i * 1min).ok() ? 1 : 0;
+  }
+  CHECK(cancelled == kSurges);
 }
 
 TEST_CASE("predictive: a saved forecast is used after a restart",
