@@ -31,10 +31,22 @@
 // Counters: workers (the pool's size at the end), resizes and ticks (the
 // autoscaler's), rejected/refused (expected 0), handoff_ns and
 // handoff_end_ns (the host's near/far state before and after).
+//
+// (c) "The forecaster's decide() cost stays within the 100 us tick budget
+// with a week of history." BM_Forecaster_ObserveForecast times one tick of
+// the Forecaster (default season: 7 days of 24 h in 15-minute buckets)
+// after a week of 100 ms ticks: observe() plus forecast() over the
+// Predictive default horizon (10 s), the clock moving 100 ms per
+// iteration. BM_Predictive_Decide times Predictive::decide() (the
+// forecaster, the surge calendar with one announcement ahead, ErlangSlo on
+// the plan and SloGuard) after a week of 60 s ticks, 40 workers' worth of
+// load; its baseline BM_SloGuard_Decide is SloGuard::decide() alone on the
+// same snapshots.
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -54,7 +66,9 @@
 
 #include "fnbus/event_bus.hpp"
 #include "fnbus/scaling/autoscaler.hpp"
+#include "fnbus/scaling/forecaster.hpp"
 #include "fnbus/scaling/policy.hpp"
+#include "fnbus/scaling/predictive.hpp"
 #include "fnbus/scaling/slo_policies.hpp"
 
 namespace fnbus_bench {
@@ -393,6 +407,116 @@ void BM_Throughput_Scaled(benchmark::State& state, ThroughputSetup setup) {
   state.counters["handoff_end_ns"] = handoff_p50_ns();
 }
 
+// ---------------------------------------------------------------------------
+// (c) The predictive policy's cost per tick.
+
+// A day-and-week shape with noise: 20 000 events/s at the daily peak,
+// weekends at 60 %, +-10 % noise (a fixed LCG, so every run sees the same
+// load).
+class WeeklyLoad {
+ public:
+  double rate(fnbus::TimePoint t) {
+    const double day =
+        std::chrono::duration<double>(std::chrono::hours(24)).count();
+    const double s =
+        std::chrono::duration<double>(t.time_since_epoch()).count();
+    const double phase = std::fmod(s, day) / day;
+    const bool weekend = std::fmod(s, 7 * day) >= 5 * day;
+    state_ = state_ * 6364136223846793005ull + 1442695040888963407ull;
+    const double noise =
+        0.9 + 0.2 * static_cast<double>(state_ >> 11) * 0x1.0p-53;
+    return 20'000 * (0.55 - 0.45 * std::cos(2 * 3.14159265358979 * phase)) *
+           (weekend ? 0.6 : 1.0) * noise;
+  }
+
+ private:
+  std::uint64_t state_ = 42;
+};
+
+fnbus::scaling::LoadSnapshot weekly_snapshot(WeeklyLoad& load,
+                                             fnbus::TimePoint now,
+                                             fnbus::Duration tick) {
+  fnbus::scaling::LoadSnapshot snapshot;
+  snapshot.now = now;
+  snapshot.tick = tick;
+  snapshot.arrival_rate_fast = load.rate(now);
+  snapshot.arrival_rate_slow = snapshot.arrival_rate_fast;
+  snapshot.service_time_mean = 0.002;
+  snapshot.service_time_scv = 1.5;
+  snapshot.workers_running = 40;
+  snapshot.min_workers = 1;
+  snapshot.max_workers = 64;
+  return snapshot;
+}
+
+constexpr fnbus::Duration kWeek = std::chrono::hours(24 * 7);
+
+void BM_Forecaster_ObserveForecast(benchmark::State& state) {
+  auto forecaster = fnbus::scaling::Forecaster::Create();
+  if (!forecaster.ok()) {
+    state.SkipWithError("Forecaster::Create failed");
+    return;
+  }
+  WeeklyLoad load;
+  constexpr fnbus::Duration kTick = std::chrono::milliseconds(100);
+  fnbus::TimePoint now{};
+  for (; now < fnbus::TimePoint{} + kWeek; now += kTick) {
+    forecaster->observe(weekly_snapshot(load, now, kTick));
+  }
+  double sink = 0;
+  for (auto _ : state) {
+    now += kTick;
+    forecaster->observe(weekly_snapshot(load, now, kTick));
+    sink += forecaster->forecast(now, std::chrono::seconds(10)).upper;
+  }
+  benchmark::DoNotOptimize(sink);
+  state.counters["observed"] = static_cast<double>(forecaster->observed());
+}
+
+// Predictive (predictive = true) or SloGuard alone after a week of ticks.
+void BM_Decide(benchmark::State& state, bool predictive) {
+  std::unique_ptr<fnbus::scaling::ScalingPolicy> policy;
+  fnbus::scaling::Predictive* planner = nullptr;
+  if (predictive) {
+    auto created = fnbus::scaling::Predictive::Create();
+    if (created.ok()) {
+      planner = created->get();
+      policy = *std::move(created);
+    }
+  } else if (auto created = fnbus::scaling::SloGuard::Create(); created.ok()) {
+    policy = *std::move(created);
+  }
+  if (policy == nullptr) {
+    state.SkipWithError("Create failed");
+    return;
+  }
+  WeeklyLoad load;
+  constexpr fnbus::Duration kLearnTick = std::chrono::seconds(60);
+  fnbus::TimePoint now{};
+  for (; now < fnbus::TimePoint{} + kWeek; now += kLearnTick) {
+    benchmark::DoNotOptimize(
+        policy->decide(weekly_snapshot(load, now, kLearnTick)));
+  }
+  // One sale announced far ahead: the calendar is searched every tick.
+  if (planner != nullptr &&
+      !planner->announce({now + kWeek, std::chrono::hours(1), 3.0}, now).ok()) {
+    state.SkipWithError("announce failed");
+    return;
+  }
+  constexpr fnbus::Duration kTick = std::chrono::milliseconds(100);
+  double sink = 0;
+  for (auto _ : state) {
+    now += kTick;
+    sink += policy->decide(weekly_snapshot(load, now, kTick)).target;
+  }
+  benchmark::DoNotOptimize(sink);
+  state.counters["mean_target"] =
+      sink / static_cast<double>(state.iterations());
+}
+
+void BM_Predictive_Decide(benchmark::State& state) { BM_Decide(state, true); }
+void BM_SloGuard_Decide(benchmark::State& state) { BM_Decide(state, false); }
+
 }  // namespace
 
 void register_scaling_benchmarks() {
@@ -427,6 +551,12 @@ void register_scaling_benchmarks() {
         ->Args({16, 16})
         ->Args({64, 64});
   }
+
+  // (c) Single-threaded, no clock reads.
+  benchmark::RegisterBenchmark("BM_Forecaster_ObserveForecast",
+                               BM_Forecaster_ObserveForecast);
+  benchmark::RegisterBenchmark("BM_Predictive_Decide", BM_Predictive_Decide);
+  benchmark::RegisterBenchmark("BM_SloGuard_Decide", BM_SloGuard_Decide);
 }
 
 }  // namespace fnbus_bench
