@@ -164,12 +164,10 @@ ScalingDecision SloGuard::decide(const LoadSnapshot& load) {
     return arrivals * service + static_cast<double>(load.queue_depth) *
                                     service / seconds(options_.slo.wait_slo);
   };
+  // The averages lag a burst; the last tick's rate (in `steady`) and the
+  // queue do not.
   double target = steady;
-  // The averages lag a burst; the last tick's rate and the queue do not.
-  if (burst) {
-    target =
-        std::max({target, model_->target_for(load, measured), drain(measured)});
-  }
+  if (burst) target = std::max(target, drain(measured));
   if (late) target = std::max(target, drain(rate));
   // Until the backlog has been gone for `settle`, keep the size it took:
   // shedding workers at once would bring the queue back.

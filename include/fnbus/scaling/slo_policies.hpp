@@ -26,6 +26,9 @@
 //   ticks, the extra workers leave within a few ticks instead of a window.
 //
 // Both keep the current size until a service time has been measured.
+// SloGuard keeps state between ticks (the last ticks' rates, when the
+// queue was last late, the panic's size): one instance per controller,
+// called once per tick, as ScalingPolicy requires.
 
 #include <array>
 #include <cstddef>
