@@ -15,7 +15,16 @@
 //
 //   scaling_lab --sweep [--seeds N] [--out DIR] [--only POLICY]
 //
-// (--only keeps one policy's rows, e.g. slo-guard while tuning it.)
+// (--only keeps one policy's rows, e.g. slo-guard while tuning it; it
+// works for the table too.)
+//
+// Either mode can make the simulated machine less ideal (both off by
+// default, so that the figures in docs/scaling.md reproduce):
+//
+//   --stalls RATE      machine stalls per second (every worker pauses at
+//                      once; scaling/lab/simulator.hpp), drawn per seed
+//   --stall-ms MS      each stall's length (100 ms unless given)
+//   --overshoot F      service times F times the drawn ones (e.g. 1.08)
 //
 // The pool: 2 ms per event on average (lognormal, scv 1.5), threads start
 // in 5 ms, a 20 ms queue-wait SLO, 100 ms ticks. The traces are scaled to
@@ -72,6 +81,14 @@ constexpr auto kSlo = 20ms;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 using PolicyPtr = std::unique_ptr<scaling::ScalingPolicy>;
+
+// How far the simulated machine is from an ideal one (--stalls,
+// --stall-ms, --overshoot).
+struct Machine {
+  double stalls_per_second = 0;
+  double stall_ms = 100;
+  double overshoot = 1;
+};
 
 struct Contender {
   std::string name;
@@ -230,7 +247,7 @@ void add_run(Score& score, const lab::SimulationResult& result) {
 // timeline to `csv` unless it is empty. Empty on a simulation error.
 std::optional<Score> evaluate(const lab::Trace& trace,
                               const Contender& contender, int seeds,
-                              const std::string& csv) {
+                              const Machine& machine, const std::string& csv) {
   auto service =
       lab::ServiceTimeDistribution::Lognormal(kMeanService, kServiceScv);
   lab::SimulationOptions options = lab_options();
@@ -238,8 +255,14 @@ std::optional<Score> evaluate(const lab::Trace& trace,
     options.governor.max_down_fraction = 1;
     options.governor.down_stabilisation = 0s;
   }
+  options.service_overshoot = machine.overshoot;
   Score score;
   for (int seed = 1; seed <= seeds; ++seed) {
+    options.stalls = {
+        .per_second = machine.stalls_per_second,
+        .length = std::chrono::duration_cast<fnbus::Duration>(
+            std::chrono::duration<double, std::milli>(machine.stall_ms)),
+        .seed = static_cast<std::uint64_t>(seed)};
     lab::Random random(static_cast<std::uint64_t>(seed));
     const lab::SimulationInput input{
         lab::poisson_arrivals(trace, random),
@@ -273,14 +296,16 @@ std::string ms_text(double ms) {
 }
 
 bool run_table(const std::vector<lab::Trace>& traces, int seeds,
-               const std::string& out_dir) {
+               const Machine& machine, const std::string& out_dir,
+               const std::string& only) {
   fmt::print("{:<12} {:<11} {:>8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>8}\n",
              "policy", "trace", "SLO met", "p99 wait", "p999 wait", "p99 resp",
              "worker-s", "actions/m", "cap rec", "SLO rec");
   for (const lab::Trace& trace : traces) {
     for (const Contender& contender : contenders()) {
+      if (!only.empty() && contender.name != only) continue;
       const auto score = evaluate(
-          trace, contender, seeds,
+          trace, contender, seeds, machine,
           fmt::format("{}/{}_{}.csv", out_dir, contender.name, trace.name));
       if (!score) return false;
       fmt::print(
@@ -437,7 +462,8 @@ void write_frontier(const std::string& path,
 }
 
 bool run_sweep(const std::vector<lab::Trace>& traces, int seeds,
-               const std::string& out_dir, const std::string& only) {
+               const Machine& machine, const std::string& out_dir,
+               const std::string& only) {
   std::vector<SweepRow> rows;
   fmt::print("{} seeds per setting\n", seeds);
   fmt::print("{:<11} {:<10} {:<8} {:>9} {:>9} {:>8} {:>8}\n", "trace", "policy",
@@ -446,7 +472,7 @@ bool run_sweep(const std::vector<lab::Trace>& traces, int seeds,
     if (trace.name != "flash_sale" && trace.name != "diurnal") continue;
     for (const Contender& contender : sweep_contenders()) {
       if (!only.empty() && contender.name != only) continue;
-      const auto score = evaluate(trace, contender, seeds, "");
+      const auto score = evaluate(trace, contender, seeds, machine, "");
       if (!score) return false;
       rows.push_back({trace.name, contender, *score});
       print_sweep_row(rows.back());
@@ -465,8 +491,9 @@ bool run_sweep(const std::vector<lab::Trace>& traces, int seeds,
 int main(int argc, char** argv) {
   int seeds = 0;  // 0: the mode's default
   bool sweep = false;
-  std::string only;  // --sweep: just this policy's rows
+  std::string only;  // just this policy's rows
   std::string out_dir = ".";
+  Machine machine;
   for (int i = 1; i < argc; ++i) {
     const std::string_view flag = argv[i];
     if (flag == "--sweep") {
@@ -477,10 +504,17 @@ int main(int argc, char** argv) {
       only = argv[++i];
     } else if (flag == "--out" && i + 1 < argc) {
       out_dir = argv[++i];
+    } else if (flag == "--stalls" && i + 1 < argc) {
+      machine.stalls_per_second = std::max(0.0, std::atof(argv[++i]));
+    } else if (flag == "--stall-ms" && i + 1 < argc) {
+      machine.stall_ms = std::max(0.001, std::atof(argv[++i]));
+    } else if (flag == "--overshoot" && i + 1 < argc) {
+      machine.overshoot = std::max(1.0, std::atof(argv[++i]));
     } else {
       fmt::print(stderr,
                  "usage: scaling_lab [--sweep] [--seeds N] [--out DIR] "
-                 "[--only POLICY]\n");
+                 "[--only POLICY] [--stalls RATE] [--stall-ms MS] "
+                 "[--overshoot F]\n");
       return 2;
     }
   }
@@ -488,7 +522,7 @@ int main(int argc, char** argv) {
   auto traces = lab::standard_traces(capacity);
   if (!traces.ok()) return 1;
   const bool ok =
-      sweep ? run_sweep(*traces, seeds > 0 ? seeds : 10, out_dir, only)
-            : run_table(*traces, seeds > 0 ? seeds : 3, out_dir);
+      sweep ? run_sweep(*traces, seeds > 0 ? seeds : 10, machine, out_dir, only)
+            : run_table(*traces, seeds > 0 ? seeds : 3, machine, out_dir, only);
   return ok ? 0 : 1;
 }

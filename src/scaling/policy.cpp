@@ -81,6 +81,16 @@ std::size_t grown_by_step(std::size_t current, std::size_t step,
   return current + step;
 }
 
+// What the down-stabilisation window remembers of a decision whose target
+// came to `wanted` workers (rounded and clamped): the part it may hold,
+// rounded up, at most `wanted` (NaN: all of it; <= 0: none).
+std::size_t held_part(const ScalingDecision& decision,
+                      std::size_t wanted) noexcept {
+  const double part = decision.hold;
+  if (std::isnan(part) || !(part < static_cast<double>(wanted))) return wanted;
+  return part <= 0 ? 0 : static_cast<std::size_t>(std::ceil(part));
+}
+
 }  // namespace
 
 std::unique_ptr<ScalingPolicy> make_policy(
@@ -142,8 +152,9 @@ GovernedDecision Governor::apply(const ScalingDecision& decision,
   }
   wanted = std::clamp(wanted, options_.min_workers, options_.max_workers);
 
-  // The window remembers what was recommended, before rate limits.
-  const std::size_t held = window_max(load.now, wanted);
+  // The window remembers what was recommended, before rate limits (the
+  // part the decision lets it hold).
+  const std::size_t held = window_max(load.now, held_part(decision, wanted));
   std::size_t next = wanted;
   if (wanted > current && !decision.panic) {
     // Both bounds saturate at max_workers: the size cannot go beyond it

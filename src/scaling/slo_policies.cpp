@@ -89,32 +89,91 @@ absl::StatusOr<std::unique_ptr<SloGuard>> SloGuard::Create(
         "above 1 (e.g. 2)",
         options.panic_ratio));
   }
+  if (options.settle < Duration::zero()) {
+    return absl::InvalidArgumentError(
+        fmt::format("invalid SloGuardOptions: settle is {}; use 0 or more "
+                    "(e.g. 300ms, three ticks)",
+                    options.settle));
+  }
   auto model = ErlangSlo::Create(options.slo);
   if (!model.ok()) return model.status();
   return std::unique_ptr<SloGuard>(new SloGuard(options, *std::move(model)));
+}
+
+namespace {
+
+// `last` if it is above `rate` by more than 3 Poisson standard deviations
+// of a tick's count, else `rate`.
+double risen(const LoadSnapshot& load, double rate) {
+  const double tick = seconds(load.tick);
+  const double last = load.arrival_rate_last;
+  if (!(tick > 0) || !(last > rate)) return rate;
+  const double noise = 3 * std::sqrt(rate * tick) / tick;
+  return last > rate + noise ? last : rate;
+}
+
+}  // namespace
+
+double SloGuard::sustained_rate(double rate, double last) {
+  recent_[next_recent_] = last;
+  next_recent_ = (next_recent_ + 1) % recent_.size();
+  if (recent_count_ < recent_.size()) ++recent_count_;
+  if (recent_count_ < recent_.size()) return 0;  // too young to tell
+  return std::min(
+      rate, kSustainSlack * *std::min_element(recent_.begin(), recent_.end()));
+}
+
+bool SloGuard::settling(const LoadSnapshot& load, bool late) {
+  if (late) {
+    last_late_ = load.now;
+    was_late_ = true;
+  }
+  return was_late_ && load.now - last_late_ <= options_.settle;
 }
 
 ScalingDecision SloGuard::decide(const LoadSnapshot& load) {
   if (!(load.service_time_mean > 0)) {
     return {static_cast<double>(load.workers()), "no-service-estimate"};
   }
-  const double stable = model_->target_for(load, load.arrival_rate_slow);
+  // Up with the fast rate, down with the slow one: a short lull does not
+  // shed workers. (target_for adds the workers that drain the queue
+  // within `drain`.)
+  const double rate = std::max(load.arrival_rate_slow, load.arrival_rate_fast);
+  // The last tick's rate, when it is above the averages by more than
+  // Poisson noise (3 standard deviations): the load is rising faster than
+  // they follow.
+  const double measured = risen(load, rate);
+  const double steady = model_->target_for(load, measured);
+  // The governor's window may hold the staffing of a rate that has lasted
+  // (kept up for the last ticks), not of a backlog or of one tick's burst.
+  LoadSnapshot arrivals_only = load;
+  arrivals_only.queue_depth = 0;
+  const double hold = model_->target_for(
+      arrivals_only, sustained_rate(rate, load.arrival_rate_last));
   const bool burst =
-      load.arrival_rate_fast >= options_.panic_ratio * load.arrival_rate_slow &&
-      load.arrival_rate_fast > 0;
+      measured >= options_.panic_ratio * load.arrival_rate_slow && measured > 0;
   const bool late = load.oldest_wait > seconds(options_.slo.wait_slo);
-  if (!burst && !late) return {stable, "slo-guard"};
-  const double fast = model_->target_for(load, load.arrival_rate_fast);
-  // The averages lag a burst; the queue does not: enough workers that the
-  // backlog clears within one SLO, on top of the fast arrival rate.
+  const bool calming = settling(load, late);
+  if (!burst && !late && !calming) {
+    panic_target_ = 0;
+    return {steady, "slo-guard", false, hold};
+  }
   const double service = load.service_time_mean;
-  const double backlog = load.arrival_rate_fast * service +
-                         static_cast<double>(load.queue_depth) * service /
-                             seconds(options_.slo.wait_slo);
-  // In a burst never shrink: the slow rate has not caught up yet.
-  const double target =
-      std::max({stable, fast, backlog, static_cast<double>(load.workers())});
-  return {target, "slo-guard-panic", /*panic=*/true};
+  // Workers that clear the queue within one SLO, on top of the arrivals.
+  const auto drain = [&](double arrivals) {
+    return arrivals * service + static_cast<double>(load.queue_depth) *
+                                    service / seconds(options_.slo.wait_slo);
+  };
+  // The averages lag a burst; the last tick's rate (in `steady`) and the
+  // queue do not.
+  double target = steady;
+  if (burst) target = std::max(target, drain(measured));
+  if (late) target = std::max(target, drain(rate));
+  // Until the backlog has been gone for `settle`, keep the size it took:
+  // shedding workers at once would bring the queue back.
+  if (late || calming) target = std::max(target, panic_target_);
+  panic_target_ = target;
+  return {target, "slo-guard-panic", /*panic=*/true, hold};
 }
 
 }  // namespace fnbus::scaling

@@ -404,3 +404,45 @@ TEST_CASE(
   CHECK(bus->pool_stats().workers == 3);
   REQUIRE(bus->shutdown().ok());
 }
+
+TEST_CASE(
+    "autoscaler: workers a decision does not let the window hold go within "
+    "a few ticks, a 30 s window notwithstanding",
+    "[autoscaler]") {
+  auto clock = std::make_shared<ManualClock>();
+  auto bus = make_bus(
+      {.workers = 1, .max_workers = 8, .idle_spin = 0ns, .clock = clock});
+  const auto target = std::make_shared<std::atomic<double>>(8.0);
+  // Asks for `target` workers, of which the window may hold one: the rest
+  // drain a backlog (as SloGuard's do).
+  auto policy = fnbus::scaling::make_policy(
+      "drain", [target](const LoadSnapshot&) -> ScalingDecision {
+        // relaxed: set before the clock advances (ManualClock's mutex).
+        ScalingDecision decision{target->load(std::memory_order_relaxed),
+                                 "drain"};
+        decision.hold = 1;
+        return decision;
+      });
+  TickLog log;
+  auto autoscaler = start(*bus, std::move(policy),
+                          log.hook({.tick = 100ms,
+                                    .governor = {.min_workers = 1,
+                                                 .max_workers = 8,
+                                                 .down_stabilisation = 30s}}));
+  TickDriver driver(*clock, 100ms);
+  driver.tick();  // 1 -> 5: max(2R, R + 4)
+  driver.tick();  // -> 8
+  REQUIRE(bus->pool_stats().workers == 8);
+  target->store(1, std::memory_order_relaxed);  // the backlog is gone
+  std::vector<std::size_t> sizes;
+  for (int i = 0; i < 3; ++i) {
+    driver.tick();
+    sizes.push_back(bus->pool_stats().workers);
+  }
+  INFO("sizes " << ::Catch::Detail::stringify(sizes));
+  // Halving per tick, not held for the window: 8 -> 4 -> 2 -> 1.
+  CHECK(sizes == std::vector<std::size_t>{4, 2, 1});
+  CHECK_FALSE(log.last().governed.stabilised);
+  autoscaler->stop();
+  REQUIRE(bus->shutdown().ok());
+}

@@ -76,7 +76,9 @@ TEST_CASE("estimator: the fast average follows a step sooner than the slow",
   auto clock = 0ms;
   std::uint64_t total = 0;
   (void)feed(estimator, clock, total, 100, 100ms);  // baseline
-  LoadSnapshot steady = feed(estimator, clock, total, 100, 10s);
+  // Longer than the slow window, so that both averages are past their
+  // warm-up (the plain mean of the ticks so far).
+  LoadSnapshot steady = feed(estimator, clock, total, 100, 70s);
   CHECK(steady.arrival_rate_fast == Approx(100));
   CHECK(steady.arrival_rate_slow == Approx(100));
   // 6 s at 300/s: the fast EWMA (tau 6 s) covers 1 - e^-1 of the step,
@@ -125,10 +127,60 @@ TEST_CASE("estimator: service time starts at the first sample, then smooths",
   // A slower tick moves it by 1 - e^(-0.1 / 6) of the way.
   tick.now += 100ms;
   tick.service_samples = 10;
-  tick.service_time_mean = 0.008;
+  tick.service_time_mean = 0.003;
   const double alpha = 1 - std::exp(-0.1 / 6);
   CHECK(estimator.update(tick).service_time_mean ==
-        Approx(0.002 + alpha * 0.006).epsilon(1e-9));
+        Approx(0.002 + alpha * 0.001).epsilon(1e-9));
+}
+
+TEST_CASE(
+    "estimator: a tick's outlier service time counts as at most twice the "
+    "estimate, a lasting slowdown still comes through",
+    "[estimator]") {
+  LoadEstimator estimator = make_estimator();  // fast window 6 s
+  TickObservation tick;
+  tick.now = TimePoint{} + 1s;
+  (void)estimator.update(tick);
+  tick.service_samples = 100;
+  tick.service_time_mean = 0.002;
+  tick.now += 100ms;
+  REQUIRE(estimator.update(tick).service_time_mean == Approx(0.002));
+  // A machine stall stretched the events in flight: one tick's mean is
+  // ten times the usual. It moves the estimate as a tick at twice would.
+  tick.now += 100ms;
+  tick.service_time_mean = 0.020;
+  const double alpha = 1 - std::exp(-0.1 / 6);
+  const LoadSnapshot stalled = estimator.update(tick);
+  CHECK(stalled.service_time_mean ==
+        Approx(0.002 + alpha * 0.002).epsilon(1e-9));
+  CHECK(stalled.service_time_mean < 0.0021);
+  // A lasting tenfold slowdown: past 90 % of it within 30 s (5 windows).
+  for (int i = 0; i < 300; ++i) {
+    tick.now += 100ms;
+    (void)estimator.update(tick);
+  }
+  tick.now += 100ms;
+  CHECK(estimator.update(tick).service_time_mean > 0.018);
+}
+
+TEST_CASE(
+    "estimator: a burst in a bus's first ticks counts for its ticks, not "
+    "for a whole window",
+    "[estimator]") {
+  LoadEstimator estimator = make_estimator();  // windows 6 s and 60 s
+  auto clock = 0ms;
+  std::uint64_t total = 0;
+  (void)feed(estimator, clock, total, 0, 100ms);  // baseline
+  // 2000 events in the first tick (20 000/s), then nothing.
+  const LoadSnapshot burst = feed(estimator, clock, total, 20'000, 100ms);
+  CHECK(burst.arrival_rate_slow == Approx(20'000));
+  CHECK(burst.arrival_rate_last == Approx(20'000));
+  const LoadSnapshot later = feed(estimator, clock, total, 0, 9'900ms);
+  // Younger than the slow window: the mean over the 10 s so far, where an
+  // EWMA started at the first tick would still be at 20 000 e^(-9.9/60).
+  CHECK(later.arrival_rate_slow == Approx(2'000 / 10.0).epsilon(1e-6));
+  CHECK(later.arrival_rate_fast <= later.arrival_rate_slow);
+  CHECK(later.arrival_rate_last == 0);
 }
 
 TEST_CASE("estimator: observe differences two metrics snapshots",

@@ -26,6 +26,13 @@ LoadSnapshot load_at(std::chrono::seconds when, std::size_t workers) {
   return load;
 }
 
+// A decision for `target` workers of which the window may hold `hold`.
+ScalingDecision holding(double target, double hold) {
+  ScalingDecision decision{target, "p"};
+  decision.hold = hold;
+  return decision;
+}
+
 Governor make_governor(GovernorOptions options) {
   auto governor = Governor::Create(options);
   REQUIRE(governor.ok());
@@ -213,6 +220,50 @@ TEST_CASE(
   CHECK(governor.apply({2, "quiet"}, load_at(32s, 8)).workers == 4);
   CHECK(governor.apply({2, "quiet"}, load_at(33s, 4)).workers == 2);
   CHECK(governor.apply({2, "quiet"}, load_at(34s, 2)).workers == 2);
+}
+
+TEST_CASE("policy: the stabilisation window holds only what a decision lets it",
+          "[policy]") {
+  const GovernorOptions options{.min_workers = 1,
+                                .max_workers = 64,
+                                .max_up_step = 64,
+                                .max_down_fraction = 0.5,
+                                .down_stabilisation = 30s};
+  Governor governor = make_governor(options);
+  // 24 workers asked for, of which the load needs 10 (the rest drain a
+  // backlog): the pool grows to 24, but the window remembers 10.
+  CHECK(governor.apply(holding(24, 10), load_at(0s, 12)).workers == 24);
+  const ScalingDecision steady = holding(10, 10);
+  auto released = governor.apply(steady, load_at(1s, 24));
+  CHECK(released.workers == 12);  // at most half per tick
+  CHECK(released.rate_limited);
+  CHECK_FALSE(released.stabilised);
+  CHECK(governor.apply(steady, load_at(2s, 12)).workers == 10);
+  // Below the part held: held by the window as before.
+  auto held = governor.apply(holding(2, 2), load_at(3s, 10));
+  CHECK(held.workers == 10);
+  CHECK(held.stabilised);
+
+  // The same decisions without a part to hold (NaN, the default): the
+  // whole target is held for the window.
+  Governor plain = make_governor(options);
+  CHECK(plain.apply({24, "drain"}, load_at(0s, 12)).workers == 24);
+  auto kept = plain.apply({10, "steady"}, load_at(1s, 24));
+  CHECK(kept.workers == 24);
+  CHECK(kept.stabilised);
+}
+
+TEST_CASE("policy: a part to hold above the target counts as the target",
+          "[policy]") {
+  Governor governor = make_governor({.min_workers = 1,
+                                     .max_workers = 64,
+                                     .max_up_step = 64,
+                                     .down_stabilisation = 30s});
+  CHECK(governor.apply(holding(4, 40), load_at(0s, 4)).workers == 4);
+  // None of it is remembered.
+  auto verdict = governor.apply(holding(2, -1), load_at(1s, 4));
+  CHECK(verdict.workers == 4);  // held by the 4 remembered above
+  CHECK(verdict.stabilised);
 }
 
 TEST_CASE("policy: with no stabilisation window a shrink applies at once",

@@ -74,10 +74,21 @@ class LoadEstimator {
   // tick is 0); the second starts the averages at its rates; an
   // observation not later than the previous one is a zero-length tick
   // (averages unchanged).
+  //
+  // Robustness: while the estimator has seen less than a window's worth
+  // of ticks, each rate average is the plain mean of the ticks so far, so
+  // that a burst in a bus's first ticks is not taken for a window's load
+  // (after a start-up burst and then silence the slow rate falls as
+  // 1 / age, not e^{-age / window}). A tick's mean service time counts
+  // for at most twice the current estimate: a machine stall that
+  // stretches the events in flight is one tick's outlier, not a new
+  // service time, while a lasting slowdown still comes through, a little
+  // later.
   LoadSnapshot update(const TickObservation& observation);
 
  private:
   explicit LoadEstimator(EstimatorOptions options) : options_(options) {}
+  void update_service(const TickObservation& observation, double dt);
 
   EstimatorOptions options_;
   bool started_ = false;
@@ -85,6 +96,7 @@ class LoadEstimator {
   std::uint64_t last_arrivals_ = 0;
   std::uint64_t last_completions_ = 0;
   bool have_rates_ = false;
+  double rates_age_ = 0;  // seconds of measured ticks so far
   double arrival_fast_ = 0;
   double arrival_slow_ = 0;
   double completion_ = 0;

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -35,6 +36,8 @@ struct LoadSnapshot {
   // with a short (panic) and a long (stable) time constant.
   double arrival_rate_fast = 0;
   double arrival_rate_slow = 0;
+  // Arrivals during the last tick alone, unsmoothed (0 on the first).
+  double arrival_rate_last = 0;
   // Completions (dispatched events), EWMA.
   double completion_rate = 0;
 
@@ -75,6 +78,12 @@ struct ScalingDecision {
   // Asks the governor to lift its scale-up rate limit for this tick (a
   // burst the policy has recognised, e.g. a KPA-style panic).
   bool panic = false;
+  // How much of `target` the governor's down-stabilisation window may
+  // hold: workers asked for only until a backlog has cleared, or by a
+  // policy that stabilises itself, should go as soon as the policy stops
+  // asking for them, not a whole window later. NaN (the default): all of
+  // `target`; values above it count as `target`, values <= 0 as none.
+  double hold = std::numeric_limits<double>::quiet_NaN();
 };
 
 // A resource-allocation policy R = f(T). Called once per tick by one
@@ -109,6 +118,7 @@ struct GovernorOptions {
   double max_down_fraction = 0.5;  // in (0, 1]
   // Never shrink below the highest recommendation of this window (HPA's
   // down-stabilisation), so that one quiet tick does not undo a burst.
+  // A recommendation counts with its ScalingDecision::hold part.
   Duration down_stabilisation = std::chrono::seconds(30);  // >= 0
 };
 
@@ -124,9 +134,9 @@ struct GovernedDecision {
 };
 
 // Applies GovernorOptions to decisions: rounds up, clamps to [min, max],
-// rate-limits, and holds scale-down to the window's highest
-// recommendation. Deterministic: time comes from the snapshots. Not
-// thread-safe (one controller owns it).
+// rate-limits, and holds scale-down to the window's highest recommendation
+// (the part each decision lets it hold). Deterministic: time comes from the
+// snapshots. Not thread-safe (one controller owns it).
 class Governor {
  public:
   // InvalidArgument naming every bad option.

@@ -8,18 +8,30 @@
 //   a / max_utilisation workers, and enough to drain the current backlog
 //   within `drain` on top of the arrivals: c >= a + backlog * S / drain.
 //
-// SloGuard (the recommended default) -- ErlangSlo on the slow (stable)
-//   arrival rate, raised to ErlangSlo on the fast rate while a burst is on
-//   (fast rate >= panic_ratio x slow rate, or the oldest queued event has
-//   waited longer than the SLO), and then also to enough workers that the
-//   queue clears within one SLO: c >= a_fast + backlog * S / slo (the
-//   averages lag a burst; the queue does not). In a burst it never
-//   shrinks and asks the governor to lift its scale-up rate limit
-//   (ScalingDecision::panic). Scale-down follows the slow rate, so a short
-//   lull does not shed workers.
+// SloGuard (the recommended default) -- ErlangSlo on the higher of the
+//   fast and slow arrival rates (so it grows with the fast one and
+//   shrinks only as the slow one falls: a short lull sheds no workers),
+//   or on the last tick's rate when that is above them by more than
+//   Poisson noise. A burst (that rate >= panic_ratio x the slow rate) or
+//   a late queue (the oldest queued event has waited longer than the SLO)
+//   is a panic: the target rises to enough workers that the queue clears
+//   within one SLO on top of the arrivals (c >= a + backlog * S / slo),
+//   and the governor's scale-up limit is lifted
+//   (ScalingDecision::panic). The size the drain took is kept until the
+//   backlog has been gone for `settle` (300 ms), then those workers go:
+//   the governor's down-stabilisation window may hold only the staffing
+//   of a rate that has lasted (ScalingDecision::hold: the lowest per-tick
+//   rate of the last 5 ticks, with 25 % slack for noise), not a backlog
+//   or a one-tick burst -- so after a stall, or a burst in a bus's first
+//   ticks, the extra workers leave within a few ticks instead of a window.
 //
 // Both keep the current size until a service time has been measured.
+// SloGuard keeps state between ticks (the last ticks' rates, when the
+// queue was last late, the panic's size): one instance per controller,
+// called once per tick, as ScalingPolicy requires.
 
+#include <array>
+#include <cstddef>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -59,7 +71,12 @@ class ErlangSlo final : public ScalingPolicy {
 
 struct SloGuardOptions {
   ErlangSloOptions slo;
-  double panic_ratio = 2.0;  // fast / slow arrival rate that means a burst
+  // Measured / slow arrival rate that means a burst (> 1, finite).
+  double panic_ratio = 2.0;
+  // How long after the backlog is gone (the oldest queued event within
+  // the SLO again) the pool keeps the size it took to drain it, before
+  // the workers added for it go (>= 0).
+  Duration settle = std::chrono::milliseconds(300);
 };
 
 class SloGuard final : public ScalingPolicy {
@@ -75,8 +92,25 @@ class SloGuard final : public ScalingPolicy {
  private:
   SloGuard(SloGuardOptions options, std::unique_ptr<ErlangSlo> model)
       : options_(options), model_(std::move(model)) {}
+  // Records the last tick's rate; returns the lowest per-tick rate of the
+  // last kSustainTicks ticks, at most `rate` (0 until that many).
+  double sustained_rate(double rate, double last);
+  // Whether the backlog was late within the last `settle`.
+  bool settling(const LoadSnapshot& load, bool late);
+
+  static constexpr std::size_t kSustainTicks = 5;
+  // A rate counts as lasting if no tick of the last kSustainTicks fell
+  // below it by more than Poisson noise does (1 / kSustainSlack).
+  static constexpr double kSustainSlack = 1.25;
+
   SloGuardOptions options_;
   std::unique_ptr<ErlangSlo> model_;
+  std::array<double, kSustainTicks> recent_{};  // per-tick rates, a ring
+  std::size_t next_recent_ = 0;
+  std::size_t recent_count_ = 0;
+  bool was_late_ = false;
+  TimePoint last_late_{};
+  double panic_target_ = 0;  // the last tick's target in a panic
 };
 
 }  // namespace fnbus::scaling

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "fmt/format.h"
 
+#include "fnbus/scaling/lab/random.hpp"
 #include "fnbus/scaling/scaling_loop.hpp"
 
 namespace fnbus::scaling::lab {
@@ -55,6 +56,23 @@ std::vector<std::string> problems_of(const SimulationInput& input,
   if (options.recovery_ticks == 0) {
     problems.emplace_back("recovery_ticks must be 1 or more");
   }
+  const MachineStalls& stalls = options.stalls;
+  if (!(stalls.per_second >= 0) || !std::isfinite(stalls.per_second)) {
+    problems.emplace_back(
+        fmt::format("stalls.per_second is {}; use a finite rate >= 0 (0: no "
+                    "stalls)",
+                    stalls.per_second));
+  } else if (stalls.per_second > 0 && stalls.length <= Duration::zero()) {
+    problems.emplace_back(
+        "stalls.length must be more than 0 when stalls.per_second > 0");
+  }
+  if (!(options.service_overshoot >= 1) ||
+      !std::isfinite(options.service_overshoot)) {
+    problems.emplace_back(
+        fmt::format("service_overshoot is {}; use a finite factor >= 1 (1: "
+                    "service times as drawn)",
+                    options.service_overshoot));
+  }
   return problems;
 }
 
@@ -86,11 +104,44 @@ struct TickStats {
   double busy_ns = 0;
 };
 
+// When machine stalls begin: a Poisson process of `per_second` whose next
+// stall begins after the previous one ends, from its own generator.
+class StallSchedule {
+ public:
+  explicit StallSchedule(const MachineStalls& stalls)
+      : random_(stalls.seed),
+        rate_(stalls.per_second),
+        length_(ns(stalls.length)) {
+    next_ = draw_after(0);
+  }
+  // The start of the next stall (kNever if none).
+  [[nodiscard]] std::int64_t next() const { return next_; }
+  [[nodiscard]] std::int64_t length() const { return length_; }
+  // The stall at next() has begun: draws the one after it.
+  void begin() { next_ = draw_after(next_ + length_); }
+
+ private:
+  std::int64_t draw_after(std::int64_t t) {
+    if (!(rate_ > 0)) return kNever;
+    const double gap_ns = random_.exponential(1.0 / rate_) * 1e9;
+    if (!(gap_ns < static_cast<double>(kNever - t))) return kNever;
+    return t + static_cast<std::int64_t>(gap_ns);
+  }
+
+  Random random_;
+  double rate_;
+  std::int64_t length_;
+  std::int64_t next_ = kNever;
+};
+
 class Simulation {
  public:
   Simulation(const SimulationInput& input, const SimulationOptions& options,
              ScalingLoop loop)
-      : input_(input), options_(options), loop_(std::move(loop)) {
+      : input_(input),
+        options_(options),
+        loop_(std::move(loop)),
+        stall_schedule_(options.stalls) {
     for (const Burst& burst : input_.bursts) {
       trackers_.push_back({.burst = burst});
       marks_.push_back(burst.start_ns);
@@ -112,6 +163,7 @@ class Simulation {
       const std::int64_t ready = starting_.empty() ? kNever : starting_.front();
       const std::int64_t mark =
           next_mark_ < marks_.size() ? marks_[next_mark_] : kNever;
+      const std::int64_t stall_edge = next_stall_edge();
       const bool drained = arrival == kNever && completion == kNever &&
                            queue_.empty() && now_ >= input_.duration_ns;
       if (drained) break;
@@ -122,10 +174,10 @@ class Simulation {
         break;
       }
       const std::int64_t t =
-          std::min({arrival, completion, ready, mark, next_tick});
+          std::min({arrival, completion, ready, mark, stall_edge, next_tick});
       advance_to(t);
       // Fixed order at equal times: completions, starts, arrivals, burst
-      // starts, tick.
+      // starts, stall edges, tick.
       if (t == completion) {
         finish(completions_.top().second);
       } else if (t == ready) {
@@ -137,6 +189,8 @@ class Simulation {
       } else if (t == mark) {
         ++next_mark_;
         note_capacity();
+      } else if (t == stall_edge) {
+        stall_edge_reached(t);
       } else {
         tick(t);
         next_tick += ns(options_.tick);
@@ -160,7 +214,58 @@ class Simulation {
     bool alive = true;
     bool busy = false;
     bool retiring = false;
+    std::int64_t arrived = 0;  // of the event being handled
+    std::int64_t service = 0;  // its service time so far, ns
   };
+
+  [[nodiscard]] bool stalled() const { return in_stall_; }
+
+  // The next start or end of a machine stall (kNever if none).
+  [[nodiscard]] std::int64_t next_stall_edge() const {
+    if (stalled()) return stalled_until_;
+    const std::int64_t start = stall_schedule_.next();
+    return start < input_.duration_ns ? start : kNever;
+  }
+
+  void stall_edge_reached(std::int64_t t) {
+    if (stalled()) {  // t == stalled_until_: the machine runs again
+      in_stall_ = false;
+      while (!idle_.empty() && !queue_.empty()) {
+        const std::size_t w = idle_.back();
+        idle_.pop_back();
+        take_work(w);
+      }
+      return;
+    }
+    stall_begins(t);
+  }
+
+  // Every worker pauses for the stall's length from `t`: the events being
+  // handled finish that much later (and their service times, as measured,
+  // grow by as much), and starting threads are ready at its end at the
+  // earliest.
+  void stall_begins(std::int64_t t) {
+    const std::int64_t length = stall_schedule_.length();
+    stall_schedule_.begin();
+    stalled_until_ = t + length;
+    in_stall_ = true;
+    ++result_.stalls;
+    std::vector<std::pair<std::int64_t, std::size_t>> shifted;
+    while (!completions_.empty()) {
+      const auto [finish_at, w] = completions_.top();
+      completions_.pop();
+      shifted.emplace_back(finish_at + length, w);
+      const double before = static_cast<double>(workers_[w].service) / 1e9;
+      workers_[w].service += length;
+      const double after = static_cast<double>(workers_[w].service) / 1e9;
+      tick_.service_sum += after - before;
+      tick_.service_sq_sum += after * after - before * before;
+    }
+    for (const auto& entry : shifted) completions_.push(entry);
+    for (std::int64_t& ready_at : starting_) {
+      ready_at = std::max(ready_at, stalled_until_);
+    }
+  }
 
   std::int64_t next_arrival() const {
     if (next_arrival_ >= input_.arrivals_ns.size()) return kNever;
@@ -182,24 +287,25 @@ class Simulation {
     return workers_.size() - 1;
   }
 
-  // Worker `w` is free: it takes the oldest queued event, or idles.
+  // Worker `w` is free: it takes the oldest queued event, or idles (also
+  // during a stall, until its end).
   void take_work(std::size_t w) {
-    if (queue_.empty()) {
+    if (queue_.empty() || stalled()) {
       idle_.push_back(w);
       return;
     }
     const std::int64_t arrived = queue_.front();
     queue_.pop_front();
     const std::int64_t wait = now_ - arrived;
-    const std::int64_t service =
-        std::max<std::int64_t>(1, input_.service_ns(now_));
+    const std::int64_t service = overshoot(input_.service_ns(now_));
     workers_[w].busy = true;
+    workers_[w].arrived = arrived;
+    workers_[w].service = service;
     ++busy_;
     completions_.emplace(now_ + service, w);
     const auto wait_u = static_cast<std::uint64_t>(wait);
     const auto service_u = static_cast<std::uint64_t>(service);
     result_.wait.add(wait_u);
-    result_.response.add(wait_u + service_u);
     if (wait > ns(options_.wait_slo)) {
       ++result_.slo_violations;
       ++tick_.late;
@@ -213,8 +319,19 @@ class Simulation {
     tick_.wait.add(wait_u);
   }
 
+  // A drawn service time as the handler takes it (>= 1 ns).
+  [[nodiscard]] std::int64_t overshoot(std::int64_t drawn) const {
+    const double factor = options_.service_overshoot;
+    if (factor == 1.0) return std::max<std::int64_t>(1, drawn);
+    return std::max<std::int64_t>(
+        1, std::llround(static_cast<double>(drawn) * factor));
+  }
+
   void finish(std::size_t w) {
     completions_.pop();
+    // At completion, so that a stall's stretch is in it.
+    result_.response.add(
+        static_cast<std::uint64_t>(now_ - workers_[w].arrived));
     workers_[w].busy = false;
     --busy_;
     ++completed_;
@@ -232,7 +349,7 @@ class Simulation {
     ++arrivals_;
     ++tick_.arrivals;
     queue_.push_back(t);
-    if (!idle_.empty()) {
+    if (!idle_.empty() && !stalled()) {
       const std::size_t w = idle_.back();
       idle_.pop_back();
       take_work(w);
@@ -286,7 +403,10 @@ class Simulation {
   void resize(std::size_t target) {
     std::size_t current = capacity();
     while (current < target) {
-      starting_.push_back(now_ + ns(options_.thread_start_delay));
+      // A thread cannot start during a stall: ready at its end at the
+      // earliest (which keeps starting_ ascending).
+      starting_.push_back(
+          std::max(now_ + ns(options_.thread_start_delay), stalled_until_));
       ++current;
     }
     // Shrink: cancel starting workers, then retire idle ones, then let
@@ -392,6 +512,9 @@ class Simulation {
   std::vector<RecoveryTracker> trackers_;  // in SimulationInput order
   std::vector<std::int64_t> marks_;        // burst starts, ascending
   std::size_t next_mark_ = 0;
+  StallSchedule stall_schedule_;
+  bool in_stall_ = false;
+  std::int64_t stalled_until_ = 0;  // the end of the last stall
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -202,6 +203,103 @@ TEST_CASE("simulator: bad input is InvalidArgument", "[simulator]") {
   const SimulationInput fine = constant_service({}, 1, 100);
   CHECK_FALSE(simulate(fine, *policy, {.tick = 0ms}).ok());
   CHECK_FALSE(simulate(fine, *policy, {.governor = {.min_workers = 0}}).ok());
+}
+
+// 1 event per ms for 10 s, 0.5 ms each, on one worker: it keeps up
+// with half its time spare, so every wait comes from a stall.
+SimulationInput half_busy() {
+  return {every(1, 10'000), [](std::int64_t) { return kMs / 2; }, 10'000 * kMs};
+}
+
+TEST_CASE(
+    "simulator: machine stalls pause every worker, and when off change "
+    "nothing",
+    "[simulator]") {
+  const SimulationInput input = half_busy();
+  auto policy = fixed(1);
+  SimulationOptions options{.governor = {.min_workers = 1, .max_workers = 1}};
+  const SimulationResult ideal = run(input, *policy, options);
+  CHECK(ideal.stalls == 0);
+  CHECK(ideal.slo_violations == 0);
+
+  // Off (rate 0) whatever the other fields say: the same run.
+  options.stalls = {.per_second = 0, .length = 1s, .seed = 99};
+  const SimulationResult off = run(input, *policy, options);
+  CHECK(off.slo_violations == ideal.slo_violations);
+  CHECK(off.worker_seconds == ideal.worker_seconds);
+  CHECK(off.response.max_nanos() == ideal.response.max_nanos());
+
+  options.stalls = {.per_second = 0.2, .length = 100ms, .seed = 7};
+  const SimulationResult stalled = run(input, *policy, options);
+  INFO("stalls " << stalled.stalls << ", late " << stalled.slo_violations);
+  REQUIRE(stalled.stalls >= 1);
+  CHECK(stalled.events == ideal.events);  // the same arrivals, all handled
+  // Events that came during a stall waited for its end (the first almost
+  // all of it), and those just after it queued behind them: about 160
+  // late per stall (100 during it; the spare half-worker then drains the
+  // backlog while 60 more wait past 20 ms).
+  CHECK(stalled.slo_violations >= 100 * stalled.stalls);
+  CHECK(stalled.slo_violations <= 200 * stalled.stalls);
+  CHECK(stalled.wait.max_nanos() >= 99 * kMs);
+  // The event being handled when a stall began took 100 ms longer.
+  CHECK(stalled.response.max_nanos() >= 100 * kMs);
+  // Reproducible: the same seed, the same stalls.
+  CHECK(run(input, *policy, options).slo_violations == stalled.slo_violations);
+}
+
+TEST_CASE("simulator: the controller sees a stall's stretch in service times",
+          "[simulator]") {
+  const SimulationInput input = half_busy();
+  double longest = 0;
+  auto policy = make_policy("watch", [&](const LoadSnapshot& load) {
+    longest = std::max(longest, load.service_time_mean);
+    return ScalingDecision{1, "watch"};
+  });
+  SimulationOptions options{.governor = {.min_workers = 1, .max_workers = 1}};
+  (void)run(input, *policy, options);
+  CHECK(longest == Approx(0.0005));
+  longest = 0;
+  options.stalls = {.per_second = 0.2, .length = 100ms, .seed = 7};
+  (void)run(input, *policy, options);
+  CHECK(longest > 0.0005);
+}
+
+TEST_CASE("simulator: service overshoot multiplies every service time",
+          "[simulator]") {
+  auto policy = fixed(1);
+  const SimulationInput input = constant_service(every(10, 1'000), 5, 1'000);
+  const SimulationResult result =
+      run(input, *policy,
+          {.governor = {.min_workers = 1, .max_workers = 1},
+           .service_overshoot = 1.2});
+  CHECK(result.events == 100);
+  CHECK(result.wait.max_nanos() == 0);
+  CHECK(result.response.max_nanos() == 6 * kMs);  // 5 ms drawn, 6 taken
+  CHECK(result.response.sum_nanos() == 100 * 6 * kMs);
+}
+
+TEST_CASE("simulator: bad stall and overshoot options are InvalidArgument",
+          "[simulator]") {
+  auto policy = fixed(1);
+  const SimulationInput fine = constant_service({}, 1, 100);
+  SimulationOptions options;
+  options.stalls = {.per_second = -1};
+  options.service_overshoot = 0.9;
+  auto result = simulate(fine, *policy, options);
+  REQUIRE_FALSE(result.ok());
+  const std::string message(result.status().message());
+  CHECK(message.find("stalls.per_second") != std::string::npos);
+  CHECK(message.find("service_overshoot") != std::string::npos);
+  options = {};
+  options.stalls = {.per_second = 1, .length = 0ms};
+  CHECK(std::string(simulate(fine, *policy, options).status().message())
+            .find("stalls.length") != std::string::npos);
+  options = {};
+  options.stalls = {.per_second = std::nan("")};
+  CHECK_FALSE(simulate(fine, *policy, options).ok());
+  options = {};
+  options.service_overshoot = std::numeric_limits<double>::infinity();
+  CHECK_FALSE(simulate(fine, *policy, options).ok());
 }
 
 // 1 event per 10 ms, 5 ms each, until 1 s; then a burst of 1 per ms, 4 ms

@@ -11,6 +11,13 @@
 // `thread_start_delay`; a worker asked to go retires when idle, or after
 // the event it is handling (never abandoning one); starting workers count
 // as capacity. Events are served first come, first served.
+//
+// Two departures from an ideal machine, both off by default (so that a
+// run without them is the same as before they existed), model what real
+// runs showed: machine stalls (MachineStalls: every worker pauses at once
+// for a while, as when the whole machine is descheduled) and service-time
+// overshoot (handlers take a fixed factor longer than drawn, as sleeping
+// handlers overshoot their sleeps).
 
 #include <cstddef>
 #include <cstdint>
@@ -73,6 +80,22 @@ struct SimulationInput {
   std::vector<Burst> bursts;
 };
 
+// Random pauses of every worker at once. During a stall no event starts,
+// every event being handled finishes `length` later (and its measured
+// service time grows by as much), and a thread that was starting becomes
+// ready at the stall's end at the earliest; arrivals go on queueing, and
+// the controller keeps ticking (it sees the stall as a queue, late events
+// and, afterwards, stretched service times). Stalls start as a Poisson
+// process of rate `per_second` from the run's start (the next one begins
+// after the previous one ends), drawn from their own generator seeded with
+// `seed`: enabling them leaves the arrivals and service times of a seeded
+// run unchanged.
+struct MachineStalls {
+  double per_second = 0;  // >= 0 and finite; 0: no stalls
+  Duration length = std::chrono::milliseconds(100);  // > 0 when enabled
+  std::uint64_t seed = 1;
+};
+
 struct SimulationOptions {
   Duration tick = std::chrono::milliseconds(100);  // controller period, > 0
   Duration thread_start_delay = std::chrono::milliseconds(2);  // >= 0
@@ -87,6 +110,12 @@ struct SimulationOptions {
   // In-SLO ticks in a row that count as recovered from a burst (>= 1):
   // more than one, so that a lucky tick in a standing queue does not.
   std::size_t recovery_ticks = 3;
+  // Machine stalls (none by default).
+  MachineStalls stalls;
+  // Every service time SimulationInput::service_ns draws is multiplied by
+  // this (finite, >= 1; 1 by default: as drawn), e.g. 1.08 for handlers
+  // that sleep and overshoot their sleeps by 8 %.
+  double service_overshoot = 1.0;
 };
 
 // One controller tick, for plots and CSV.
@@ -119,11 +148,14 @@ struct SimulationResult {
   std::vector<TimelineRow> timeline;
   // One per SimulationInput::bursts, in its order.
   std::vector<BurstRecovery> recoveries;
+  std::uint64_t stalls = 0;  // machine stalls that began during the run
 };
 
 // Runs `policy` against `input`. InvalidArgument for bad options or input
 // (unsorted or negative arrivals, no service function, duration <= 0, a
-// burst with start < 0, end <= start or workers 0, recovery_ticks 0).
+// burst with start < 0, end <= start or workers 0, recovery_ticks 0, a
+// stall rate that is negative or not finite, a stall length <= 0 with
+// stalls enabled, a service_overshoot below 1 or not finite).
 absl::StatusOr<SimulationResult> simulate(const SimulationInput& input,
                                           ScalingPolicy& policy,
                                           const SimulationOptions& options);
