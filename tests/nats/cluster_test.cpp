@@ -60,7 +60,9 @@ class ClusterReader {
     return name;
   }
 
-  // The Nats-Msg-Id of every message in the stream.
+  // The Nats-Msg-Id of every message in the stream. A read that fails
+  // (the client reconnecting after the kill) is tried again, bounded; a
+  // sequence the stream does not hold is skipped.
   std::multiset<std::string> message_ids(const char* stream) {
     jsStreamInfo* info = nullptr;
     REQUIRE(js_GetStreamInfo(&info, js_, stream, nullptr, nullptr) == NATS_OK);
@@ -71,8 +73,14 @@ class ClusterReader {
     for (std::uint64_t sequence = first; sequence != 0 && sequence <= last;
          ++sequence) {
       natsMsg* msg = nullptr;
-      REQUIRE(js_GetMsg(&msg, js_, stream, sequence, nullptr, nullptr) ==
-              NATS_OK);
+      natsStatus status = NATS_OK;
+      const bool read = wait_until([&] {
+        status = js_GetMsg(&msg, js_, stream, sequence, nullptr, nullptr);
+        return status == NATS_OK || status == NATS_NOT_FOUND;
+      });
+      INFO("sequence " << sequence << ": " << natsStatus_GetText(status));
+      REQUIRE(read);
+      if (status == NATS_NOT_FOUND) continue;
       const char* id = nullptr;
       REQUIRE(natsMsgHeader_Get(
                   msg, std::string(fnbus::nats::kMessageIdHeader).c_str(),
