@@ -1,16 +1,18 @@
-// fnbus::nats::Connection against nats-servers that require TLS or an
-// NKey (ConnectOptions::tls, Credentials::nkey_*): the right client
-// connects and round-trips a message, the others are refused with a
-// status that says what to set. The TLS certificates (a CA, a server
+// fnbus::nats::Connection against nats-servers that require TLS, an NKey
+// or a creds file (ConnectOptions::tls, Credentials::nkey_* and
+// creds_file): the right client connects and round-trips a message, the
+// others are refused with a status that says what to set. The TLS certificates (a CA, a server
 // certificate for 127.0.0.1 and localhost) are made at run time with the
 // `openssl` CLI; without it the TLS test is reported SKIPPED (ctest shows
-// it skipped). The NKey pairs are fixed test keys in tests/nats/testdata/
-// (made by its gen_nkey.py), never used anywhere else.
+// it skipped). The NKey pairs, the operator's configuration and the creds
+// files are fixed test data in tests/nats/testdata/ (made by its
+// gen_nkey.py and gen_creds.py), never used anywhere else.
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "../support/nats_server.hpp"
@@ -129,6 +131,14 @@ std::string testdata(const char* name) {
   return std::string(FNBUS_NATS_TESTDATA) + "/" + name;
 }
 
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  REQUIRE_FALSE(text.str().empty());
+  return text.str();
+}
+
 std::string read_line(const std::string& path) {
   std::ifstream in(path);
   std::string line;
@@ -173,6 +183,32 @@ TEST_CASE(
                        .nkey_seed_file = testdata("stranger.nk")}});
   REQUIRE_FALSE(forged.ok());
   CHECK(forged.status().code() == absl::StatusCode::kPermissionDenied);
+}
+
+TEST_CASE(
+    "nats security: a server trusting an operator takes its user's creds "
+    "file and refuses others",
+    "[nats][security]") {
+  auto server =
+      NatsServer::Start({.config = read_file(testdata("operator.conf"))});
+
+  auto right = Connection::Connect(
+      {.url = server->url(),
+       .credentials = {.creds_file = testdata("shop.creds")}});
+  INFO(right.status().ToString() << "\n" << server->log());
+  REQUIRE(right.ok());
+  check_round_trip(**right);
+
+  auto missing = Connection::Connect({.url = server->url()});
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.status().code() == absl::StatusCode::kPermissionDenied);
+
+  // A user of an account (and operator) the server does not know.
+  auto stranger = Connection::Connect(
+      {.url = server->url(),
+       .credentials = {.creds_file = testdata("stranger.creds")}});
+  REQUIRE_FALSE(stranger.ok());
+  CHECK(stranger.status().code() == absl::StatusCode::kPermissionDenied);
 }
 
 }  // namespace
