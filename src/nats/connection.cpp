@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
 #include "fmt/format.h"
 #include "src/nats/handles.hpp"
 
@@ -157,8 +159,19 @@ absl::Status fill(natsOptions* opts, Connection::State& state) {
                               "client ({}); fix it",
                               what, natsStatus_GetText(s)));
   };
+  // natsOptions_SetURL takes one URL: a comma-separated list (a cluster's
+  // seeds) goes to natsOptions_SetServers, one entry each.
+  std::vector<std::string> urls =
+      absl::StrSplit(options.url, ',', absl::SkipWhitespace());
+  for (std::string& url : urls) absl::StripAsciiWhitespace(&url);
+  std::vector<const char*> servers;
+  for (const std::string& url : urls) servers.push_back(url.c_str());
   absl::Status status =
-      step(natsOptions_SetURL(opts, options.url.c_str()), "url");
+      urls.size() > 1
+          ? step(natsOptions_SetServers(opts, servers.data(),
+                                        static_cast<int>(servers.size())),
+                 "url")
+          : step(natsOptions_SetURL(opts, options.url.c_str()), "url");
   if (status.ok())
     status = step(natsOptions_SetName(opts, options.name.c_str()), "name");
   if (status.ok()) {

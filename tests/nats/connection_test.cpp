@@ -1,7 +1,8 @@
 // fnbus::nats::Connection against a real nats-server on loopback (started
 // and stopped by PID by NatsServer): connecting, the errors of a missing
-// server, bad options and refused credentials, streams, and reconnecting
-// after the server is killed and restarted.
+// server, a comma-separated list of seeds, bad options and refused
+// credentials, streams, and reconnecting after the server is killed and
+// restarted.
 
 #include "fnbus/nats/connection.hpp"
 
@@ -43,6 +44,19 @@ TEST_CASE("nats connection: connects, creates and finds a stream", "[nats]") {
             ->ensure_stream(
                 {.name = "ORDERS", .subjects = {"orders.>", "payments.>"}})
             .ok());
+}
+
+TEST_CASE(
+    "nats connection: a comma-separated URL list connects past a dead seed",
+    "[nats]") {
+  auto server = NatsServer::Start();
+  const std::string dead =
+      "nats://127.0.0.1:" + std::to_string(free_loopback_port());
+  auto nats = Connection::Connect({.url = dead + " , " + server->url()});
+  INFO(nats.status().ToString());
+  REQUIRE(nats.ok());
+  CHECK((*nats)->connected());
+  CHECK((*nats)->ensure_stream({.name = "SEEDS", .subjects = {"seeds"}}).ok());
 }
 
 TEST_CASE("nats connection: no server at the URL is Unavailable, saying so",

@@ -68,6 +68,16 @@ inline bool accepts_connections(int port) {
   return ok;
 }
 
+// A new directory under the system's temporary directory (for a server's
+// store and configuration, a test's certificates).
+inline std::string make_temp_dir() {
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "fnbus-nats-XXXXXX").string();
+  server_check(::mkdtemp(pattern.data()) != nullptr,
+               "cannot create a temporary directory");
+  return pattern;
+}
+
 class NatsServer {
  public:
   struct Options {
@@ -76,6 +86,9 @@ class NatsServer {
     // A store directory to reuse (a restart after kill -9); empty: a new
     // temporary one, removed with the server.
     std::string store_dir;
+    // The client port; 0 (left out): a free one. No default member
+    // initialiser: `Options options = {}` needs none before the class ends.
+    int port;
   };
 
   // Starts the server and waits (bounded) until it accepts connections.
@@ -120,14 +133,10 @@ class NatsServer {
 
  private:
   explicit NatsServer(Options options) : options_(std::move(options)) {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "fnbus-nats-XXXXXX").string();
-    server_check(::mkdtemp(pattern.data()) != nullptr,
-                 "cannot create a temporary directory");
-    dir_ = pattern;
+    dir_ = make_temp_dir();
     owns_dir_ = true;
     store_ = options_.store_dir.empty() ? dir_ + "/store" : options_.store_dir;
-    port_ = free_loopback_port();
+    port_ = options_.port > 0 ? options_.port : free_loopback_port();
   }
 
   void launch() {
@@ -185,6 +194,63 @@ class NatsServer {
   std::string store_;
   int port_ = 0;
   pid_t pid_ = -1;
+};
+
+// A JetStream cluster of three nats-servers on loopback: each with its
+// own free client port, cluster port, store and server_name ("n0".."n2"),
+// one cluster name, routes to the other two; each stopped by PID (its
+// NatsServer). Start() returns once every server accepts clients; JetStream
+// elects its meta leader after that: wait for it with a replicated
+// ensure_stream (see the cluster test), bounded.
+class NatsCluster {
+ public:
+  static constexpr int kSize = 3;
+
+  static std::unique_ptr<NatsCluster> Start() {
+    auto cluster = std::unique_ptr<NatsCluster>(new NatsCluster());
+    std::vector<int> client_ports;
+    std::vector<int> route_ports;
+    for (int i = 0; i < kSize; ++i) {
+      client_ports.push_back(free_loopback_port());
+      route_ports.push_back(free_loopback_port());
+    }
+    for (int i = 0; i < kSize; ++i) {
+      std::string routes;
+      for (int j = 0; j < kSize; ++j) {
+        if (j == i) continue;
+        routes += (routes.empty() ? "" : ", ") +
+                  std::string("nats-route://127.0.0.1:") +
+                  std::to_string(route_ports[j]);
+      }
+      cluster->servers_.push_back(NatsServer::Start(
+          {.config = "server_name: n" + std::to_string(i) +
+                     "\ncluster {\n  name: fnbus\n  listen: 127.0.0.1:" +
+                     std::to_string(route_ports[i]) + "\n  routes: [" + routes +
+                     " ]\n}",
+           .port = client_ports[i]}));
+    }
+    return cluster;
+  }
+
+  NatsServer& server(int i) { return *servers_.at(static_cast<size_t>(i)); }
+  // Every server's URL, comma-separated (the client's seeds).
+  [[nodiscard]] std::string urls() const {
+    std::string out;
+    for (const auto& server : servers_) {
+      out += (out.empty() ? "" : ",") + server->url();
+    }
+    return out;
+  }
+  // Every server's log, for failure messages.
+  [[nodiscard]] std::string logs() const {
+    std::string out;
+    for (const auto& server : servers_) out += server->log() + "\n----\n";
+    return out;
+  }
+
+ private:
+  NatsCluster() = default;
+  std::vector<std::unique_ptr<NatsServer>> servers_;
 };
 
 }  // namespace fnbus::testing_support
