@@ -112,13 +112,25 @@ struct Fixture {
             .dead_letter = dead_letters.sink()};
   }
   // The durable's messages not yet delivered, and delivered but not acked.
-  std::pair<std::uint64_t, std::int64_t> pending(const std::string& durable) {
+  std::pair<std::uint64_t, std::int64_t> pending_now(
+      const std::string& durable) {
     jsConsumerInfo* info = nullptr;
     REQUIRE(js_GetConsumerInfo(&info, nats->handles().jetstream, "ORDERS",
                                durable.c_str(), nullptr, nullptr) == NATS_OK);
     const std::pair result{info->NumPending, info->NumAckPending};
     jsConsumerInfo_Destroy(info);
     return result;
+  }
+  // The same once acknowledgements in flight have reached the consumer: an
+  // ack is a message the server applies after the client sent it, so the
+  // counts are polled (bounded) until they reach {0, 0} -- or not.
+  std::pair<std::uint64_t, std::int64_t> pending(const std::string& durable) {
+    std::pair<std::uint64_t, std::int64_t> now;
+    wait_until([&] {
+      now = pending_now(durable);
+      return now == std::pair<std::uint64_t, std::int64_t>{0, 0};
+    });
+    return now;
   }
 };
 
