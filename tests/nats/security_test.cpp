@@ -1,10 +1,10 @@
 // fnbus::nats::Connection against nats-servers that require TLS, an NKey
 // or a creds file (ConnectOptions::tls, Credentials::nkey_* and
 // creds_file): the right client connects and round-trips a message, the
-// others are refused with a status that says what to set. The TLS certificates (a CA, a server
-// certificate for 127.0.0.1 and localhost) are made at run time with the
-// `openssl` CLI; without it the TLS test is reported SKIPPED (ctest shows
-// it skipped). The NKey pairs, the operator's configuration and the creds
+// others are refused with a status that says what to set. The TLS certificates
+// (a CA, a server certificate for 127.0.0.1 and localhost) are made at run time
+// with the `openssl` CLI; without it the TLS test is reported SKIPPED (ctest
+// shows it skipped). The NKey pairs, the operator's configuration and the creds
 // files are fixed test data in tests/nats/testdata/ (made by its
 // gen_nkey.py and gen_creds.py), never used anywhere else.
 
