@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "fmt/format.h"
 #include "src/nats/handles.hpp"
 
@@ -75,12 +77,8 @@ absl::Status check_options(const ImportOptions& options) {
         "undecodable messages go there)");
   }
   if (problems.empty()) return absl::OkStatus();
-  std::string message = "fnbus::nats::ImportOptions: ";
-  for (std::size_t i = 0; i < problems.size(); ++i) {
-    if (i > 0) message += "; ";
-    message += problems[i];
-  }
-  return absl::InvalidArgumentError(message);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "fnbus::nats::ImportOptions: ", absl::StrJoin(problems, "; ")));
 }
 
 // One subject's counters. relaxed: independent statistics.
@@ -168,10 +166,13 @@ struct Importer::State : std::enable_shared_from_this<Importer::State> {
     return *it->second;
   }
 
-  std::chrono::milliseconds backoff(std::uint64_t delivered) const {
+  // Sends `msg` back after the backoff of its delivery count.
+  void nak_later(natsMsg* msg, std::uint64_t delivered) const {
     const std::size_t last = options.redelivery_backoff.size() - 1;
-    return options.redelivery_backoff[std::min<std::uint64_t>(
-        delivered > 0 ? delivered - 1 : 0, last)];
+    const std::chrono::milliseconds delay =
+        options.redelivery_backoff[std::min<std::uint64_t>(
+            delivered > 0 ? delivered - 1 : 0, last)];
+    natsMsg_NakWithDelay(msg, delay.count(), nullptr);
   }
 
   void fetch_loop();
@@ -262,8 +263,7 @@ void Importer::State::receive(natsMsg* msg) {
     // Refused (the bus is shutting down, or stayed full): another
     // delivery, here or elsewhere, will have it.
     bump(route->counters.nacked);
-    natsMsg_NakWithDelay(
-        msg, nanoseconds(backoff(delivery.delivered)) / 1'000'000, nullptr);
+    nak_later(msg, delivery.delivered);
     natsMsg_Destroy(msg);
     left_flight();
     return;
@@ -313,8 +313,7 @@ void Importer::State::settle(natsMsg* msg, Route& route,
       break;
     case Verdict::kFailed:
     case Verdict::kUnhandled:
-      natsMsg_NakWithDelay(
-          msg, nanoseconds(backoff(delivery.delivered)) / 1'000'000, nullptr);
+      nak_later(msg, delivery.delivered);
       bump(route.counters.nacked);
       break;
   }
