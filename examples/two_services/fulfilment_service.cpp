@@ -25,11 +25,14 @@ namespace {
 
 using namespace two_services;
 
+// Written by the bus's workers, read by the main thread. relaxed
+// throughout: independent counters, read for the final printout after
+// bus->shutdown() has joined the workers (which orders them).
 struct Counts {
   std::atomic<int> shipped{0};
   std::atomic<int> paid{0};
-  // The bus clock's ticks when the last event arrived; relaxed: a
-  // heuristic for when to stop, read by main() only.
+  // steady_clock when the last event arrived: only a hint for when this
+  // demo stops, so a stale read just waits a little longer.
   std::atomic<std::int64_t> last_event_ns{0};
 };
 
